@@ -1,0 +1,260 @@
+"""Create the project's virtual environment, with or without the MMRotate engine.
+
+Standard library only: this runs on a machine that has nothing but Python 3.11 and pip.
+
+The engine's dependencies (torch with CUDA libraries, ~5.5 GB) live in one environment in the
+user's cache, keyed by the pins below; each checkout's ``.venv`` is a small venv whose ``.pth``
+file points into it. A fresh clone with unchanged pins therefore reuses the heavy install, and
+the same code path is what fills the cache on a fresh machine.
+
+mmcv-full 1.7.2 ships only as source. Its ``setup.py`` forces ``-std=c++17``, but the headers of
+torch >= 2.14 require C++20, so for those torches the sdist is unpacked, that flag is raised and
+the wheel is built here (about 45 minutes on 2 cores) and kept in a wheelhouse for next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
+BUILD_PINS = ["numpy>=1.23,<2", "setuptools>=77.0.3,<81", "wheel", "ninja"]
+MMCV_PIN = "mmcv-full==1.7.2"
+MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1", "opencv-python-headless>=4.5,<5"]
+# Installed with --no-deps: mmrotate depends on mmcv-full, whose metadata pulls the GUI
+# opencv-python (libGL) next to the headless one. ENGINE_DEPS lists what they really need.
+ENGINE_DEPS = ["matplotlib", "pycocotools", "terminaltables", "scipy", "six", "sympy"]
+ENGINE_PINS = ["mmdet==2.28.2", "mmrotate==0.3.4", "e2cnn==0.2.3"]
+BASE_PINS = [
+    "typer>=0.12",
+    "rich>=13",
+    "pyyaml>=6",
+    "shapely>=2.0",
+    "numpy>=1.23,<2",
+    "opencv-python-headless>=4.5,<4.12",
+    "Pillow>=9",
+    "matplotlib>=3.7",
+]
+DEV_PINS = ["pytest>=7", "ruff>=0.6", "setuptools>=77.0.3,<81", "wheel"]
+# opencv-python-headless 4.12+ requires numpy 2, which this stack does not support.
+CONSTRAINTS = ["numpy<2", "opencv-python-headless<4.12", "yapf==0.40.1", "setuptools<81"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(msg: str) -> None:
+    print(f"[rotld-setup] {msg}", flush=True)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("ROTLD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rotld"
+    )
+    return Path(base)
+
+
+def env_key(engine: bool) -> str:
+    """Hash of everything that decides the content of the shared environment."""
+    parts = [
+        platform.machine(),
+        sys.implementation.name,
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        *BASE_PINS,
+        *DEV_PINS,
+        *CONSTRAINTS,
+    ]
+    if engine:
+        parts += [*TORCH_PINS, *BUILD_PINS, MMCV_PIN, *MMCV_DEPS, *ENGINE_DEPS, *ENGINE_PINS, os.environ.get("ROTLD_TORCH_INDEX", "")]
+    return ("engine-" if engine else "base-") + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    log("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, env=env, cwd=cwd)
+
+
+def pip(python: Path, args: list[str], constraints: Path, env: dict[str, str] | None = None) -> None:
+    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints), *args], env=env)
+
+
+def site_packages(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Serialise concurrent installs into the same cached environment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def torch_needs_cxx20(python: Path) -> bool:
+    out = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", out).groups())
+    return (major, minor) >= (2, 14)
+
+
+def wheel_sources() -> list[str]:
+    """Local wheel folders to look in before building: our wheelhouse, then the shared cache."""
+    sources = [cache_root() / "wheelhouse"]
+    extra = os.environ.get("ROTLD_WHEELS")
+    if extra:
+        sources.append(Path(extra))
+    shared = REPO_ROOT.parent / "shared" / "wheels"
+    if shared.is_dir():
+        sources.append(shared)
+    out: list[str] = []
+    for src in sources:
+        if src.is_dir():
+            out += ["--find-links", str(src)]
+    return out
+
+
+def install_mmcv(python: Path, constraints: Path) -> None:
+    """Install mmcv-full from a cached wheel, or build it from the PyPI sdist."""
+    wheelhouse = cache_root() / "wheelhouse"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    try:
+        pip(python, ["--no-deps", "--only-binary", "mmcv-full", "--no-index", *wheel_sources(), MMCV_PIN], constraints)
+        if _mmcv_ops_work(python):
+            log("mmcv-full installed from a cached wheel")
+            return
+        log("the cached mmcv-full wheel does not match this torch; building from source")
+        run([str(python), "-m", "pip", "uninstall", "-y", "mmcv-full"])
+    except subprocess.CalledProcessError:
+        log("no cached mmcv-full wheel; building it from source")
+    cxx20 = torch_needs_cxx20(python)
+    with tempfile.TemporaryDirectory(prefix="rotld-mmcv-") as tmp:
+        tmpdir = Path(tmp)
+        run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir), MMCV_PIN])
+        sdist = next(tmpdir.glob("mmcv-full-*.tar.gz"))
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmpdir, filter="data")
+        src = next(p for p in tmpdir.iterdir() if p.is_dir() and p.name.startswith("mmcv-full-"))
+        if cxx20:
+            setup_py = src / "setup.py"
+            text = setup_py.read_text()
+            patched = text.replace("-std=c++17", "-std=c++20")
+            if patched == text:
+                raise SystemExit("mmcv-full setup.py has no -std=c++17 flag to raise; cannot build against torch>=2.14")
+            setup_py.write_text(patched)
+            log("torch >= 2.14: building mmcv-full with -std=c++20 (its setup.py forces c++17)")
+        env = dict(os.environ, MMCV_WITH_OPS="1", MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
+        log("building mmcv-full 1.7.2 ops: this takes about 45 minutes on 2 cores (once per machine)")
+        started = time.time()
+        run(
+            [str(python), "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmpdir / "dist"), "."],
+            env=env,
+            cwd=src,
+        )
+        built = next((tmpdir / "dist").glob("mmcv_full-*.whl"))
+        shutil.copy2(built, wheelhouse / built.name)
+        log(f"built {built.name} in {time.time() - started:.0f} s; kept in {wheelhouse}")
+    pip(python, ["--no-deps", "--no-index", "--find-links", str(wheelhouse), MMCV_PIN], constraints)
+    if not _mmcv_ops_work(python):
+        raise SystemExit("mmcv-full was built but its compiled ops do not load; see the log above")
+
+
+def _mmcv_ops_work(python: Path) -> bool:
+    probe = (
+        "import torch, mmcv; from mmcv.ops import nms_rotated, box_iou_rotated;"
+        "b = torch.tensor([[10., 10., 8., 4., 0.3], [10., 10., 8., 4., 0.31]]);"
+        "assert box_iou_rotated(b, b).shape == (2, 2)"
+    )
+    return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+
+
+def build_shared_env(env_dir: Path, engine: bool) -> None:
+    marker = env_dir / ".rotld-complete"
+    if marker.exists():
+        log(f"reusing the environment in {env_dir}")
+        return
+    with locked(env_dir.with_suffix(".lock")):
+        if marker.exists():
+            log(f"reusing the environment in {env_dir}")
+            return
+        log(f"creating the shared environment {env_dir}")
+        if not (env_dir / "bin" / "python").exists():
+            run([sys.executable, "-m", "venv", str(env_dir)])
+        python = env_dir / "bin" / "python"
+        constraints = env_dir / "rotld-constraints.txt"
+        constraints.write_text("\n".join(CONSTRAINTS) + "\n")
+        if engine:
+            index = os.environ.get("ROTLD_TORCH_INDEX")
+            torch_args = [*TORCH_PINS] + (["--index-url", index] if index else [])
+            log("installing torch + torchvision (a matched pair: mmcv's runner imports torchvision)")
+            pip(python, torch_args, constraints)
+            pip(python, BUILD_PINS, constraints)
+            pip(python, MMCV_DEPS, constraints)
+            install_mmcv(python, constraints)
+            pip(python, ENGINE_DEPS, constraints)
+            pip(python, ["--no-deps", *ENGINE_PINS], constraints)
+        pip(python, [*BASE_PINS, *DEV_PINS], constraints)
+        marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        log("shared environment complete")
+
+
+def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
+    """A per-checkout venv that sees the shared environment's packages through a .pth file."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        run([sys.executable, "-m", "venv", str(venv)])
+    purelib = site_packages(python)
+    shared = site_packages(env_dir / "bin" / "python")
+    (purelib / "_rotld_shared_env.pth").write_text(str(shared) + "\n")
+    if editable:
+        run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--no-build-isolation", "-e", str(REPO_ROOT)])
+    log(f"ready: {venv} (shared packages from {env_dir})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rotld_cli.bootstrap", description=__doc__.splitlines()[0])
+    parser.add_argument("--venv", default=str(REPO_ROOT / ".venv"), help="the checkout's venv (default: .venv)")
+    parser.add_argument("--no-engine", action="store_true", help="skip torch/mmcv/mmdet/mmrotate")
+    parser.add_argument("--print-key", action="store_true", help="print the cache key and exit")
+    args = parser.parse_args(argv)
+    engine = not args.no_engine
+    key = env_key(engine)
+    if args.print_key:
+        print(key)
+        return 0
+    if sys.version_info[:2] < (3, 9):
+        log("Python >= 3.9 is required (3.11 recommended)")
+        return 2
+    env_dir = cache_root() / "envs" / key
+    try:
+        build_shared_env(env_dir, engine)
+        link_local_venv(Path(args.venv), env_dir, editable=True)
+    except subprocess.CalledProcessError as exc:
+        log(f"failed: {' '.join(exc.cmd)} exited with {exc.returncode}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

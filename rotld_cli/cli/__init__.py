@@ -1,0 +1,82 @@
+"""The `rotld` Typer application: each sub-module registers one command group.
+
+Command modules import their implementation inside the command function, so `rotld --help`
+and the non-engine commands never import torch, mmcv, mmdet or mmrotate.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from rotld_cli import __version__, ui
+from rotld_cli.errors import RotldError
+
+app = typer.Typer(
+    name="rotld",
+    help="Rotated Localization Distillation for oriented object detection on DOTA.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        ui.console.print(f"rotld {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    ui.set_debug(debug)
+
+
+from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app`)
+    demo,
+    distill,
+    doctor,
+    evaluate,
+    prepare,
+    publish,
+    recipes,
+    train,
+)
+
+__all__ = ["app", "main", "demo", "distill", "doctor", "evaluate", "prepare", "publish", "recipes", "train"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: one-line errors and exit codes instead of tracebacks."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="rotld", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        ui.error("interrupted")
+        sys.exit(130)
+    except RotldError as exc:
+        if ui.debug_enabled():
+            traceback.print_exc()
+        ui.error(str(exc))
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001  (last resort: never a raw traceback by default)
+        if _is_usage_error(exc):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if ui.debug_enabled():
+            traceback.print_exc()
+        ui.error(f"internal error: {type(exc).__name__}: {exc} (run `rotld --debug ...` for the traceback)")
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's own option/argument errors (Typer vendors click in recent releases)."""
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)

@@ -1,0 +1,5 @@
+"""The DOTA toolkit: formats, split, merge, metrics, synthetic data.
+
+Pure Python + numpy + shapely + OpenCV. Never imports mmcv, mmdet or mmrotate, so every command
+built on it runs in seconds without the training engine.
+"""

@@ -1,0 +1,1 @@
+"""rotld's MMRotate plugins, registered under the seed's type names on import."""

@@ -1,0 +1,73 @@
+"""Rich console, progress bars, tables and one-line error rendering shared by every command."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+_state = {"debug": bool(os.environ.get("ROTLD_DEBUG"))}
+
+
+def set_debug(flag: bool) -> None:
+    _state["debug"] = flag or _state["debug"]
+
+
+def debug_enabled() -> bool:
+    return _state["debug"]
+
+
+def progress(*extra_columns, transient: bool = False) -> Progress:
+    """A progress bar with count, rate columns supplied by the caller, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def table(title: str, columns: list[str], rows: list[list[object]], justify_numbers: bool = True) -> Table:
+    tbl = Table(title=title, show_lines=False)
+    for i, col in enumerate(columns):
+        tbl.add_column(col, justify="right" if (justify_numbers and i > 0) else "left")
+    for row in rows:
+        tbl.add_row(*[str(c) for c in row])
+    return tbl
+
+
+def error(message: str) -> None:
+    """One line on stderr, no traceback."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+def is_interactive() -> bool:
+    return sys.stdout.isatty()
