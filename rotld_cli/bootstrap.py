@@ -76,7 +76,15 @@ def env_key(engine: bool) -> str:
         *CONSTRAINTS,
     ]
     if engine:
-        parts += [*TORCH_PINS, *BUILD_PINS, MMCV_PIN, *MMCV_DEPS, *ENGINE_DEPS, *ENGINE_PINS, os.environ.get("ROTLD_TORCH_INDEX", "")]
+        parts += [
+            *TORCH_PINS,
+            *BUILD_PINS,
+            MMCV_PIN,
+            *MMCV_DEPS,
+            *ENGINE_DEPS,
+            *ENGINE_PINS,
+            os.environ.get("ROTLD_TORCH_INDEX", ""),
+        ]
     return ("engine-" if engine else "base-") + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -111,17 +119,43 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def needs_cxx20(torch_version: str) -> bool:
+    """torch >= 2.14 headers stop with '#error C++20 or later compatible compiler is required'."""
+    match = re.match(r"(\d+)\.(\d+)", torch_version)
+    if not match:
+        raise ValueError(f"cannot parse torch version {torch_version!r}")
+    return (int(match.group(1)), int(match.group(2))) >= (2, 14)
+
+
 def torch_needs_cxx20(python: Path) -> bool:
     out = subprocess.run(
         [str(python), "-c", "import torch; print(torch.__version__)"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", out).groups())
-    return (major, minor) >= (2, 14)
+    return needs_cxx20(out)
 
 
-def wheel_sources() -> list[str]:
+def patch_mmcv_setup(text: str, cxx20: bool) -> str:
+    """Raise mmcv-full's forced `-std=c++17` to C++20 where torch needs it; else leave it alone."""
+    if not cxx20:
+        return text
+    patched = text.replace("-std=c++17", "-std=c++20")
+    if patched == text:
+        raise SystemExit("mmcv-full's setup.py has no -std=c++17 flag to raise; cannot build against torch >= 2.14")
+    log("torch >= 2.14: building mmcv-full with -std=c++20 (its setup.py forces c++17)")
+    return patched
+
+
+def wheelhouse_for(python: Path) -> Path:
+    """One wheelhouse per torch build: an mmcv-full wheel only works beside the torch it was built on."""
+    version = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return cache_root() / "wheelhouse" / f"torch-{re.sub(r'[^0-9A-Za-z.+_-]', '_', version)}"
+
+
+def wheel_sources(wheelhouse: Path) -> list[str]:
     """Local wheel folders to look in before building: our wheelhouse, then the shared cache."""
-    sources = [cache_root() / "wheelhouse"]
+    sources = [wheelhouse]
     extra = os.environ.get("ROTLD_WHEELS")
     if extra:
         sources.append(Path(extra))
@@ -137,10 +171,14 @@ def wheel_sources() -> list[str]:
 
 def install_mmcv(python: Path, constraints: Path) -> None:
     """Install mmcv-full from a cached wheel, or build it from the PyPI sdist."""
-    wheelhouse = cache_root() / "wheelhouse"
+    wheelhouse = wheelhouse_for(python)
     wheelhouse.mkdir(parents=True, exist_ok=True)
     try:
-        pip(python, ["--no-deps", "--only-binary", "mmcv-full", "--no-index", *wheel_sources(), MMCV_PIN], constraints)
+        pip(
+            python,
+            ["--no-deps", "--only-binary", "mmcv-full", "--no-index", *wheel_sources(wheelhouse), MMCV_PIN],
+            constraints,
+        )
         if _mmcv_ops_work(python):
             log("mmcv-full installed from a cached wheel")
             return
@@ -152,23 +190,31 @@ def install_mmcv(python: Path, constraints: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="rotld-mmcv-") as tmp:
         tmpdir = Path(tmp)
         run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir), MMCV_PIN])
-        sdist = next(tmpdir.glob("mmcv-full-*.tar.gz"))
+        sdist = next(tmpdir.glob("mmcv*full-*.tar.gz"))
         with tarfile.open(sdist) as tar:
-            tar.extractall(tmpdir, filter="data")
-        src = next(p for p in tmpdir.iterdir() if p.is_dir() and p.name.startswith("mmcv-full-"))
-        if cxx20:
-            setup_py = src / "setup.py"
-            text = setup_py.read_text()
-            patched = text.replace("-std=c++17", "-std=c++20")
-            if patched == text:
-                raise SystemExit("mmcv-full setup.py has no -std=c++17 flag to raise; cannot build against torch>=2.14")
-            setup_py.write_text(patched)
-            log("torch >= 2.14: building mmcv-full with -std=c++20 (its setup.py forces c++17)")
+            try:
+                tar.extractall(tmpdir, filter="data")
+            except TypeError:  # Python without tarfile extraction filters
+                tar.extractall(tmpdir)
+        src = next(p for p in tmpdir.iterdir() if p.is_dir() and p.name.replace("_", "-").startswith("mmcv-full-"))
+        setup_py = src / "setup.py"
+        setup_py.write_text(patch_mmcv_setup(setup_py.read_text(), cxx20))
         env = dict(os.environ, MMCV_WITH_OPS="1", MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
         log("building mmcv-full 1.7.2 ops: this takes about 45 minutes on 2 cores (once per machine)")
         started = time.time()
         run(
-            [str(python), "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmpdir / "dist"), "."],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "wheel",
+                "-v",
+                "--no-build-isolation",
+                "--no-deps",
+                "-w",
+                str(tmpdir / "dist"),
+                ".",
+            ],
             env=env,
             cwd=src,
         )
@@ -228,7 +274,20 @@ def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
     shared = site_packages(env_dir / "bin" / "python")
     (purelib / "_rotld_shared_env.pth").write_text(str(shared) + "\n")
     if editable:
-        run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--no-build-isolation", "-e", str(REPO_ROOT)])
+        run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-e",
+                str(REPO_ROOT),
+            ]
+        )
     log(f"ready: {venv} (shared packages from {env_dir})")
 
 
@@ -243,9 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_key:
         print(key)
         return 0
-    if sys.version_info[:2] < (3, 9):
-        log("Python >= 3.9 is required (3.11 recommended)")
-        return 2
     env_dir = cache_root() / "envs" / key
     try:
         build_shared_env(env_dir, engine)

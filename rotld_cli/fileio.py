@@ -17,8 +17,11 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+    )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; final files get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -26,6 +29,12 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:

@@ -31,7 +31,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     ui.set_debug(debug)
@@ -48,7 +50,7 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     train,
 )
 
-__all__ = ["app", "main", "demo", "distill", "doctor", "evaluate", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         ui.error(str(exc))
         sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001  (last resort: never a raw traceback by default)
+    except Exception as exc:  # last resort: never a raw traceback by default
         if _is_usage_error(exc):
             exc.show()
             sys.exit(exc.exit_code)

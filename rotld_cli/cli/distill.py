@@ -1,11 +1,43 @@
-"""`rotld distill`: Distill a student from a teacher checkpoint with a YAML recipe."""
+"""`rotld distill`: train a student with localization (LD) and classification (KD) distillation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from rotld_cli.cli import app
-from rotld_cli.cli._stub import not_available
+from rotld_cli.cli.train import render_result
 
 
-@app.command("distill", help="Distill a student from a teacher checkpoint with a YAML recipe. (not available yet)")
-def distill_cmd() -> None:
-    not_available("distill", "the training engine lands with the training issue")
+@app.command("distill", help="Distill a student from a teacher checkpoint with a YAML recipe.")
+def distill_cmd(
+    recipe: str = typer.Argument(..., help="Student recipe file or bundled name (see `rotld recipes list`)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher checkpoint (from `rotld train-teacher`)."),
+    teacher_recipe: Optional[str] = typer.Option(
+        None, "--teacher-recipe", help="The teacher's recipe (default: the one stored in the checkpoint)."
+    ),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Run folder (default: work_dirs/<recipe name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable)."
+    ),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (fp16) training; CUDA only."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the recipe's runtime.seed)."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels (slower on GPU)."),
+    auto_scale_lr: bool = typer.Option(False, "--auto-scale-lr", help="Scale the lr linearly with the total batch."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use)."),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random backbone init (no download)."),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs (multi-GPU training is not available yet: 1)."),
+) -> None:
+    from rotld_cli.engine.train import TrainOptions, distill
+
+    options = TrainOptions(
+        work_dir=work_dir, resume=resume, overrides=list(overrides or []), device=device, amp=amp, seed=seed,
+        deterministic=deterministic, auto_scale_lr=auto_scale_lr, pretrained=pretrained, no_pretrained=no_pretrained,
+        validate=not no_validate, gpus=gpus, teacher=teacher, teacher_recipe=teacher_recipe,
+    )
+    render_result(distill(recipe, options))

@@ -1,11 +1,107 @@
-"""`rotld prepare-dota`: Split DOTA images into patches (MMRotate img_split semantics)."""
+"""`rotld prepare-dota`: split DOTA images into patches (MMRotate img_split semantics)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from rotld_cli.cli import app
-from rotld_cli.cli._stub import not_available
+from rotld_cli.errors import RotldError, UsageError
 
 
-@app.command("prepare-dota", help="Split DOTA images into patches (MMRotate img_split semantics). (not available yet)")
-def prepare_cmd() -> None:
-    not_available("prepare-dota", "the DOTA split lands with the foundation issue")
+def _values(option: str, raw: list[str] | None, kind: type) -> tuple | None:
+    """Values of a repeatable option that also accepts comma-separated lists (`--rates 0.5,1.0`)."""
+    if not raw:
+        return None
+    tokens = [t.strip() for item in raw for t in item.split(",") if t.strip()]
+    try:
+        return tuple(kind(t) for t in tokens)
+    except ValueError:
+        raise UsageError(f"{option}: expected {kind.__name__} values, got {' '.join(raw)!r}") from None
+
+
+@app.command("prepare-dota", help="Split DOTA images into patches + annfiles (MMRotate img_split semantics).")
+def prepare_cmd(
+    src: Path = typer.Argument(..., help="A DOTA root (train/ val/ test/) or one split folder (images/ [labelTxt/])."),
+    out: Path = typer.Argument(..., help="Output folder; mirrors SRC with images/ and annfiles/."),
+    preset: str = typer.Option("ss", "--preset", help="ss: 1024/200 at rate 1; ms: 1024/500 at rates 0.5,1,1.5."),
+    sizes: Optional[list[str]] = typer.Option(None, "--sizes", help="Window sizes (repeat or comma-separate)."),
+    gaps: Optional[list[str]] = typer.Option(None, "--gaps", help="Overlaps between windows, one per size."),
+    rates: Optional[list[str]] = typer.Option(None, "--rates", help="Window scales: size/rate px windows."),
+    img_rate_thr: float = typer.Option(0.6, "--img-rate-thr", help="Keep windows whose in-image area ratio > this."),
+    iof_thr: float = typer.Option(0.7, "--iof-thr", help="Keep objects whose area inside the window >= this."),
+    padding_value: Optional[list[str]] = typer.Option(None, "--padding-value", help="B,G,R fill [104,116,124]."),
+    no_padding: bool = typer.Option(False, "--no-padding", help="Write border patches smaller instead of padding."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: the CPU count)."),
+    splits: Optional[list[str]] = typer.Option(None, "--splits", help="Splits of a DOTA root (default: all found)."),
+    dota_version: str = typer.Option("v1.0", "--dota-version", help="Class list: v1.0, v1.5 or v2.0."),
+    ext: str = typer.Option(".png", "--ext", help="Patch format: .png (lossless), .bmp, .tif or .jpg."),
+    png_compression: Optional[int] = typer.Option(
+        None, "--png-compression", help="zlib level 0-9 (default: OpenCV's fast level-1 RLE, as img_split)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OUT made with other parameters."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
+) -> None:
+    from rotld_cli.dota.prepare import PRESETS, PrepareOptions, prepare_dota
+    from rotld_cli.dota.split import SplitParams
+
+    if preset not in PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    base = PRESETS[preset]
+    params = SplitParams(
+        sizes=_values("--sizes", sizes, int) or base["sizes"],
+        gaps=_values("--gaps", gaps, int) or base["gaps"],
+        rates=_values("--rates", rates, float) or base["rates"],
+        img_rate_thr=img_rate_thr,
+        iof_thr=iof_thr,
+        padding=not no_padding,
+        padding_value=_values("--padding-value", padding_value, int) or SplitParams.padding_value,
+    )
+    options = PrepareOptions(
+        split=params,
+        ext=ext,
+        png_compression=png_compression,
+        dota_version=dota_version,
+        workers=workers if workers is not None else (os.cpu_count() or 1),
+        splits=_values("--splits", splits, str),
+        overwrite=overwrite,
+    )
+    summary = prepare_dota(src, out, options, show_progress=not as_json)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _render(summary)
+    if summary.problems:
+        raise RotldError(f"{len(summary.problems)} problem(s) in the input; the other images were split into {out}")
+
+
+def _render(summary) -> None:
+    from rich.markup import escape
+
+    from rotld_cli import ui
+
+    total = summary.total
+    rows = [
+        [name, total.objects[name], total.annotations[name], total.truncated[name]]
+        for name in sorted(set(total.objects) | set(total.annotations))
+    ]
+    ui.console.print(ui.table("objects per class", ["class", "objects", "in patches", "truncated (diff. 2)"], rows))
+    figures = [
+        ["images", f"{total.images} ({summary.resumed} resumed)" if summary.resumed else total.images],
+        ["patches", f"{total.patches} ({total.empty_patches} without objects)"],
+        ["objects kept (annfile lines)", sum(total.annotations.values())],
+        ["truncated objects (difficulty 2)", sum(total.truncated.values())],
+        ["objects dropped (in no patch)", total.dropped],
+        ["invalid polygons repaired", total.repaired],
+        ["images without a label file", total.unlabelled],
+        ["seconds", f"{summary.seconds:.1f}"],
+    ]
+    ui.console.print(ui.table(f"prepare-dota -> {summary.out}", ["", "value"], figures))
+    if summary.problems:
+        ui.console.print(
+            ui.table("problems (these inputs were skipped)", ["file: problem"], [[escape(p)] for p in summary.problems])
+        )

@@ -1,11 +1,59 @@
-"""`rotld train-teacher`: Train a teacher detector with a YAML recipe."""
+"""`rotld train-teacher`: train a teacher (or baseline) detector from a YAML recipe."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from rotld_cli.cli import app
-from rotld_cli.cli._stub import not_available
 
 
-@app.command("train-teacher", help="Train a teacher detector with a YAML recipe. (not available yet)")
-def train_cmd() -> None:
-    not_available("train-teacher", "the training engine lands with the training issue")
+def render_result(result) -> None:
+    """The summary panel both training commands print."""
+    from rotld_cli import ui
+
+    rows = [
+        ["work dir", str(result.work_dir)],
+        ["checkpoint", str(result.checkpoint)],
+        ["epochs / iterations", f"{result.epochs} / {result.iters}"],
+        ["wall time", f"{result.seconds:.1f} s"],
+    ]
+    if result.resumed_from is not None:
+        rows.append(["resumed after epoch", str(result.resumed_from)])
+    if result.teacher:
+        rows.append(["teacher", f"{result.teacher['path']} (sha256 {result.teacher['sha256'][:12]}...)"])
+    rows += [[name, f"{value:.4f}"] for name, value in result.final_losses.items()]
+    if result.evaluations:
+        rows += [[f"val {k} (epoch {result.evaluations[-1]['epoch']})", f"{v:.4f}"]
+                 for k, v in result.evaluations[-1].items() if k != "epoch"]
+    ui.console.print(ui.table("Training finished", ["", "value"], rows, justify_numbers=False))
+
+
+@app.command("train-teacher", help="Train a teacher (or baseline) detector from a YAML recipe.")
+def train_cmd(
+    recipe: str = typer.Argument(..., help="Recipe file or bundled name (see `rotld recipes list`)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Run folder (default: work_dirs/<recipe name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable)."
+    ),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (fp16) training; CUDA only."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the recipe's runtime.seed)."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels (slower on GPU)."),
+    auto_scale_lr: bool = typer.Option(False, "--auto-scale-lr", help="Scale the lr linearly with the total batch."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use)."),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random backbone init (no download)."),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs (multi-GPU training is not available yet: 1)."),
+) -> None:
+    from rotld_cli.engine.train import TrainOptions, train_teacher
+
+    options = TrainOptions(
+        work_dir=work_dir, resume=resume, overrides=list(overrides or []), device=device, amp=amp, seed=seed,
+        deterministic=deterministic, auto_scale_lr=auto_scale_lr, pretrained=pretrained, no_pretrained=no_pretrained,
+        validate=not no_validate, gpus=gpus,
+    )
+    render_result(train_teacher(recipe, options))

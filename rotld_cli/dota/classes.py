@@ -31,4 +31,6 @@ def classes_for(version: str) -> tuple[str, ...]:
     except KeyError:
         from rotld_cli.errors import UsageError
 
-        raise UsageError(f"--dota-version: unknown version {version!r}; choose one of {', '.join(CLASSES_BY_VERSION)}") from None
+        raise UsageError(
+            f"--dota-version: unknown version {version!r}; choose one of {', '.join(CLASSES_BY_VERSION)}"
+        ) from None

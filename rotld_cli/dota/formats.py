@@ -154,7 +154,9 @@ def parse_task1_text(
         tokens = line.split()
         try:
             if len(tokens) != 10:
-                raise FormatError(path, lineno, f"expected 'image_id score x1 y1 x2 y2 x3 y3 x4 y4' (10 fields), got {len(tokens)}")
+                raise FormatError(
+                    path, lineno, f"expected 'image_id score x1 y1 x2 y2 x3 y3 x4 y4' (10 fields), got {len(tokens)}"
+                )
             values = _floats(tokens[1:], path, lineno, "score and coordinates")
         except FormatError as exc:
             if strict or problems is None:
@@ -167,7 +169,9 @@ def parse_task1_text(
     return Task1Detections(ids, arr[:, 0].copy(), arr[:, 1:].copy())
 
 
-def read_task1_file(path: os.PathLike[str] | str, strict: bool = True, problems: list[str] | None = None) -> Task1Detections:
+def read_task1_file(
+    path: os.PathLike[str] | str, strict: bool = True, problems: list[str] | None = None
+) -> Task1Detections:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -181,13 +185,17 @@ def format_task1_line(image_id: str, score: float, poly: Sequence[float]) -> str
     return f"{image_id} {float(score)} " + " ".join(f"{v:.2f}" for v in poly)
 
 
-def write_task1_files(out_dir: os.PathLike[str] | str, dets: dict[str, Task1Detections], classes: Sequence[str]) -> list[Path]:
+def write_task1_files(
+    out_dir: os.PathLike[str] | str, dets: dict[str, Task1Detections], classes: Sequence[str]
+) -> list[Path]:
     """One `Task1_<class>.txt` per class (all classes, empty files included), atomically."""
     out_dir = Path(out_dir)
     written = []
     for name in classes:
         det = dets.get(name)
-        lines = [] if det is None else [format_task1_line(i, s, p) for i, s, p in zip(det.image_ids, det.scores, det.polys)]
+        lines = (
+            [] if det is None else [format_task1_line(i, s, p) for i, s, p in zip(det.image_ids, det.scores, det.polys)]
+        )
         path = out_dir / f"{TASK1_PREFIX}{name}.txt"
         atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
         written.append(path)

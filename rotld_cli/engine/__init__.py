@@ -12,18 +12,26 @@ _loaded = False
 
 
 def load_engine() -> None:
-    """Import torch/mmcv/mmdet/mmrotate, apply shims, register plugins (idempotent)."""
+    """Import torch/mmcv/mmdet/mmrotate, apply shims, register plugins (idempotent).
+
+    Raises EngineMissingError (one line, with the install command) when the stack is missing or
+    broken: an ImportError, or torchvision's RuntimeError for a torch/torchvision mismatch.
+    """
     global _loaded
     if _loaded:
         return
+    from rotld_cli.engine import compat
+
+    compat.quiet_imports()
     try:
+        import torch  # noqa: F401
         import mmcv  # noqa: F401
+        import mmcv.ops  # noqa: F401  (fails without the compiled mmcv-full ops)
+        import mmcv.runner  # noqa: F401  (imports torchvision)
         import mmdet  # noqa: F401
         import mmrotate  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise EngineMissingError(str(exc)) from exc
-    from rotld_cli.engine import compat
+    except (ImportError, RuntimeError) as exc:
+        raise EngineMissingError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
     compat.apply()
     from rotld_cli.engine import models  # noqa: F401  (registers the plugins)

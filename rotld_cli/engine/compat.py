@@ -1,25 +1,76 @@
 """torch 2.x shims for mmcv-full 1.7.2 / mmdet 2.28.2 / mmrotate 0.3.4, applied once by `apply()`.
 
-Why: these releases predate torch 2.x; each shim below fixes one breakage reproduced with torch
-2.13/2.14 (the error text without the shim is in its docstring and in tests/test_engine_compat.py).
-Every patched attribute keeps its original in `ORIGINALS["<module>.<qualname>"]` so tests can show
-that the unpatched code really fails. `APPLIED` lists the shims in the order they were applied.
+Why: these releases predate torch 2.x. Each shim below fixes one breakage reproduced with torch
+2.14 on Python 3.11; its docstring quotes the error seen without it, and
+tests/test_engine_compat.py shows the unpatched code failing and the patched code working.
+Every patched attribute keeps its original in `ORIGINALS[key]`; `APPLIED` lists the shims applied.
+
+Checkpoint loading (torch >= 2.6 defaults `torch.load` to `weights_only=True`), decided per call site:
+- mmcv's local-file loader (`load_checkpoint`, `CheckpointLoader`, `runner.resume`) and its
+  http(s)/torchvision loader stay on `weights_only=True`. mmcv's own checkpoints hold, besides
+  tensors and plain containers, numpy scalars/arrays (e.g. an EvalHook `best_score`) and
+  possibly datetimes in `meta`; those harmless types are allowed *only inside these loaders*
+  (`torch.serialization.safe_globals`, nothing is added process-wide). mmcv's http loader went
+  through `torch.hub.load_state_dict_from_url`, whose default is `weights_only=False`: it is
+  made safe too.
+- Full unpickling (`weights_only=False`) happens only inside `with trusted_checkpoints():`, the
+  explicit trust path for a file the user vouches for. A refused file raises a RotldError that
+  names the file and the offending global instead of torch's multi-paragraph message.
+
+Noisy import-time messages are silenced by `quiet_imports()`, which must run *before* mmcv is
+imported (`load_engine()` does): mmcv's "MMCV will release v2.0.0" notice and its
+"MultiScaleDeformableAttention has been moved" ImportWarning, torch's
+cpp_extension "No CUDA runtime is found" log line (mmcv imports cpp_extension; we never compile),
+and torch's `torch.cuda.amp.*` FutureWarnings when raised from mmcv's fp16 code (it still works).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Iterator
 from typing import Any, Callable
+
+from rotld_cli.errors import RotldError
 
 ORIGINALS: dict[str, Any] = {}
 APPLIED: list[str] = []
 
 _applied = False
+_trust_depth = 0
 
 
 def _patch(owner: Any, name: str, new: Any, key: str) -> None:
     """Replace `owner.name` by `new`, remembering the original once under `key`."""
     ORIGINALS.setdefault(key, getattr(owner, name))
     setattr(owner, name, new)
+
+
+def quiet_imports() -> None:
+    """Silence the harmless, noisy messages of importing the stack (call before importing mmcv)."""
+    warnings.filterwarnings("ignore", message=r"On January 1, 2023, MMCV will release v2\.0\.0", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"``MultiScaleDeformableAttention`` has been moved", category=ImportWarning)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated",
+        category=FutureWarning,
+        module=r"mmcv\.",
+    )
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeFilter())
+
+
+class _NoCudaRuntimeFilter(logging.Filter):
+    """Drop torch's 'No CUDA runtime is found, using CUDA_HOME=...' (mmcv imports cpp_extension)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+# --------------------------------------------------------------------------------------- devices
 
 
 def _shim_get_anchors_device() -> None:
@@ -29,6 +80,8 @@ def _shim_get_anchors_device() -> None:
     default device 'cuda' whatever the input: every CPU forward fails with "Found no NVIDIA driver
     on your system" / "Torch not compiled with CUDA enabled", and on a GPU machine CPU inputs would
     meet GPU anchors. The fix passes `device=` by keyword (mmdet's `AnchorHead.get_anchors` does).
+    RotatedRetinaHead inherits it; its own `filter_bboxes`/`refine_bboxes` and
+    `RotatedAnchorHead._get_bboxes` already pass `device=` by keyword.
     """
     from mmrotate.models.dense_heads.rotated_anchor_head import RotatedAnchorHead
 
@@ -45,8 +98,262 @@ def _shim_get_anchors_device() -> None:
     _patch(RotatedAnchorHead, "get_anchors", get_anchors, "RotatedAnchorHead.get_anchors")
 
 
+def _shim_scatter_stream() -> None:
+    """mmcv's `Scatter.forward` calls torch's `_get_stream(device)` with an int GPU index.
+
+    torch >= 2.x reads `device.type`, so every CPU->GPU scatter of MMDataParallel /
+    MMDistributedDataParallel fails with "'int' object has no attribute 'type'"
+    (open-mmlab/mmdetection#10720). The fix hands torch a `torch.device('cuda', index)`.
+    """
+    import mmcv.parallel._functions as mmcv_functions
+    import torch
+    import torch.nn.parallel._functions as torch_functions
+
+    def _get_stream(device):
+        if isinstance(device, int):
+            device = torch.device("cuda", device)
+        return torch_functions._get_stream(device)
+
+    _patch(mmcv_functions, "_get_stream", _get_stream, "mmcv.parallel._functions._get_stream")
+
+
+def _shim_ddp_forward() -> None:
+    """mmcv's `MMDistributedDataParallel._run_ddp_forward` reads `self._use_replicated_tensor_module`.
+
+    torch 2.0 removed that attribute, so every DDP forward (e.g. the distributed evaluation hook)
+    fails with "'MMDistributedDataParallel' object has no attribute '_use_replicated_tensor_module'".
+    The fix scatters the DataContainers (to the DDP device, or to the CPU with device_ids=None)
+    and runs torch's own `_run_ddp_forward`.
+    """
+    from mmcv.parallel import MMDistributedDataParallel
+    from mmcv.parallel.scatter_gather import scatter_kwargs
+    from torch.nn.parallel import DistributedDataParallel
+
+    def _run_ddp_forward(self, *inputs, **kwargs):
+        target = self.device_ids[0] if self.device_ids else -1
+        inputs, kwargs = scatter_kwargs(inputs, kwargs, [target], dim=self.dim)
+        return DistributedDataParallel._run_ddp_forward(self, *inputs[0], **kwargs[0])
+
+    _patch(MMDistributedDataParallel, "_run_ddp_forward", _run_ddp_forward, "MMDistributedDataParallel._run_ddp_forward")
+
+
+def _shim_ddp_cpu_steps() -> None:
+    """mmcv's `MMDistributedDataParallel.train_step/val_step` skip scattering when device_ids is None.
+
+    That is how DDP runs on CPU (gloo), so the model received raw DataContainers:
+    "AssertionError: <class 'mmcv.parallel.data_container.DataContainer'>" in any head that
+    expects a tensor. The fix unwraps them on the CPU first (what MMDataParallel does on CPU).
+    """
+    from mmcv.parallel import MMDistributedDataParallel
+    from mmcv.parallel.scatter_gather import scatter_kwargs
+
+    def wrap(original: Callable) -> Callable:
+        def step(self, *inputs, **kwargs):
+            if not self.device_ids:
+                inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1], dim=self.dim)
+                inputs, kwargs = inputs[0], kwargs[0]
+            return original(self, *inputs, **kwargs)
+
+        step.__doc__ = original.__doc__
+        return step
+
+    for name in ("train_step", "val_step"):
+        original = getattr(MMDistributedDataParallel, name)
+        _patch(MMDistributedDataParallel, name, wrap(original), f"MMDistributedDataParallel.{name}")
+
+
+def _shim_init_dist_local_rank() -> None:
+    """mmcv's `_init_dist_pytorch` does `torch.cuda.set_device(rank % torch.cuda.device_count())`.
+
+    On a CPU (gloo) run that is "ZeroDivisionError: integer modulo by zero"; on several nodes it
+    picks the GPU from the global rank. torch >= 2.0 launchers (torchrun; `torch.distributed.launch`
+    now passes `--local-rank`, not `--local_rank`) export LOCAL_RANK: the fix selects the GPU from
+    LOCAL_RANK and only when CUDA is available.
+    """
+    import mmcv.runner.dist_utils as dist_utils
+    import torch
+    import torch.distributed as dist
+
+    def _init_dist_pytorch(backend: str, **kwargs) -> None:
+        if torch.cuda.is_available() and backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend, **kwargs)
+
+    _patch(dist_utils, "_init_dist_pytorch", _init_dist_pytorch, "mmcv.runner.dist_utils._init_dist_pytorch")
+
+
+def _on_gloo() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
+
+
+def _shim_gloo_collectives() -> None:
+    """mmdet's distributed helpers put their collective tensors on 'cuda' unconditionally.
+
+    `sync_random_seed` (distributed samplers) and `collect_results_cpu` (distributed evaluation,
+    `multi_gpu_test`) fail on a CPU gloo run with "Found no NVIDIA driver on your system". On gloo
+    the fix keeps them on the CPU (the seed broadcast) or uses `gather_object`; NCCL is unchanged.
+    """
+    import mmdet.apis.test as mmdet_test
+    import mmdet.core.utils as core_utils
+    import mmdet.core.utils.dist_utils as mmdet_dist
+    import mmdet.datasets.samplers.class_aware_sampler as class_aware
+    import mmdet.datasets.samplers.distributed_sampler as distributed_sampler
+    import mmdet.datasets.samplers.infinite_sampler as infinite_sampler
+    import torch.distributed as dist
+    from mmcv.runner import get_dist_info
+
+    original_seed = mmdet_dist.sync_random_seed
+    original_collect = mmdet_test.collect_results_cpu
+
+    def sync_random_seed(seed=None, device="cuda"):
+        return original_seed(seed, "cpu" if _on_gloo() else device)
+
+    def collect_results_cpu(result_part, size, tmpdir=None):
+        if not _on_gloo():
+            return original_collect(result_part, size, tmpdir)
+        rank, world_size = get_dist_info()
+        parts: list[Any] | None = [None] * world_size if rank == 0 else None
+        dist.gather_object(result_part, parts, dst=0)
+        if rank != 0:
+            return None
+        ordered = [item for group in zip(*parts) for item in group]
+        return ordered[:size]
+
+    for module in (mmdet_dist, core_utils, class_aware, distributed_sampler, infinite_sampler):
+        _patch(module, "sync_random_seed", sync_random_seed, f"{module.__name__}.sync_random_seed")
+    _patch(mmdet_test, "collect_results_cpu", collect_results_cpu, "mmdet.apis.test.collect_results_cpu")
+
+
+# ----------------------------------------------------------------------------------------- numpy
+
+
+def _shim_numpy_aliases() -> None:
+    """mmdet's `CustomDataset.get_cat_ids` uses `np.int`, removed in numpy 1.24.
+
+    It fails with "module 'numpy' has no attribute 'int'" (used by ClassBalancedDataset; DOTADataset
+    inherits it). mmrotate's evaluation (`eval_rbbox_map`) and DOTADataset use no removed alias.
+    """
+    from mmdet.datasets.custom import CustomDataset
+
+    def get_cat_ids(self, idx):
+        return self.data_infos[idx]["ann"]["labels"].astype(int).tolist()
+
+    get_cat_ids.__doc__ = CustomDataset.get_cat_ids.__doc__
+    _patch(CustomDataset, "get_cat_ids", get_cat_ids, "CustomDataset.get_cat_ids")
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_safe_globals() -> list[Any]:
+    """The harmless non-tensor types mmcv checkpoints carry in `meta` (numpy scalars/arrays, datetimes)."""
+    import datetime
+
+    import numpy as np
+
+    dtype_classes = {type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                                 np.float16, np.float32, np.float64, np.str_)}
+    return [
+        np.core.multiarray.scalar,
+        np.core.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        *sorted(dtype_classes, key=lambda c: c.__name__),
+        datetime.datetime,
+        datetime.date,
+        datetime.timedelta,
+    ]
+
+
+@contextlib.contextmanager
+def trusted_checkpoints() -> Iterator[None]:
+    """Inside this block mmcv's loaders unpickle everything (`weights_only=False`): trusted files only."""
+    global _trust_depth
+    _trust_depth += 1
+    try:
+        yield
+    finally:
+        _trust_depth -= 1
+
+
+def checkpoints_trusted() -> bool:
+    return _trust_depth > 0
+
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def safe_torch_load(load: Callable[..., Any], source: str, *args: Any, **kwargs: Any) -> Any:
+    """Call `load(..., weights_only=...)` with the checkpoint allowlist; a refusal is one RotldError line."""
+    import torch
+
+    if checkpoints_trusted():
+        return load(*args, weights_only=False, **kwargs)
+    try:
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return load(*args, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as exc:
+        found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        what = f"`{found.group(1)}`" if found else "objects other than tensors and plain data"
+        raise RotldError(
+            f"{source}: refusing to unpickle {what} from this checkpoint (torch weights_only loading); "
+            "load it as trusted only if you trust where it comes from"
+        ) from exc
+
+
+def _shim_checkpoint_loading() -> None:
+    """mmcv's checkpoint loaders under torch >= 2.6's `weights_only=True` default (see module doc).
+
+    Without the shim a checkpoint whose meta holds a numpy scalar fails with "Weights only load
+    failed ... Unsupported global: GLOBAL numpy.core.multiarray.scalar"; http(s) downloads were
+    unpickled with `weights_only=False`.
+    """
+    import os.path as osp
+
+    import mmcv.runner.checkpoint as ckpt
+    import torch
+    from mmcv.runner import get_dist_info
+
+    def load_from_local(filename, map_location=None):
+        filename = osp.expanduser(filename)
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f"{filename} can not be found.")
+        return safe_torch_load(torch.load, filename, filename, map_location=map_location)
+
+    def load_from_http(filename, map_location=None, model_dir=None):
+        def fetch():
+            return safe_torch_load(
+                torch.hub.load_state_dict_from_url, filename, filename, model_dir=model_dir, map_location=map_location
+            )
+
+        rank, world_size = get_dist_info()
+        if rank == 0:
+            checkpoint = fetch()
+        if world_size > 1:
+            torch.distributed.barrier()
+            if rank > 0:
+                checkpoint = fetch()
+        return checkpoint
+
+    replacements = {ckpt.load_from_local: load_from_local, ckpt.load_from_http: load_from_http}
+    for prefix, loader in list(ckpt.CheckpointLoader._schemes.items()):
+        if loader in replacements:
+            ckpt.CheckpointLoader._schemes[prefix] = replacements[loader]
+    _patch(ckpt, "load_from_local", load_from_local, "mmcv.runner.checkpoint.load_from_local")
+    _patch(ckpt, "load_from_http", load_from_http, "mmcv.runner.checkpoint.load_from_http")
+
+
 SHIMS: list[tuple[str, Callable[[], None]]] = [
     ("get_anchors_device", _shim_get_anchors_device),
+    ("scatter_stream_device", _shim_scatter_stream),
+    ("ddp_forward_torch2", _shim_ddp_forward),
+    ("ddp_cpu_steps", _shim_ddp_cpu_steps),
+    ("init_dist_local_rank", _shim_init_dist_local_rank),
+    ("gloo_collectives", _shim_gloo_collectives),
+    ("numpy_aliases", _shim_numpy_aliases),
+    ("checkpoint_weights_only", _shim_checkpoint_loading),
 ]
 
 
@@ -55,6 +362,7 @@ def apply() -> None:
     global _applied
     if _applied:
         return
+    quiet_imports()
     for name, shim in SHIMS:
         shim()
         APPLIED.append(name)

@@ -1,0 +1,556 @@
+"""`rotld prepare-dota`: split every image of a DOTA tree into patches + annfiles, resumably.
+
+The geometry lives in rotld_cli.dota.split; this module walks the source layout, runs one job per
+image (inline or in a process pool), records each finished image in a marker file so a killed
+run resumes where it stopped, collects bad inputs as problems instead of stopping, and writes
+`manifest.json` (parameters + counts) atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.markup import escape
+
+from rotld_cli import __version__, ui
+from rotld_cli.dota.classes import classes_for
+from rotld_cli.dota.formats import FormatError, read_label_file
+from rotld_cli.dota.split import SplitParams, annfile_lines, crop_patch, plan_patches, quad_polygons
+from rotld_cli.errors import RotldError, UsageError, located
+from rotld_cli.fileio import atomic_path, atomic_write_text
+
+# The image extensions img_split accepts (case-sensitive, as its `_load_dota_single`).
+IMAGE_EXTS = (".jpg", ".JPG", ".png", ".tif", ".bmp")
+OUTPUT_EXTS = (".png", ".bmp", ".tif", ".jpg")
+DOTA_SPLITS = ("train", "val", "test")
+PRESETS: dict[str, dict[str, tuple]] = {
+    "ss": {"sizes": (1024,), "gaps": (200,), "rates": (1.0,)},
+    "ms": {"sizes": (1024,), "gaps": (500,), "rates": (0.5, 1.0, 1.5)},
+}
+MANIFEST = "manifest.json"
+STATE_DIR = ".rotld-prepare"  # lock + per-image completion markers; hidden so dataset globs skip it
+MANIFEST_FORMAT = "rotld-prepare-dota/1"
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that shapes the output, plus how to run (workers, splits, overwrite)."""
+
+    split: SplitParams = field(default_factory=SplitParams)
+    ext: str = ".png"
+    png_compression: int | None = None  # None: OpenCV's speed-tuned default (what img_split writes)
+    dota_version: str = "v1.0"
+    workers: int = 1
+    splits: tuple[str, ...] | None = None
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        s = self.split
+        if not s.sizes or len(s.sizes) != len(s.gaps):
+            raise UsageError(
+                f"--sizes and --gaps need the same number of values, got {list(s.sizes)} and {list(s.gaps)}"
+            )
+        if len(s.sizes) > 1 and len(s.rates) > 1:
+            raise UsageError("give several --sizes or several --rates, not both (as img_split)")
+        if any(r <= 0 for r in s.rates):
+            raise UsageError(f"--rates must be positive, got {list(s.rates)}")
+        for size, gap in s.window_specs():
+            if gap < 0 or size <= gap:
+                raise UsageError(f"--sizes/--gaps: window {size} with gap {gap}: need 0 <= gap < size (after the rate)")
+        if not 0 <= s.img_rate_thr < 1:
+            raise UsageError(f"--img-rate-thr must be in [0, 1), got {s.img_rate_thr}")
+        if not 0 <= s.iof_thr <= 1:
+            raise UsageError(f"--iof-thr must be in [0, 1], got {s.iof_thr}")
+        if len(s.padding_value) not in (1, 3) or not all(0 <= v <= 255 for v in s.padding_value):
+            raise UsageError(f"--padding-value: one or three values in 0..255 (B,G,R), got {list(s.padding_value)}")
+        if self.ext not in OUTPUT_EXTS:
+            raise UsageError(f"--ext must be one of {', '.join(OUTPUT_EXTS)}, got {self.ext!r}")
+        if self.png_compression is not None and not 0 <= self.png_compression <= 9:
+            raise UsageError(f"--png-compression must be in 0..9, got {self.png_compression}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        classes_for(self.dota_version)
+
+    def output_params(self, layout: str) -> dict:
+        """The parameters recorded in (and compared against) the manifest."""
+        s = self.split
+        return {
+            "layout": layout,
+            "sizes": list(s.sizes),
+            "gaps": list(s.gaps),
+            "rates": list(s.rates),
+            "windows": [list(w) for w in s.window_specs()],
+            "img_rate_thr": s.img_rate_thr,
+            "iof_thr": s.iof_thr,
+            "padding": s.padding,
+            "padding_value": list(s.padding_value),
+            "ext": self.ext,
+            "png_compression": self.png_compression,
+            "dota_version": self.dota_version,
+        }
+
+
+@dataclass
+class SplitFolder:
+    """One folder to split: `name` is 'train'/'val'/'test' for a DOTA root, '' for a lone split."""
+
+    name: str
+    images: Path
+    labels: Path | None
+    out: Path
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One source image and where its patches, annfiles and completion marker go."""
+
+    split: str
+    image_id: str
+    image: Path
+    label: Path | None
+    out_images: Path
+    out_annfiles: Path
+    marker: Path
+    params: SplitParams
+    ext: str
+    png_compression: int | None
+    classes: tuple[str, ...]
+
+
+@dataclass
+class ImageStats:
+    """Counts of one image (or, summed, of a split): what the final table and manifest show."""
+
+    images: int = 0
+    patches: int = 0
+    empty_patches: int = 0
+    objects: Counter = field(default_factory=Counter)  # source objects per class
+    annotations: Counter = field(default_factory=Counter)  # annfile lines per class
+    truncated: Counter = field(default_factory=Counter)  # annfile lines with difficulty 2 per class
+    dropped: int = 0  # source objects kept in no patch
+    repaired: int = 0  # invalid polygons fixed with make_valid
+    unlabelled: int = 0  # images without a label file (split as empty)
+
+    def add(self, other: ImageStats) -> None:
+        for name in ("images", "patches", "empty_patches", "dropped", "repaired", "unlabelled"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("objects", "annotations", "truncated"):
+            getattr(self, name).update(getattr(other, name))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for name in ("objects", "annotations", "truncated"):
+            data[name] = dict(sorted(getattr(self, name).items()))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageStats:
+        counters = {name: Counter(data.get(name, {})) for name in ("objects", "annotations", "truncated")}
+        plain = {k: int(v) for k, v in data.items() if k not in counters and k in cls.__dataclass_fields__}
+        return cls(**plain, **counters)
+
+
+@dataclass
+class ImageOutcome:
+    split: str
+    image_id: str
+    stats: ImageStats | None = None
+    problem: str | None = None
+
+
+@dataclass
+class PrepareSummary:
+    """The result of a run: counts per split (resumed images included) and the problems."""
+
+    out: Path
+    params: dict
+    stats: dict[str, ImageStats]
+    problems: list[str]
+    resumed: int
+    seconds: float
+
+    @property
+    def total(self) -> ImageStats:
+        total = ImageStats()
+        for stats in self.stats.values():
+            total.add(stats)
+        return total
+
+    def to_dict(self) -> dict:
+        return {
+            "out": str(self.out),
+            "params": self.params,
+            "splits": {name: stats.to_dict() for name, stats in self.stats.items()},
+            "total": self.total.to_dict(),
+            "resumed_images": self.resumed,
+            "problems": self.problems,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class ImageReadError(RotldError):
+    """A source image that cannot be decoded (missing, truncated, corrupt)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Source layout
+
+
+def find_split_folders(src: Path, out: Path, splits: tuple[str, ...] | None) -> tuple[str, list[SplitFolder]]:
+    """('dota-root', [train, val, test present]) or ('split-folder', [the folder itself])."""
+    if not src.is_dir():
+        raise UsageError(f"SRC {src}: not a directory")
+    if (src / "images").is_dir():
+        if splits:
+            raise UsageError(f"--splits: {src} is a single split folder (it has images/), not a DOTA root")
+        return "split-folder", [_split_folder("", src, out)]
+    names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()]
+    if not names:
+        raise UsageError(f"SRC {src}: expected images/ (one split) or train/, val/, test/ with images/ (a DOTA root)")
+    for name in names:
+        if not (src / name / "images").is_dir():
+            raise UsageError(f"--splits: {src / name / 'images'} does not exist")
+    return "dota-root", [_split_folder(name, src / name, out / name) for name in names]
+
+
+def _split_folder(name: str, folder: Path, out: Path) -> SplitFolder:
+    labels = folder / "labelTxt"
+    return SplitFolder(name, folder / "images", labels if labels.is_dir() else None, out)
+
+
+def marker_dir(out_root: Path, split: str) -> Path:
+    return out_root / STATE_DIR / "done" / split if split else out_root / STATE_DIR / "done"
+
+
+def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> tuple[list[ImageJob], list[str]]:
+    """One job per image (sorted by id), and the problems found by listing: label files without
+    an image, two images with the same id."""
+    problems = []
+    by_id: dict[str, Path] = {}
+    for path in sorted(folder.images.iterdir()):
+        if path.suffix not in IMAGE_EXTS or not path.is_file():
+            continue
+        if path.stem in by_id:
+            problems.append(located(path, None, f"another image has the same id ({by_id[path.stem].name}); skipped"))
+            continue
+        by_id[path.stem] = path
+    if folder.labels is not None:
+        for label in sorted(folder.labels.glob("*.txt")):
+            if label.stem not in by_id:
+                problems.append(
+                    located(label, None, f"label file without an image (no {label.stem}.* in {folder.images})")
+                )
+    classes = classes_for(options.dota_version)
+    markers = marker_dir(out_root, folder.name)
+    jobs = []
+    for image_id, path in by_id.items():
+        label = folder.labels / f"{image_id}.txt" if folder.labels is not None else None
+        jobs.append(
+            ImageJob(
+                split=folder.name,
+                image_id=image_id,
+                image=path,
+                label=label,
+                out_images=folder.out / "images",
+                out_annfiles=folder.out / "annfiles",
+                marker=markers / f"{image_id}.json",
+                params=options.split,
+                ext=options.ext,
+                png_compression=options.png_compression,
+                classes=classes,
+            )
+        )
+    return jobs, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# One image
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """BGR uint8 pixels as cv2.imread gives them; a truncated PNG/JPEG is an error, not a gray tail."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(located(path, None, f"cannot read image: {exc.strerror or exc}")) from None
+    if path.suffix == ".png" and data.rfind(b"IEND") < data.rfind(b"IDAT"):
+        raise ImageReadError(located(path, None, "truncated PNG image (no IEND after the last IDAT chunk)"))
+    if path.suffix in (".jpg", ".JPG") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise ImageReadError(located(path, None, "truncated JPEG image (no end marker after the last scan)"))
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(located(path, None, "cannot decode image (corrupt or not an image)"))
+    return image
+
+
+def file_signature(path: Path | None) -> list[int] | None:
+    """(size, mtime_ns) of a source file: a changed source invalidates its completion marker."""
+    if path is None or not path.exists():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def encode_flags(ext: str, png_compression: int | None) -> list[int]:
+    if ext == ".png" and png_compression is not None:
+        return [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
+    return []
+
+
+def write_image(path: Path, pixels: np.ndarray, flags: list[int]) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), pixels, flags):
+            raise RotldError(located(path, None, "cannot write image"))
+
+
+def write_annfile_fast(path: Path, lines: list[str]) -> None:
+    """The annfile (0 bytes without objects) renamed into place without fsync: safe against a
+    kill like the patch images beside it, and ~6% faster than fsync-ing thousands of tiny files."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def split_image(job: ImageJob) -> ImageOutcome:
+    """Split one image: write its patches and annfiles, then its completion marker (last)."""
+    try:
+        unlabelled = job.label is not None and not job.label.exists()
+        labels = read_label_file(job.label, classes=job.classes) if job.label and not unlabelled else None
+        image = decode_image(job.image)
+    except (FormatError, ImageReadError) as exc:
+        return ImageOutcome(job.split, job.image_id, problem=str(exc))
+
+    objects = labels.objects if labels is not None else []
+    names = [obj.name for obj in objects]
+    difficulties = [obj.difficulty for obj in objects]
+    polys = np.array([obj.poly for obj in objects], dtype=np.float32).reshape(-1, 8)
+    geoms, repaired = quad_polygons(polys)
+    height, width = image.shape[:2]
+    patches = plan_patches(job.image_id, width, height, polys, job.params, geoms)
+
+    stats = ImageStats(images=1, patches=len(patches), repaired=int(repaired.sum()), unlabelled=int(unlabelled))
+    stats.objects.update(names)
+    padding = job.params.padding_value if job.params.padding else None
+    flags = encode_flags(job.ext, job.png_compression)
+    kept = np.zeros(len(objects), dtype=bool)
+    for patch in patches:
+        write_image(job.out_images / f"{patch.name}{job.ext}", crop_patch(image, patch.window, padding), flags)
+        lines = annfile_lines(patch, names, difficulties)
+        write_annfile_fast(job.out_annfiles / f"{patch.name}.txt", lines)
+        stats.annotations.update(names[i] for i in patch.object_indices)
+        stats.truncated.update(names[i] for i in patch.object_indices[patch.truncated])
+        stats.empty_patches += int(not lines)
+        kept[patch.object_indices] = True
+    stats.dropped = int((~kept).sum())
+
+    marker = {
+        "image": job.image.name,
+        "image_signature": file_signature(job.image),
+        "label_signature": file_signature(job.label),
+        "patches": [patch.name for patch in patches],
+        "stats": stats.to_dict(),
+    }
+    atomic_write_text(job.marker, json.dumps(marker))
+    return ImageOutcome(job.split, job.image_id, stats=stats)
+
+
+def completed_stats(job: ImageJob) -> ImageStats | None:
+    """The recorded stats of an image finished by an earlier run, if all its outputs still exist
+    and its source files are unchanged; None means it has to be (re)done."""
+    try:
+        marker = json.loads(job.marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if marker.get("image_signature") != file_signature(job.image):
+        return None
+    if marker.get("label_signature") != file_signature(job.label):
+        return None
+    for name in marker.get("patches", []):
+        if not (job.out_images / f"{name}{job.ext}").is_file() or not (job.out_annfiles / f"{name}.txt").is_file():
+            return None
+    return ImageStats.from_dict(marker.get("stats", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Refuse a second prepare-dota writing into the same OUT at the same time."""
+    lock_path = out / STATE_DIR / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RotldError(f"{out}: another `rotld prepare-dota` is writing here") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RotldError(located(path, None, f"unreadable manifest ({exc}); use --overwrite to start over")) from None
+
+
+def check_out_dir(out: Path, manifest: dict | None, params: dict, overwrite: bool) -> list[str]:
+    """Refuse to mix parameters in one OUT; returns the splits of a previous run to delete."""
+    if manifest is None:
+        foreign = [p.name for p in out.iterdir() if p.name != STATE_DIR] if out.is_dir() else []
+        if foreign and not overwrite:
+            raise UsageError(
+                f"OUT {out} is not empty and has no {MANIFEST} from `rotld prepare-dota`; "
+                "choose a new folder or pass --overwrite to write into it"
+            )
+        return []
+    old = manifest.get("params", {})
+    if old == params:
+        return []
+    changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+    if not overwrite:
+        detail = ", ".join(f"{k} {old.get(k)!r} -> {params.get(k)!r}" for k in changed)
+        raise UsageError(f"{out / MANIFEST}: made with other parameters ({detail}); pass --overwrite to replace it")
+    return list(manifest.get("splits", {}))
+
+
+def remove_outputs(out: Path, splits: list[str]) -> None:
+    """Delete what an earlier run wrote for these splits (only called when its manifest proves it)."""
+    for split in splits:
+        base = out / split if split else out
+        for sub in ("images", "annfiles"):
+            shutil.rmtree(base / sub, ignore_errors=True)
+        shutil.rmtree(marker_dir(out, split), ignore_errors=True)
+
+
+def remove_temp_files(folders: list[SplitFolder], out: Path) -> None:
+    """Temp files (`.<name>.<random>`) left by a killed run; this run holds the lock, so none is live."""
+    for folder in folders:
+        for directory in (folder.out / "images", folder.out / "annfiles", marker_dir(out, folder.name)):
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    if path.name.startswith(".") and path.is_file():
+                        path.unlink()
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one image per process: OpenCV threads would only fight over the cores
+
+
+@contextmanager
+def image_runner(workers: int, n_jobs: int) -> Iterator:
+    """A `map(split_image, jobs)` yielding outcomes in completion order: inline for one worker,
+    else a process pool over images. The pool is forked before any progress thread starts."""
+    if workers == 1 or n_jobs <= 1:
+        yield lambda jobs: map(split_image, jobs)
+        return
+    with multiprocessing.get_context("fork").Pool(min(workers, n_jobs), initializer=_init_worker) as pool:
+        yield lambda jobs: pool.imap_unordered(split_image, jobs, chunksize=1)
+
+
+def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: bool = True) -> PrepareSummary:
+    """Split SRC (a DOTA root or one split folder) into OUT; resumes an interrupted run.
+
+    Bad inputs become `problems` (the run goes on with the other images); the caller decides
+    the exit status. Raises UsageError for options that conflict with an existing OUT.
+    """
+    options.validate()
+    start = time.perf_counter()
+    src, out = Path(src), Path(out)
+    layout, folders = find_split_folders(src, out, options.splits)
+    params = options.output_params(layout)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"OUT {out}: exists and is not a directory")
+    manifest = read_manifest(out)
+    to_remove = check_out_dir(out, manifest, params, options.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+
+    with output_lock(out):
+        if options.overwrite and manifest is not None:
+            remove_outputs(out, sorted(set(to_remove) | {f.name for f in folders}))
+            manifest = None if to_remove else manifest
+        remove_temp_files(folders, out)
+        manifest = manifest or {}
+        manifest.update(format=MANIFEST_FORMAT, rotld_version=__version__, params=params, complete=False)
+        manifest.setdefault("splits", {})
+        manifest["source"] = str(src.resolve())
+        write_manifest(out, manifest)
+
+        problems: list[str] = []
+        stats = {folder.name: ImageStats() for folder in folders}
+        todo: list[ImageJob] = []
+        for folder in folders:
+            jobs, listing_problems = list_jobs(folder, out, options)
+            problems += listing_problems
+            for job in jobs:
+                done = completed_stats(job)
+                if done is None:
+                    todo.append(job)
+                else:
+                    stats[job.split].add(done)
+        resumed = sum(s.images for s in stats.values())
+        for problem in problems:
+            ui.warn(escape(problem))
+        if resumed:
+            ui.info(f"resuming: {resumed} image(s) already split in {out}")
+
+        with image_runner(options.workers, len(todo)) as run:
+            for outcome in _with_progress(run(todo), len(todo), show_progress):
+                if outcome.problem is not None:
+                    problems.append(outcome.problem)
+                    ui.warn(escape(outcome.problem))
+                else:
+                    stats[outcome.split].add(outcome.stats)
+
+        summary = PrepareSummary(out, params, stats, sorted(problems), resumed, time.perf_counter() - start)
+        for name, split_stats in stats.items():
+            manifest["splits"][name] = split_stats.to_dict()
+        total = ImageStats()
+        for split_stats in manifest["splits"].values():  # earlier runs' splits too
+            total.add(ImageStats.from_dict(split_stats))
+        manifest["total"] = total.to_dict()
+        manifest["problems"] = summary.problems
+        manifest["seconds"] = round(summary.seconds, 3)
+        manifest["complete"] = not problems
+        write_manifest(out, manifest)
+    return summary
+
+
+def _with_progress(outcomes: Iterator[ImageOutcome], total: int, show: bool) -> Iterator[ImageOutcome]:
+    """Pass outcomes through, advancing a bar of images with the patch count and patches/s."""
+    if not show:
+        yield from outcomes
+        return
+    from rich.progress import TextColumn
+
+    bar = ui.progress(TextColumn("{task.fields[patches]} patches, {task.fields[rate]:.1f}/s"))
+    started = time.perf_counter()
+    patches = 0
+    with bar:
+        task = bar.add_task("splitting images", total=total, patches=0, rate=0.0)
+        for outcome in outcomes:
+            patches += outcome.stats.patches if outcome.stats else 0
+            rate = patches / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, patches=patches, rate=rate)
+            yield outcome

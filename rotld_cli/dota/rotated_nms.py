@@ -1,0 +1,99 @@
+"""Rotated NMS on quadrilaterals, batched over groups (image, class): the merge step's NMS.
+
+Semantics of mmcv's `nms_rotated` as MMRotate's merge uses it: visit boxes by descending score,
+keep a box unless an already kept box of its group overlaps it with IoU > `iou_thr` (mmcv's
+CUDA kernel, which the merge tries first; its CPU kernel uses >=, a difference only at an IoU of
+exactly the threshold). Equal scores keep their input order (mmcv's order there is whatever the
+torch sort returns). No score threshold, no cap.
+
+mmcv measures the IoU of the (cx, cy, w, h, angle) boxes; here the boxes are the polygons of
+Task1 files, measured by a float64 convex clip (the devkit's algorithm for the rare non-convex
+or degenerate quads, whose NaN IoU never suppresses).
+
+Greedy NMS is sequential, but only along chains of overlapping boxes: candidate pairs come from a
+sweep over horizontal boxes, and the keep/suppress decisions are resolved in rounds, each round
+settling every box whose higher-scored overlapping neighbours are all settled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rotld_cli.dota.polyiou import convex_iou_pairs, iou_poly_pairs
+
+_PAIR_CHUNK = 1 << 21
+
+
+def _overlap_pairs(x0, y0, x1, y1, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a, b), a < b, of one group whose horizontal boxes overlap with positive area."""
+    n = x0.size
+    if n < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    span = float(max(x1.max() - x0.min(), 0.0)) * 2.0 + 16.0
+    base = x0.min()
+    # groups side by side on one axis, so one sorted sweep serves them all
+    key0 = (x0 - base) + groups * span
+    key1 = (x1 - base) + groups * span
+    by_x = np.argsort(key0, kind="stable")
+    sorted0 = key0[by_x]
+    end = np.searchsorted(sorted0, key1[by_x], side="left")
+    counts = np.maximum(end - np.arange(n) - 1, 0)
+    firsts, seconds = [], []
+    cum = np.cumsum(counts)
+    lo = 0
+    while lo < n:
+        base_count = int(cum[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(cum, base_count + _PAIR_CHUNK, side="right")), lo + 1)
+        c = counts[lo:hi]
+        s = np.repeat(np.arange(lo, hi), c)
+        t = s + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+        a, b = by_x[s], by_x[t]
+        keep = (groups[a] == groups[b]) & (x0[b] < x1[a]) & (x0[a] < x1[b]) & (y0[b] < y1[a]) & (y0[a] < y1[b])
+        a, b = a[keep], b[keep]
+        firsts.append(np.minimum(a, b))
+        seconds.append(np.maximum(a, b))
+        lo = hi
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _resolve(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Greedy NMS outcome for boxes 0..n-1 in visiting order; edges src -> dst (src < dst) suppress."""
+    state = np.zeros(n, dtype=np.int8)  # 0 open, 1 kept, 2 suppressed
+    state[np.bincount(dst, minlength=n) == 0] = 1
+    while src.size:
+        killed = dst[state[src] == 1]
+        state[killed[state[killed] == 0]] = 2
+        live = (state[src] != 2) & (state[dst] == 0)
+        src, dst = src[live], dst[live]
+        pending = np.bincount(dst, minlength=n) > 0
+        state[(state == 0) & ~pending] = 1
+    state[state == 0] = 1
+    return state == 1
+
+
+def nms_quads(polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, iou_thr: float = 0.1) -> np.ndarray:
+    """Indices of the kept quads, ordered by group id, then descending score (stable).
+
+    `polys` (n, 8), `scores` (n,), `groups` (n,) non-negative ints: NMS runs within each group.
+    """
+    polys = np.asarray(polys, dtype=np.float64).reshape(-1, 8)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = scores.size
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((-scores, groups))
+    p = polys[order]
+    g = groups[order]
+    x0, y0 = p[:, 0::2].min(axis=1), p[:, 1::2].min(axis=1)
+    x1, y1 = p[:, 0::2].max(axis=1), p[:, 1::2].max(axis=1)
+    a, b = _overlap_pairs(x0, y0, x1, y1, g)
+    suppress = np.zeros(a.size, dtype=bool)
+    for lo in range(0, a.size, _PAIR_CHUNK):
+        pa, pb = p[a[lo : lo + _PAIR_CHUNK]], p[b[lo : lo + _PAIR_CHUNK]]
+        iou, valid, _ = convex_iou_pairs(pa, pb)
+        if not valid.all():
+            iou[~valid] = iou_poly_pairs(pa[~valid], pb[~valid])
+        suppress[lo : lo + _PAIR_CHUNK] = iou > iou_thr
+    kept = _resolve(n, a[suppress], b[suppress])
+    return order[kept]

@@ -1,0 +1,197 @@
+"""Training checkpoints that survive a kill at any moment and load with `weights_only=True`.
+
+Why our own format instead of mmcv's `save_checkpoint`: mmcv writes the file in place (a kill
+mid-write leaves a corrupt `epoch_N.pth`) and makes `latest.pth` a symlink. Here every file is
+written to a temporary name beside the target and renamed over it, `latest.pth` is a real file,
+and `meta` holds only plain types (the RNG states, recipe text, classes, teacher hash) so that
+`torch.load(..., weights_only=True)` accepts it: nobody has to trust pickled code to resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rotld_cli.errors import RotldError
+from rotld_cli.fileio import atomic_path
+
+LATEST = "latest.pth"
+DONE_MARKER = "done.json"
+FORMAT_VERSION = 1
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+class CheckpointError(RotldError):
+    """A checkpoint that cannot be read, or that lacks what the caller needs."""
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch}.pth"
+
+
+def epoch_checkpoints(work_dir: os.PathLike[str] | str) -> list[tuple[int, Path]]:
+    """`epoch_N.pth` files of a run, oldest first."""
+    found = []
+    for path in Path(work_dir).glob("epoch_*.pth"):
+        match = _EPOCH_RE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def check_plain(value: Any, where: str = "meta") -> None:
+    """Raise TypeError unless `value` is built from None/bool/int/float/str/list/tuple/dict/Tensor.
+
+    These are the types the `weights_only` unpickler accepts; anything else would make the
+    checkpoint unloadable without trusting arbitrary code.
+    """
+    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not str/int")
+            check_plain(item, f"{where}.{key}")
+        return
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}, not a plain type")
+
+
+def to_plain(value: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples-of-numpy to plain Python values (recursively)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_plain(v) for v in value)
+    return value
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (CUDA states only when CUDA is in use)."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npst["bit_generator"], keys, npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in cuda_states])
+
+
+def sha256_file(path: os.PathLike[str] | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_state_dict(model: torch.nn.Module) -> OrderedDict:
+    """CPU copy of the model's weights, unwrapping (MM)DataParallel; never teacher weights.
+
+    The KD detector keeps its teacher outside the module tree, so the teacher is not in the
+    state_dict by construction; the key filter is a second line of defence.
+    """
+    module = model.module if hasattr(model, "module") else model
+    state = module.state_dict()
+    out = OrderedDict((k, v.detach().cpu()) for k, v in state.items() if not k.startswith("teacher_model."))
+    return out
+
+
+def save_checkpoint(path: os.PathLike[str] | str, state_dict: Mapping[str, torch.Tensor], meta: dict[str, Any],
+                    optimizer_state: Mapping[str, Any] | None = None) -> Path:
+    """Write {state_dict, optimizer, meta} to `path` atomically (temp file, fsync, rename)."""
+    check_plain(meta)
+    payload: dict[str, Any] = {"meta": dict(meta, format=FORMAT_VERSION), "state_dict": state_dict}
+    if optimizer_state is not None:
+        payload["optimizer"] = optimizer_state
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def publish_latest(source: os.PathLike[str] | str, work_dir: os.PathLike[str] | str) -> Path:
+    """Make `latest.pth` a real file with the bytes of `source` (hard link, else copy), atomically."""
+    latest = Path(work_dir) / LATEST
+    with atomic_path(latest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+    return latest
+
+
+def load_checkpoint(path: os.PathLike[str] | str, what: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint on CPU, weights only (rotld_cli.checkpoints' safe loader); one-line errors."""
+    from rotld_cli.checkpoints import load_checkpoint_file
+
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint_file(path)
+    except RotldError as exc:
+        raise CheckpointError(f"{what}: {exc}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{what} {path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    if "state_dict" not in ckpt:
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return {"state_dict": ckpt, "meta": {}}
+        raise CheckpointError(f"{what} {path}: no 'state_dict' in the file")
+    ckpt.setdefault("meta", {})
+    return ckpt
+
+
+def prune_epochs(work_dir: os.PathLike[str] | str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` epoch checkpoints (keep <= 0 keeps everything)."""
+    if keep <= 0:
+        return []
+    removed = []
+    for _, path in epoch_checkpoints(work_dir)[:-keep]:
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -1,0 +1,344 @@
+"""Recipe -> mmcv Config with the standard mmdet 2.x keys that MMRotate 0.3.4 runs.
+
+The mapping follows the seed's effective configs (method.md §5): every constant that a recipe
+does not expose (coder, normalisation, FPN topology, pipeline order) is fixed here with the
+seed's value. `compile_recipe` builds the plain dict (no mmcv needed); `build_config` wraps it.
+
+`load_config` also accepts a seed-style `.py` config: mmcv executes such a file, so that is the
+only path in rotld that runs code from a configuration (YAML recipes are data only).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from rotld_cli.errors import EngineMissingError, RotldError, UsageError
+from rotld_cli.recipes import Recipe, display_path, load_recipe
+
+IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+FPN_IN_CHANNELS = {
+    18: [64, 128, 256, 512],
+    34: [64, 128, 256, 512],
+    50: [256, 512, 1024, 2048],
+    101: [256, 512, 1024, 2048],
+}
+BBOX_LOSSES = {
+    "gwd": lambda weight: dict(type="GDLoss", loss_type="gwd", loss_weight=weight),
+    "kld": lambda weight: dict(type="GDLoss_v1", loss_type="kld", fun="log1p", tau=1.0, loss_weight=weight),
+}
+TEACHER_MATCH_KEYS = (
+    "model.angle_version",
+    "model.neck.out_channels",
+    "model.head.reg_max",
+    "model.anchors",
+    "data.classes",
+)
+"""What a teacher must share with its student: soft targets and features align anchor by anchor."""
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def build_config(recipe: Recipe, work_dir: str | os.PathLike[str] | None = None, teacher_checkpoint: str | None = None):
+    """The mmcv Config for `recipe` (a student's teacher recipe is compiled and checked too)."""
+    mmcv = _mmcv()
+    cfg = compile_recipe(recipe, work_dir=work_dir, teacher_checkpoint=teacher_checkpoint)
+    return mmcv.Config(cfg, filename=str(recipe.source) if recipe.source else None)
+
+
+def compile_recipe(
+    recipe: Recipe, work_dir: str | os.PathLike[str] | None = None, teacher_checkpoint: str | None = None
+) -> dict[str, Any]:
+    """The config as a plain dict (the keys of an mmdet 2.x config file)."""
+    get = recipe.get
+    steps = get("schedule.lr_steps")
+    clip = get("schedule.grad_clip")
+    lr_config: dict[str, Any] = dict(policy="step", step=list(steps), gamma=get("schedule.lr_gamma"))
+    if get("schedule.warmup") is not None:
+        lr_config.update(
+            warmup=get("schedule.warmup"),
+            warmup_iters=get("schedule.warmup_iters"),
+            warmup_ratio=get("schedule.warmup_ratio"),
+        )
+    if work_dir is None:
+        work_dir = Path("work_dirs") / recipe.name.replace("/", "_")
+    return dict(
+        angle_version=get("model.angle_version"),
+        model=model_dict(recipe, teacher_checkpoint=teacher_checkpoint),
+        data=data_dict(recipe),
+        optimizer=dict(
+            type="SGD",
+            lr=get("schedule.lr"),
+            momentum=get("schedule.momentum"),
+            weight_decay=get("schedule.weight_decay"),
+        ),
+        optimizer_config=dict(grad_clip=None if clip is None else dict(max_norm=clip, norm_type=2)),
+        lr_config=lr_config,
+        runner=dict(type="EpochBasedRunner", max_epochs=get("schedule.epochs")),
+        checkpoint_config=dict(interval=get("runtime.checkpoint_interval")),
+        evaluation=dict(interval=get("runtime.eval_interval"), metric="mAP"),
+        log_config=dict(interval=get("runtime.log_interval"), hooks=[dict(type="TextLoggerHook")]),
+        log_level="INFO",
+        workflow=[("train", 1)],
+        dist_params=dict(backend="nccl"),
+        load_from=None,
+        resume_from=None,
+        opencv_num_threads=0,
+        mp_start_method="fork",
+        seed=get("runtime.seed"),
+        gpu_ids=[0],
+        work_dir=str(Path(work_dir).absolute()),
+    )
+
+
+def model_dict(recipe: Recipe, teacher_checkpoint: str | None = None) -> dict[str, Any]:
+    """The `model` dict: RotatedRetinaNet + distribution head, or the KD detector for a student."""
+    get = recipe.get
+    depth = get("model.backbone.depth")
+    pretrained = get("model.backbone.pretrained")
+    backbone = dict(
+        type="ResNet",
+        depth=depth,
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=get("model.backbone.frozen_stages"),
+        zero_init_residual=False,
+        norm_cfg=dict(type="BN", requires_grad=True),
+        norm_eval=get("model.backbone.norm_eval"),
+        style="pytorch",
+        init_cfg=None if pretrained is None else dict(type="Pretrained", checkpoint=pretrained),
+    )
+    width = get("model.neck.out_channels")
+    neck = dict(
+        type="FPN",
+        in_channels=list(FPN_IN_CHANNELS[depth]),
+        out_channels=width,
+        start_level=1,
+        add_extra_convs="on_input",
+        num_outs=5,
+    )
+    head = _head_dict(recipe, width)
+    model: dict[str, Any] = dict(type="RotatedRetinaNet", backbone=backbone, neck=neck, bbox_head=head)
+    if recipe.is_student:
+        teacher_model = _teacher_model(recipe)
+        ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
+        head.update(_distill_args(recipe))
+        head["type"] = "LDRotatedRetinaHead"
+        model = dict(
+            type="KnowledgeDistillationRotatedSingleStageDetector",
+            backbone=backbone,
+            neck=neck,
+            bbox_head=head,
+            teacher_config=dict(model=teacher_model),
+            teacher_ckpt=None if ckpt is None else str(ckpt),
+            output_feature=True,
+            eval_teacher=True,
+        )
+    model["train_cfg"] = dict(
+        assigner=dict(
+            type="MaxIoUAssigner",
+            pos_iou_thr=get("model.assigner.pos_iou_thr"),
+            neg_iou_thr=get("model.assigner.neg_iou_thr"),
+            min_pos_iou=get("model.assigner.min_pos_iou"),
+            ignore_iof_thr=-1,
+            iou_calculator=dict(type="RBboxOverlaps2D"),
+        ),
+        allowed_border=-1,
+        pos_weight=-1,
+        debug=False,
+    )
+    model["test_cfg"] = dict(
+        nms_pre=get("model.test.nms_pre"),
+        min_bbox_size=get("model.test.min_bbox_size"),
+        score_thr=get("model.test.score_thr"),
+        nms=dict(iou_thr=get("model.test.nms_iou_thr")),
+        max_per_img=get("model.test.max_per_img"),
+    )
+    return model
+
+
+def data_dict(recipe: Recipe) -> dict[str, Any]:
+    """`data`: DOTADataset on `<root>/<split>/{annfiles,images}` (val/test read the patch annfiles)."""
+    get = recipe.get
+    scale = (get("data.img_scale"), get("data.img_scale"))
+    angle = get("model.angle_version")
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="RResize", img_scale=scale),
+        dict(
+            type="RRandomFlip",
+            flip_ratio=list(get("data.flip_ratio")),
+            direction=list(get("data.flip_direction")),
+            version=angle,
+        ),
+        dict(type="Normalize", **copy.deepcopy(IMG_NORM)),
+        dict(type="Pad", size_divisor=32),
+        dict(type="DefaultFormatBundle"),
+        dict(type="Collect", keys=["img", "gt_bboxes", "gt_labels"]),
+    ]
+    test_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(
+            type="MultiScaleFlipAug",
+            img_scale=scale,
+            flip=False,
+            transforms=[
+                dict(type="RResize"),
+                dict(type="Normalize", **copy.deepcopy(IMG_NORM)),
+                dict(type="Pad", size_divisor=32),
+                dict(type="DefaultFormatBundle"),
+                dict(type="Collect", keys=["img"]),
+            ],
+        ),
+    ]
+    root = Path(get("data.root"))
+
+    def split(name: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+        directory = root / get(f"data.{name}")
+        return dict(
+            type="DOTADataset",
+            ann_file=str(directory / "annfiles") + os.sep,
+            img_prefix=str(directory / "images") + os.sep,
+            pipeline=pipeline,
+            classes=list(recipe.classes),
+            version=angle,
+            difficulty=get("data.difficulty"),
+        )
+
+    return dict(
+        samples_per_gpu=get("data.samples_per_gpu"),
+        workers_per_gpu=get("data.workers_per_gpu"),
+        train=split("train", train_pipeline),
+        val=split("val", test_pipeline),
+        test=split("test", copy.deepcopy(test_pipeline)),
+    )
+
+
+def teacher_model_cfg(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The compiled `model` of a teacher recipe (for a KD detector whose teacher_config is a YAML path).
+
+    An `mmcv.ConfigDict`: MMRotate's heads read `train_cfg.assigner` by attribute.
+    """
+    recipe = load_recipe(path)
+    if recipe.is_student:
+        raise RotldError(f"{recipe.label}: a student recipe cannot be a teacher (it has a `teacher` section)")
+    return _mmcv().ConfigDict(model_dict(recipe))
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()):
+    """A `.yaml/.yml` recipe (compiled by `build_config`) or a seed-style `.py` mmcv config.
+
+    `.py` files are executed by mmcv: the only place where rotld runs code from a config, kept
+    for the seed's configs. Their `--set` overrides go through mmcv's `merge_from_dict` (values
+    parsed as YAML, no type checking).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".py":
+        import yaml
+
+        mmcv = _mmcv()
+        if not Path(path).is_file():
+            raise RotldError(f"{display_path(path)}: config file not found")
+        cfg = mmcv.Config.fromfile(str(path))
+        updates = {}
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--set {item}: expected KEY=VALUE")
+            updates[key.strip()] = yaml.safe_load(text)
+        if updates:
+            cfg.merge_from_dict(updates)
+        return cfg
+    return build_config(load_recipe(path, overrides))
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
+    get = recipe.get
+    angle = get("model.angle_version")
+    loss_bbox = BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight"))
+    return dict(
+        type="RotatedRetinaHeadDistribution",
+        num_classes=len(recipe.classes),
+        in_channels=width,
+        stacked_convs=get("model.head.stacked_convs"),
+        feat_channels=get("model.head.feat_channels"),
+        reg_max=get("model.head.reg_max"),
+        reg_decoded_bbox=get("model.head.reg_decoded_bbox"),
+        assign_by_circumhbbox=angle,
+        anchor_generator=dict(
+            type="RotatedAnchorGenerator",
+            octave_base_scale=get("model.anchors.octave_base_scale"),
+            scales_per_octave=get("model.anchors.scales_per_octave"),
+            ratios=list(get("model.anchors.ratios")),
+            strides=list(get("model.anchors.strides")),
+        ),
+        bbox_coder=dict(
+            type="DeltaXYWHAOBBoxCoder",
+            angle_range=angle,
+            norm_factor=None,
+            edge_swap=False,
+            proj_xy=False,
+            target_means=(0.0, 0.0, 0.0, 0.0, 0.0),
+            target_stds=(1.0, 1.0, 1.0, 1.0, 1.0),
+        ),
+        loss_cls=dict(
+            type="FocalLoss",
+            use_sigmoid=True,
+            gamma=get("model.head.loss_cls.gamma"),
+            alpha=get("model.head.loss_cls.alpha"),
+            loss_weight=get("model.head.loss_cls.weight"),
+        ),
+        loss_bbox=loss_bbox,
+    )
+
+
+def _distill_args(recipe: Recipe) -> dict[str, Any]:
+    get = recipe.get
+    return dict(
+        loss_ld=dict(
+            type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_ld.weight"), T=get("distill.loss_ld.T")
+        ),
+        loss_kd=dict(
+            type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_kd.weight"), T=get("distill.loss_kd.T")
+        ),
+        loss_im=dict(type="IMLoss", loss_weight=get("distill.loss_im.weight")),
+        imitation_method=get("distill.imitation_method"),
+        ld_region_box=get("distill.ld_region_box"),
+    )
+
+
+def _teacher_model(student: Recipe) -> dict[str, Any]:
+    """Compile the student's teacher recipe, refusing one whose outputs would not line up."""
+    path = student.get("teacher.recipe")
+    if not Path(path).is_file():
+        raise RotldError(f"{student.label}: teacher.recipe: {display_path(path)}: no such recipe file")
+    teacher = load_recipe(path)
+    if teacher.is_student:
+        raise RotldError(f"{student.label}: teacher.recipe: {teacher.label} is itself a student recipe")
+    for key in TEACHER_MATCH_KEYS:
+        mine, theirs = student.get(key), teacher.get(key)
+        if key == "data.classes":
+            mine, theirs = list(student.classes), list(teacher.classes)
+        if mine != theirs:
+            raise RotldError(
+                f"{student.label}: teacher.recipe: {key} differs between the student ({mine}) and the "
+                f"teacher {teacher.label} ({theirs}); distillation needs them equal"
+            )
+    return model_dict(teacher)
+
+
+def _mmcv():
+    try:
+        import mmcv
+    except ImportError as exc:
+        raise EngineMissingError(str(exc)) from exc
+    return mmcv

@@ -1,0 +1,690 @@
+"""Our training entry for `rotld train-teacher` and `rotld distill`: plain and linear.
+
+Why not `mmrotate.apis.train_detector`: it hard-codes `.cuda()`, writes checkpoints in place and
+logs unstructured text. The steps here are the same (datasets, loaders, model, wrapper,
+optimizer, EpochBasedRunner, hooks, resume, run), with our hooks for progress, logs, the
+non-finite loss guard and atomic checkpoints, and with the teacher checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import random
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rotld_cli import __version__, ui
+from rotld_cli.engine import checkpoints as ckpt
+from rotld_cli.engine import load_engine
+from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
+from rotld_cli.errors import RotldError, UsageError
+from rotld_cli.fileio import atomic_write_text
+
+DISTRIBUTION_HEADS = ("RotatedRetinaHeadDistribution", "LDRotatedRetinaHead")
+DOWNLOAD_HOST = ("download.pytorch.org", 443)
+DOWNLOAD_CHECK_TIMEOUT_S = 5.0
+DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
+
+
+class Interrupted(RotldError):
+    """Ctrl-C during training: checkpoints on disk are intact."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainOptions:
+    """Everything `train-teacher` / `distill` take besides the recipe."""
+
+    overrides: list[str] = field(default_factory=list)
+    work_dir: Path | None = None
+    device: str | None = None
+    resume: bool = False
+    amp: bool = False
+    seed: int | None = None
+    deterministic: bool = False
+    auto_scale_lr: bool = False
+    pretrained: Path | None = None
+    no_pretrained: bool = False
+    validate: bool = True
+    gpus: int = 1
+    teacher: Path | None = None
+    teacher_recipe: str | None = None
+    live: bool | None = None  # Rich live display: None = when the console is a terminal
+
+
+@dataclass
+class TrainResult:
+    work_dir: Path
+    checkpoint: Path
+    epochs: int
+    iters: int
+    seconds: float
+    resumed_from: int | None
+    final_losses: dict[str, float]
+    evaluations: list[dict[str, Any]]
+    teacher: dict[str, str] | None = None
+
+
+@dataclass
+class TeacherInfo:
+    """What a distill run records about its teacher (never its weights)."""
+
+    path: Path
+    sha256: str
+    model_cfg: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train_teacher(recipe_ref: str, options: TrainOptions) -> TrainResult:
+    """`rotld train-teacher RECIPE`: train a (teacher or baseline) detector from a recipe."""
+    recipe = _load_recipe(recipe_ref, options)
+    if recipe.is_student:
+        raise UsageError(f"{recipe.label} is a student recipe (it has a teacher section): run it with `rotld distill`")
+    return _train(recipe, options, teacher=None)
+
+
+def distill(recipe_ref: str, options: TrainOptions) -> TrainResult:
+    """`rotld distill RECIPE --teacher CKPT`: train a student with LD/KD from a checked teacher."""
+    recipe = _load_recipe(recipe_ref, options)
+    if not recipe.is_student:
+        raise UsageError(
+            f"{recipe.label} has no teacher/distill sections: train it with `rotld train-teacher`, "
+            "or pick a student recipe (`rotld recipes list`)"
+        )
+    teacher_path = options.teacher or recipe.get("teacher.checkpoint", None)
+    if teacher_path is None:
+        raise UsageError("--teacher: required (the teacher checkpoint, e.g. work_dirs/<teacher>/latest.pth)")
+    load_engine()
+    teacher = check_teacher(recipe, Path(teacher_path), options.teacher_recipe)
+    return _train(recipe, options, teacher=teacher)
+
+
+def _load_recipe(recipe_ref: str, options: TrainOptions):
+    from rotld_cli.recipes import load_recipe
+
+    overrides = list(options.overrides)
+    if options.pretrained is not None and options.no_pretrained:
+        raise UsageError("--pretrained and --no-pretrained: choose one")
+    if options.pretrained is not None:
+        if not Path(options.pretrained).is_file():
+            raise UsageError(f"--pretrained {options.pretrained}: no such file")
+        overrides.append(f"model.backbone.pretrained={Path(options.pretrained).absolute()}")
+    elif options.no_pretrained:
+        overrides.append("model.backbone.pretrained=null")
+    return load_recipe(recipe_ref, overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher checks (before anything is built)
+
+
+def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None) -> TeacherInfo:
+    """Refuse a teacher that cannot teach this student; every mismatch is one line naming the field.
+
+    The teacher's model comes from `--teacher-recipe`, else the recipe stored in the checkpoint,
+    else the student's `teacher.recipe`. It must have a distribution head with the student's
+    reg_max, the student's classes and angle version, and the same anchors and FPN width (soft
+    targets and features are compared anchor by anchor).
+    """
+    from rotld_cli.engine.config import model_dict
+    from rotld_cli.recipes import load_recipe
+
+    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
+    meta = loaded.get("meta") or {}
+    where = f"--teacher {teacher_path}"
+    if teacher_recipe is not None:
+        teacher = load_recipe(teacher_recipe)
+    elif isinstance(meta.get("recipe"), str):
+        teacher = _recipe_from_text(meta["recipe"], teacher_path, meta.get("recipe_name"))
+    else:
+        teacher = load_recipe(student.get("teacher.recipe"))
+    if teacher.is_student:
+        teacher_cfg = model_dict(teacher)
+        teacher_cfg = dict(teacher_cfg, type="RotatedRetinaNet")
+        for key in ("teacher_config", "teacher_ckpt", "output_feature", "eval_teacher"):
+            teacher_cfg.pop(key, None)
+    else:
+        teacher_cfg = model_dict(teacher)
+    student_cfg = model_dict(_without_teacher(student))
+    head_t, head_s = teacher_cfg["bbox_head"], student_cfg["bbox_head"]
+    if not _is_distribution_head(head_t["type"]):
+        raise RotldError(f"{where}: head type {head_t['type']} is not a distribution head "
+                         f"({' or '.join(DISTRIBUTION_HEADS)}); LD needs the teacher's box distributions")
+    reg_t, reg_s = head_t.get("reg_max", 8), head_s.get("reg_max", 8)
+    if reg_t != reg_s:
+        raise RotldError(f"{where}: reg_max {reg_t} does not match the student's reg_max {reg_s} (model.head.reg_max)")
+    classes_t = list(meta.get("classes") or teacher.classes)
+    classes_s = list(student.classes)
+    if classes_t != classes_s:
+        raise RotldError(f"{where}: classes {_short_list(classes_t)} do not match the student's classes "
+                         f"{_short_list(classes_s)} (data.classes)")
+    angle_t = meta.get("angle_version") or teacher.get("model.angle_version")
+    angle_s = student.get("model.angle_version")
+    if angle_t != angle_s:
+        raise RotldError(
+            f"{where}: angle version {angle_t!r} does not match the student's {angle_s!r} (model.angle_version)"
+        )
+    if head_t["anchor_generator"] != head_s["anchor_generator"]:
+        raise RotldError(f"{where}: anchors {head_t['anchor_generator']} do not match the student's "
+                         f"{head_s['anchor_generator']} (model.anchors)")
+    width_t, width_s = teacher_cfg["neck"]["out_channels"], student_cfg["neck"]["out_channels"]
+    if width_t != width_s:
+        raise RotldError(
+            f"{where}: FPN width {width_t} does not match the student's {width_s} (model.neck.out_channels)"
+        )
+    state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
+    return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path), model_cfg=teacher_cfg,
+                       state_dict=state)
+
+
+def _short_list(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
+
+
+def _is_distribution_head(type_name: str) -> bool:
+    from mmrotate.models.builder import ROTATED_HEADS
+
+    from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
+
+    cls = ROTATED_HEADS.get(type_name)
+    return cls is not None and issubclass(cls, RotatedRetinaHeadDistribution)
+
+
+def _without_teacher(recipe):
+    """A copy of a student recipe without its teacher/distill sections (its plain model)."""
+    clone = copy.copy(recipe)
+    clone.data = {k: v for k, v in recipe.data.items() if k not in ("teacher", "distill")}
+    return clone
+
+
+def _recipe_from_text(text: str, source: Path, name: str | None = None):
+    """Load the resolved recipe stored in a checkpoint (through a temporary file: recipes load from paths)."""
+    from rotld_cli.recipes import load_recipe
+
+    with tempfile.TemporaryDirectory(prefix="rotld-recipe-") as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            recipe = load_recipe(path)
+        except RotldError as exc:
+            raise RotldError(f"{source}: the recipe stored in the checkpoint does not load ({exc})") from None
+    recipe.source, recipe.files = None, []
+    recipe.name = name or f"{source.name} recipe"
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainResult:
+    load_engine()
+    from rotld_cli.engine.config import build_config
+    from rotld_cli.engine.devices import pick_device
+    from rotld_cli.recipes import save_resolved, scaled_lr
+
+    if options.gpus != 1:
+        raise UsageError(f"--gpus {options.gpus}: multi-GPU training is not available yet; use --gpus 1")
+    device = pick_device(options.device)
+    if options.amp and device != "cuda":
+        raise UsageError("--amp: mixed precision (fp16) needs a CUDA GPU; drop --amp to train on the CPU")
+    work_dir = Path(options.work_dir) if options.work_dir else Path("work_dirs") / recipe.name
+    work_dir = work_dir.absolute()
+    latest = work_dir / ckpt.LATEST
+    resume_state = None
+    if options.resume:
+        if not latest.is_file():
+            raise UsageError(f"--resume: no {ckpt.LATEST} in {work_dir} (nothing to resume; drop --resume to start)")
+        resume_state = ckpt.load_checkpoint(latest, what="--resume")
+        _check_resume(resume_state, recipe, teacher, latest)
+    elif latest.exists():
+        raise UsageError(
+            f"--work-dir {work_dir}: already holds a run ({ckpt.LATEST}); pass --resume to continue it "
+            "or choose another --work-dir"
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
+
+    cfg = build_config(recipe, work_dir=work_dir)
+    seed = options.seed if options.seed is not None else cfg.get("seed")
+    if seed is None:
+        seed = random.randrange(2**31)
+    total_batch = cfg.data.samples_per_gpu * options.gpus
+    if options.auto_scale_lr:
+        cfg.optimizer.lr = scaled_lr(recipe, total_batch)
+    if options.amp:
+        cfg.fp16 = dict(loss_scale="dynamic")
+    if teacher is not None:
+        from mmcv import ConfigDict
+
+        cfg.model.teacher_config = ConfigDict(model=copy.deepcopy(teacher.model_cfg))
+        cfg.model.teacher_ckpt = None  # loaded below, strictly, from the file we hashed
+    if resume_state is None:
+        check_pretrained(cfg)
+    save_resolved(recipe, work_dir)
+
+    _seed_everything(seed, options.deterministic)
+    datasets = _build_datasets(cfg, options.validate)
+    model = _build_model(cfg, init=resume_state is None)
+    if teacher is not None:
+        _load_teacher(model, teacher)
+    from rotld_cli.engine.devices import wrap_model
+
+    model = wrap_model(model, device)
+    runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device)
+    resumed_from = None
+    if resume_state is not None:
+        resumed_from = _resume(runner, resume_state)
+    return _run(runner, datasets, work_dir, resumed_from, teacher)
+
+
+def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, latest: Path) -> None:
+    meta = state.get("meta") or {}
+    if "epoch" not in meta or "rng" not in meta:
+        raise RotldError(f"--resume: {latest} was not written by rotld's trainer (no epoch/RNG state in its meta)")
+    recorded = meta.get("teacher")
+    if teacher is not None and recorded and recorded.get("sha256") != teacher.sha256:
+        raise RotldError(
+            f"--teacher {teacher.path}: differs from the teacher this run started with "
+            f"({recorded.get('path')}, sha256 {str(recorded.get('sha256'))[:12]}...)"
+        )
+    if meta.get("recipe") not in (None, recipe.to_yaml()):
+        ui.warn(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
+
+
+def check_pretrained(cfg) -> None:
+    """Fail fast (never hang) when a `torchvision://` backbone cannot be found offline or downloaded."""
+    init_cfg = cfg.model.backbone.get("init_cfg") or {}
+    source = init_cfg.get("checkpoint") if isinstance(init_cfg, dict) else None
+    if not isinstance(source, str):
+        return
+    hint = "pass --pretrained PATH (a local ResNet checkpoint) or --no-pretrained (random init)"
+    if not source.startswith("torchvision://"):
+        if "://" not in source and not Path(source).is_file():
+            raise UsageError(f"model.backbone.pretrained: {source}: no such file; {hint}")
+        return
+    name = source[len("torchvision://"):]
+    try:
+        from mmcv.runner.checkpoint import get_torchvision_models
+    except ImportError:
+        raise RotldError(f"model.backbone.pretrained {source}: torchvision is not installed; {hint}") from None
+    try:
+        url = get_torchvision_models()[name]
+    except KeyError:
+        raise UsageError(f"model.backbone.pretrained {source}: torchvision has no model {name!r}; {hint}") from None
+    except ImportError:
+        raise RotldError(f"model.backbone.pretrained {source}: torchvision is not importable; {hint}") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if cached.is_file():
+        return
+    try:
+        with socket.create_connection(DOWNLOAD_HOST, timeout=DOWNLOAD_CHECK_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise RotldError(
+            f"model.backbone.pretrained {source}: not in the torch hub cache ({cached}) and "
+            f"{DOWNLOAD_HOST[0]} is unreachable ({exc.strerror or exc}); {hint}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """A download that stalls raises instead of hanging forever (urllib has no default timeout)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _split_dirs(split_cfg) -> tuple[Path, Path]:
+    return Path(split_cfg.ann_file), Path(split_cfg.img_prefix)
+
+
+def _build_datasets(cfg, validate: bool) -> dict[str, Any]:
+    from mmrotate.datasets import build_dataset
+
+    out: dict[str, Any] = {}
+    for name in ("train", "val") if validate else ("train",):
+        ann_dir, img_dir = _split_dirs(cfg.data[name])
+        for folder in (ann_dir, img_dir):
+            if not folder.is_dir():
+                raise RotldError(
+                    f"data.{name}: {folder}: no such directory (prepare the patches with `rotld prepare-dota`)"
+                )
+        dataset = build_dataset(cfg.data[name], dict(test_mode=name == "val"))
+        if len(dataset) == 0:
+            raise RotldError(f"data.{name}: {ann_dir}: no patch with objects (every annfile is empty or missing)")
+        out[name] = dataset
+    return out
+
+
+def _build_model(cfg, init: bool):
+    from mmrotate.models import build_detector
+
+    model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+    if init:
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+            try:
+                model.init_weights()
+            except (OSError, RuntimeError) as exc:
+                source = (cfg.model.backbone.get("init_cfg") or {}).get("checkpoint")
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise RotldError(
+                    f"model.backbone.pretrained {source}: cannot load ({detail}); "
+                    "pass --pretrained PATH or --no-pretrained"
+                ) from None
+    return model
+
+
+def _load_teacher(model, teacher: TeacherInfo) -> None:
+    """Strict: a teacher checkpoint that does not fit the teacher model would silently teach noise."""
+    result = model.teacher_model.load_state_dict(teacher.state_dict, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        first = missing[0] if missing else unexpected[0]
+        kind = "lacks" if missing else "has an unexpected"
+        raise RotldError(
+            f"--teacher {teacher.path}: the checkpoint {kind} weight {first!r} for the teacher model "
+            f"({len(missing)} missing, {len(unexpected)} unexpected); is it a checkpoint of this teacher recipe?"
+        )
+
+
+def _worker_init_fn(worker_id: int) -> None:
+    """Seed numpy/random in each loader worker from torch's per-worker seed.
+
+    torch draws a fresh base seed from the main process's generator every epoch, so workers see
+    new augmentations each epoch (mmdet's fixed-seed init repeats them) and a resumed run, whose
+    generator state is restored, draws the same ones as the uninterrupted run.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _data_loader(dataset, cfg, shuffle: bool):
+    from mmdet.datasets import build_dataloader
+
+    loader = build_dataloader(
+        dataset,
+        samples_per_gpu=cfg.data.samples_per_gpu if shuffle else 1,
+        workers_per_gpu=cfg.data.workers_per_gpu,
+        num_gpus=1,
+        dist=False,
+        shuffle=shuffle,
+        seed=None,
+        persistent_workers=False,
+    )
+    loader.worker_init_fn = _worker_init_fn
+    return loader
+
+
+def _runner_class():
+    from mmcv.runner import EpochBasedRunner
+
+    class RotldRunner(EpochBasedRunner):
+        """EpochBasedRunner without the 2 s sleep per epoch when there are no loader workers."""
+
+        def train(self, data_loader, **kwargs):
+            if data_loader.num_workers:
+                return super().train(data_loader, **kwargs)
+            self.model.train()
+            self.mode = "train"
+            self.data_loader = data_loader
+            self._max_iters = self._max_epochs * len(self.data_loader)
+            self.call_hook("before_train_epoch")
+            for i, data_batch in enumerate(self.data_loader):
+                self.data_batch = data_batch
+                self._inner_iter = i
+                self.call_hook("before_train_iter")
+                self.run_iter(data_batch, train_mode=True, **kwargs)
+                self.call_hook("after_train_iter")
+                del self.data_batch
+                self._iter += 1
+            self.call_hook("after_train_epoch")
+            self._epoch += 1
+
+    return RotldRunner
+
+
+def _run_logger(work_dir: Path) -> logging.Logger:
+    """mmcv's runner and hooks log here (work_dir/train.log), not over the Rich display."""
+    logger = logging.getLogger(f"rotld.train.{work_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(work_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, recipe, teacher: TeacherInfo | None,
+                  seed: int, device: str):
+    from mmcv.runner import Fp16OptimizerHook, build_optimizer
+
+    optimizer = build_optimizer(model, cfg.optimizer)
+    runner = _runner_class()(
+        model, optimizer=optimizer, work_dir=str(work_dir), logger=_run_logger(work_dir), meta={},
+        max_epochs=cfg.runner.max_epochs,
+    )
+    optimizer_config: Any = cfg.optimizer_config
+    if cfg.get("fp16") is not None:
+        optimizer_config = Fp16OptimizerHook(**cfg.optimizer_config, **cfg.fp16, distributed=False)
+    runner.register_training_hooks(
+        cfg.lr_config, optimizer_config, checkpoint_config=None, log_config=None,
+        momentum_config=cfg.get("momentum_config"), timer_config=None,
+    )
+    run_log = RunLog(work_dir)
+    static_meta = {
+        "rotld_version": __version__,
+        "engine": _engine_versions(),
+        "recipe": recipe.to_yaml(),
+        "recipe_name": recipe.name,
+        "classes": list(recipe.classes),
+        "CLASSES": list(recipe.classes),
+        "angle_version": recipe.get("model.angle_version"),
+        "seed": int(seed),
+        "deterministic": bool(options.deterministic),
+        "device": device,
+        "amp": bool(options.amp),
+        "lr_config": ckpt.to_plain(dict(cfg.lr_config)),
+        "teacher": None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
+    }
+
+    def meta_fn(r) -> dict[str, Any]:
+        meta = dict(static_meta)
+        meta.update(
+            epoch=r.epoch + 1,
+            iter=r.iter,
+            max_epochs=r.max_epochs,
+            lr=[float(v) for v in r.current_lr()],
+            base_lr=[float(g.get("initial_lr", g["lr"])) for g in r.optimizer.param_groups],
+            rng=ckpt.capture_rng_state(),
+            saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        if "fp16" in r.meta:
+            meta["fp16"] = ckpt.to_plain(r.meta["fp16"])
+        return meta
+
+    def on_saved(path: Path, epoch: int) -> None:
+        run_log.record({"event": "checkpoint", "epoch": epoch, "iter": runner.iter, "path": path.name})
+
+    runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record), priority="HIGHEST")
+    if "val" in datasets:
+        val_loader = _data_loader(datasets["val"], cfg, shuffle=False)
+        evaluate = _patch_evaluator(datasets["val"], val_loader)
+        runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval), priority="LOW")
+    progress = ProgressHook(run_log, interval=cfg.log_config.interval, live=options.live)
+    runner.register_hook(progress, priority="VERY_LOW")
+    runner.register_hook(
+        AtomicCheckpointHook(work_dir, meta_fn, interval=cfg.checkpoint_config.interval,
+                             max_keep_ckpts=cfg.checkpoint_config.get("max_keep_ckpts", -1), on_saved=on_saved),
+        priority="LOWEST",
+    )
+    runner.rotld_train_loader = _data_loader(datasets["train"], cfg, shuffle=True)
+    return runner
+
+
+def _engine_versions() -> dict[str, str]:
+    import mmcv
+    import mmdet
+    import mmrotate
+
+    return {"torch": str(torch.__version__), "mmcv": str(mmcv.__version__), "mmdet": str(mmdet.__version__),
+            "mmrotate": str(mmrotate.__version__)}
+
+
+def _patch_evaluator(dataset, loader):
+    """In-training evaluation: the patch-level AP50 of `DOTADataset.evaluate` (method.md §7.3).
+
+    Same computation as mmrotate's `eval_rbbox_map` (rotated IoU >= 0.5, VOC07 11-point), run in
+    this process: mmrotate spawns a 4-process pool per call, which re-imports torch/mmcv in
+    each child and costs more than the evaluation itself. It is a progress signal, not the
+    paper's metric (`rotld evaluate` merges patches and uses the DOTA devkit rules).
+    """
+    from rotld_cli.engine.infer import run_model
+
+    def evaluate(model) -> dict[str, float]:
+        results = run_model(model, loader, description="validation")
+        annotations = [dataset.get_ann_info(i) for i in range(len(dataset))]
+        return patch_ap50(results, annotations, dataset.CLASSES)
+
+    return evaluate
+
+
+def patch_ap50(results: list, annotations: list[dict], classes) -> dict[str, float]:
+    """mAP (AP50, VOC07 11-point) over patches plus per-class AP50 for classes with ground truth."""
+    from mmrotate.core.evaluation.eval_map import average_precision, get_cls_results, tpfp_default
+
+    eps = np.finfo(np.float32).eps
+    per_class: dict[str, float] = {}
+    for index, name in enumerate(classes):
+        dets, gts, ignores = get_cls_results(results, annotations, index)
+        num_gts = sum(len(g) for g in gts)
+        if num_gts == 0:
+            continue
+        tpfp = [tpfp_default(d, g, i, 0.5, None) for d, g, i in zip(dets, gts, ignores)]
+        all_dets = np.vstack(dets)
+        order = np.argsort(-all_dets[:, -1])
+        tp = np.cumsum(np.hstack([t for t, _ in tpfp])[0, order])
+        fp = np.cumsum(np.hstack([f for _, f in tpfp])[0, order])
+        recalls = tp / max(num_gts, eps)
+        precisions = tp / np.maximum(tp + fp, eps)
+        per_class[name] = float(average_precision(recalls, precisions, "11points"))
+    mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    return {"mAP": mean, **{f"AP50_{name}": ap for name, ap in per_class.items()}}
+
+
+def _resume(runner, state: dict[str, Any]) -> int:
+    """Weights, optimizer (with its lr/initial_lr), epoch/iter, fp16 scaler and RNG states."""
+    meta = state["meta"]
+    module = runner.model.module if hasattr(runner.model, "module") else runner.model
+    result = module.load_state_dict(state["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        keys = list(result.missing_keys) + list(result.unexpected_keys)
+        raise RotldError(f"--resume: {ckpt.LATEST} does not fit this recipe's model (first mismatched key {keys[0]!r})")
+    if "optimizer" in state:
+        runner.optimizer.load_state_dict(state["optimizer"])
+        device = next(module.parameters()).device
+        for group_state in runner.optimizer.state.values():
+            for key, value in group_state.items():
+                if isinstance(value, torch.Tensor):
+                    group_state[key] = value.to(device)
+    runner._epoch = int(meta["epoch"])
+    runner._iter = int(meta["iter"])
+    if "fp16" in meta:
+        runner.meta["fp16"] = meta["fp16"]
+    runner.rotld_rng = meta["rng"]
+    return runner._epoch
+
+
+def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
+    started = time.perf_counter()
+    progress = next(h for h in runner.hooks if isinstance(h, ProgressHook))
+    evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
+    if resumed_from is not None:
+        ckpt.restore_rng_state(runner.rotld_rng)
+        ui.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
+    if runner.epoch >= runner.max_epochs:
+        ui.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
+    try:
+        runner.run([runner.rotld_train_loader], [("train", 1)])
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted at epoch {runner.epoch + 1}, iteration {runner.iter}; checkpoints are intact: "
+            f"continue with --resume --work-dir {work_dir}"
+        ) from None
+    finally:
+        progress.close()
+        for handler in list(runner.logger.handlers):
+            runner.logger.removeHandler(handler)
+            handler.close()
+    final = work_dir / ckpt.epoch_name(runner.epoch)
+    if not final.is_file():
+        final = work_dir / ckpt.LATEST
+    marker = {
+        "epochs": runner.epoch,
+        "iters": runner.iter,
+        "checkpoint": final.name,
+        "sha256": ckpt.sha256_file(final),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    import json
+
+    atomic_write_text(work_dir / ckpt.DONE_MARKER, json.dumps(marker, indent=2) + "\n")
+    losses = {k: float(v) for k, v in (getattr(runner, "outputs", None) or {}).get("log_vars", {}).items()
+              if isinstance(v, (int, float)) and math.isfinite(v)}
+    return TrainResult(
+        work_dir=work_dir, checkpoint=final, epochs=runner.epoch, iters=runner.iter,
+        seconds=time.perf_counter() - started, resumed_from=resumed_from, final_losses=losses,
+        evaluations=list(evaluator.results) if evaluator else [],
+        teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
+    )
+
+
+def is_complete(work_dir: os.PathLike[str] | str) -> bool:
+    """A finished run: the done marker names an existing checkpoint with the recorded hash."""
+    import json
+
+    work_dir = Path(work_dir)
+    marker = work_dir / ckpt.DONE_MARKER
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        final = work_dir / info["checkpoint"]
+        return final.is_file() and ckpt.sha256_file(final) == info["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
