@@ -241,7 +241,7 @@ def evaluate_results(options: EvaluateOptions, on_class: Callable[[str], None] |
         if det is None or len(det) == 0:
             per_class_aps[name] = [0.0] * len(thresholds)
         else:
-            det_image = np.fromiter((index[i] for i in det.image_ids), dtype=np.int64, count=len(det))
+            det_image = np.fromiter(map(index.__getitem__, det.image_ids), dtype=np.int64, count=len(det))
             per_class_aps[name] = evaluate_class(det.scores, det_image, det.polys, gts[name], thresholds, options.metric == "voc07")
         if on_class is not None:
             on_class(name)

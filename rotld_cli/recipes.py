@@ -14,10 +14,11 @@ Pure Python + PyYAML: this module must not import torch/mmcv (it runs for `rotld
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -133,8 +134,8 @@ SCHEMA = Section(
                     {
                         "octave_base_scale": _int("anchor base scale (x stride)", minimum=1),
                         "scales_per_octave": _int("anchor scales per location", minimum=1),
-                        "ratios": Key((list,), "anchor aspect ratios", items=float),
-                        "strides": Key((list,), "anchor strides of the 5 FPN levels", items=int),
+                        "ratios": Key((list,), "anchor aspect ratios", items=float, minimum=0),
+                        "strides": Key((list,), "anchor strides of the 5 FPN levels", items=int, minimum=1),
                     },
                     "RotatedAnchorGenerator",
                 ),
@@ -171,7 +172,7 @@ SCHEMA = Section(
                     items=str,
                 ),
                 "img_scale": _int("RResize target (square); DOTA patches are already this size", minimum=32),
-                "flip_ratio": Key((list,), "probability of each flip direction", items=float),
+                "flip_ratio": Key((list,), "probability of each flip direction", items=float, minimum=0),
                 "flip_direction": Key((list,), "flip directions (horizontal, vertical, diagonal)", items=str),
                 "samples_per_gpu": _int("images per GPU (or per CPU process) per step", minimum=1),
                 "workers_per_gpu": _int("data-loading worker processes per GPU", minimum=0),
@@ -186,7 +187,7 @@ SCHEMA = Section(
                 "base_batch": _int("total batch the lr is set for (--auto-scale-lr scales from it)", minimum=1),
                 "momentum": _float("SGD momentum", minimum=0),
                 "weight_decay": _float("SGD weight decay", minimum=0),
-                "lr_steps": Key((list,), "epochs after which lr is multiplied by lr_gamma", items=int),
+                "lr_steps": Key((list,), "epochs after which lr is multiplied by lr_gamma", items=int, minimum=1),
                 "lr_gamma": _float("step decay factor", minimum=0),
                 "warmup": Key((str,), "warmup policy", nullable=True, choices=("linear", "constant", "exp")),
                 "warmup_iters": _int("warmup iterations", minimum=0),
@@ -295,6 +296,11 @@ class Recipe:
     def to_yaml(self) -> str:
         return dump_yaml(self.data)
 
+    def without_teacher(self) -> Recipe:
+        """A copy that is the student's plain detector (no teacher/distill): for inference and checks."""
+        data = {key: copy.deepcopy(value) for key, value in self.data.items() if key not in ("teacher", "distill")}
+        return replace(self, data=data, files=list(self.files), overrides=list(self.overrides))
+
 
 def resolve_classes(value: str | list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -350,7 +356,7 @@ def find_recipe(path_or_name: str | os.PathLike[str]) -> Path:
 def save_resolved(recipe: Recipe, work_dir: str | os.PathLike[str]) -> Path:
     """Write the resolved recipe to `work_dir/recipe.yaml` (atomically); it loads back as is."""
     out = Path(work_dir) / RESOLVED_NAME
-    header = [f"# Resolved rotld recipe {recipe.name}: load it with `rotld ... {RESOLVED_NAME}`."]
+    header = [f"# rotld recipe {recipe.name}, resolved (bases merged, --set applied, absolute paths)."]
     header += [f"# from: {p}" for p in recipe.files]
     header += [f"# --set {item}" for item in recipe.overrides]
     atomic_write_text(out, "\n".join(header) + "\n" + recipe.to_yaml())
@@ -414,6 +420,8 @@ def _construct_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode, deep: 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            continue  # an unhashable key: construct_mapping below reports it
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)

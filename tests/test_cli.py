@@ -57,3 +57,19 @@ def test_help_imports_no_engine():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY=\n" in proc.stdout
+
+
+def test_exit_codes_raised_by_commands_reach_the_shell(capsys):
+    import typer
+
+    from rotld_cli.cli import app
+
+    @app.command("_exit-probe", hidden=True)
+    def _probe() -> None:
+        raise typer.Exit(7)
+
+    try:
+        code, _, _ = run_main(["_exit-probe"], capsys)
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "_exit-probe"]
+    assert code == 7

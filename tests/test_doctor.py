@@ -104,6 +104,7 @@ def test_numpy_2_is_refused(monkeypatch):
                              "(run `python3 -m rotld_cli.bootstrap`)")
 
 
+@pytest.mark.engine
 def test_torchvision_release_must_pair_with_torch(monkeypatch):
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
@@ -111,8 +112,10 @@ def test_torchvision_release_must_pair_with_torch(monkeypatch):
 
     monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
     monkeypatch.setattr(torchvision, "__version__", "0.28.0")
-    with pytest.raises(CheckFailed, match=r"expected 0\.29\.x"):
+    with pytest.raises(CheckFailed) as exc:
         check_torchvision()
+    assert exc.value.detail == "torchvision 0.28.0 with torch 2.14.1+cu130"
+    assert "is not the release for torch 2.14.1+cu130 (expected 0.29.x)" in exc.value.fix
     monkeypatch.setattr(torchvision, "__version__", "0.29.1+cpu")
     assert check_torchvision() == "0.29.1+cpu"
 
@@ -120,6 +123,7 @@ def test_torchvision_release_must_pair_with_torch(monkeypatch):
 # ---------------------------------------------------------------------------- broken environments
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize(
     ("blocked", "how", "failing", "fix"),
     [
@@ -153,6 +157,7 @@ def _shadow_mmcv(root: Path, dist_name: str) -> Path:
     return root
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize(
     ("dist_name", "detail", "fix"),
     [
@@ -174,6 +179,7 @@ def test_doctor_reports_mmcv_without_compiled_ops(tmp_path, dist_name, detail, f
     assert checks["mmcv ops (CPU)"]["status"] == "skip"
 
 
+@pytest.mark.engine
 def test_doctor_table_output_and_exit_code():
     proc = _doctor(["-c", BLOCKED_DOCTOR.replace('"--json"', ""), "mmcv", "missing"])
     assert proc.returncode == 1
@@ -190,8 +196,8 @@ try:
     main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "loaded": sorted(m for m in %r if m in sys.modules)}))
-""" % (ENGINE_MODULES,)
+print(json.dumps({"code": code, "loaded": sorted(m for m in ENGINE if m in sys.modules)}))
+""".replace("ENGINE", repr(ENGINE_MODULES))
 
 
 @pytest.mark.parametrize(
@@ -210,3 +216,26 @@ def test_help_of_commands_imports_no_engine(argv):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["code"] == 0, proc.stderr
     assert result["loaded"] == []
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("blocked", "how", "detail"),
+    [
+        ("mmcv", "missing", "ModuleNotFoundError: No module named 'mmcv'"),
+        ("torchvision", "runtime", "RuntimeError: operator torchvision::nms does not exist"),
+    ],
+)
+def test_load_engine_names_the_install_command(blocked, how, detail):
+    code = BLOCKED_DOCTOR.replace(
+        'from rotld_cli.cli import main\nmain(["doctor", "--json"])',
+        "from rotld_cli.engine import load_engine\n"
+        "from rotld_cli.errors import EngineMissingError\n"
+        "try:\n    load_engine()\nexcept EngineMissingError as exc:\n    print(exc.exit_code, exc)\n",
+    )
+    proc = _doctor(["-c", code, blocked, how], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        f"3 the training engine is not installed ({detail}); run `make setup` "
+        "(or `python3 -m rotld_cli.bootstrap`) and use .venv/bin/rotld"
+    )

@@ -233,6 +233,22 @@ def test_teacher_checkpoint_from_the_recipe_and_the_argument():
     assert model_dict(recipe, teacher_checkpoint="/other.pth")["teacher_ckpt"] == "/other.pth"
 
 
+def test_a_checked_teacher_model_replaces_the_teacher_recipe():
+    # a student whose teacher was trained with a narrower FPN: the bundled teacher.recipe no longer
+    # matches, but the caller passes the teacher model it has checked itself
+    student = load_recipe("dota1/student-r18-gwd-ld-kd-1x", ["model.neck.out_channels=128"])
+    with pytest.raises(RotldError, match=r"model\.neck\.out_channels differs"):
+        compile_recipe(student)
+    teacher = load_recipe("dota1/teacher-r34-gwd-2x", ["model.neck.out_channels=128"])
+    cfg = compile_recipe(student, teacher_model=model_dict(teacher))
+    assert cfg["model"]["teacher_config"] == dict(model=model_dict(teacher))
+    assert cfg["model"]["teacher_config"]["model"]["neck"]["out_channels"] == 128
+    plain = compile_recipe(student.without_teacher())["model"]
+    assert plain["type"] == "RotatedRetinaNet"
+    assert plain["bbox_head"]["type"] == "RotatedRetinaHeadDistribution"
+    assert student.is_student and not student.without_teacher().is_student
+
+
 def test_optional_schedule_parts_and_knobs():
     recipe = load_recipe(
         "dota1/baseline-r18-gwd-1x",
@@ -268,6 +284,8 @@ def test_synthetic_recipes_are_cpu_sized_and_teacher_student_line_up():
     assert model["backbone"]["frozen_stages"] == -1 and model["backbone"]["norm_eval"] is False
     assert student["data"]["train"]["pipeline"][2]["img_scale"] == (256, 256)
     assert student["data"]["workers_per_gpu"] <= 1
+    assert student["data"]["train"]["classes"] == ["plane", "small-vehicle", "large-vehicle", "ship", "storage-tank"]
+    assert model["bbox_head"]["num_classes"] == teacher["bbox_head"]["num_classes"] == 5
 
 
 @pytest.mark.parametrize(
@@ -328,8 +346,8 @@ def test_every_bundled_recipe_builds_with_mmrotate(engine, name):
     head_cfg = cfg.model.bbox_head
     expected_head = "LDRotatedRetinaHead" if recipe.is_student else "RotatedRetinaHeadDistribution"
     assert type(model.bbox_head).__name__ == expected_head
-    # 9 anchors per location; 15 classes; (reg_max + 1) bins for each of the 5 box coordinates
-    assert model.bbox_head.retina_cls.out_channels == 9 * 15
+    # 9 anchors per location; one sigmoid logit per class; (reg_max + 1) bins for each of the 5 box coordinates
+    assert model.bbox_head.retina_cls.out_channels == 9 * {"dota1": 15, "synthetic": 5}[name.split("/")[0]]
     assert model.bbox_head.retina_reg.out_channels == 9 * (head_cfg.reg_max + 1) * 5
     assert model.neck.fpn_convs[0].conv.out_channels == recipe.get("model.neck.out_channels")
     assert len(model.backbone.layer3) == {18: 2, 34: 6}[recipe.get("model.backbone.depth")]
@@ -357,6 +375,7 @@ def test_build_config_is_an_mmcv_config_that_dumps_and_reloads(engine, tmp_path)
     assert again.lr_config.warmup_ratio == pytest.approx(1 / 3)
     assert again.data.train.type == "DOTADataset"
     assert again.work_dir == str(tmp_path / "w")
+    assert cfg.dump() == cfg.pretty_text  # Python text, never YAML with !!python/tuple tags
 
 
 @pytest.mark.engine

@@ -95,12 +95,16 @@ def brute_force(anchors, level_counts, gts, mode="seed"):
         for count in level_counts:
             level = range(start, start + count)
             by_distance = sorted(
-                level, key=lambda i: math.hypot((boxes[i][0] + boxes[i][2]) / 2 - gx, (boxes[i][1] + boxes[i][3]) / 2 - gy)
+                level,
+                key=lambda i: math.hypot((boxes[i][0] + boxes[i][2]) / 2 - gx, (boxes[i][1] + boxes[i][3]) / 2 - gy),
             )
             candidates += [ious[i][j] for i in by_distance[:9]]
             start += count
         thresholds.append(statistics.mean(candidates) + statistics.stdev(candidates))
-    ld = [max([ious[i][j] for j in range(len(gt_boxes)) if ious[i][j] >= 0.25 * thresholds[j]], default=0.0) for i in range(len(boxes))]
+    ld = [
+        max([ious[i][j] for j in range(len(gt_boxes)) if ious[i][j] >= 0.25 * thresholds[j]], default=0.0)
+        for i in range(len(boxes))
+    ]
     col_max = [max(ious[i][j] for i in range(len(boxes))) for j in range(len(gt_boxes))]
     im = [float(any(ious[i][j] > 0.5 * col_max[j] for j in range(len(gt_boxes)))) for i in range(len(boxes))]
     return torch.tensor(ld, dtype=torch.float64), torch.tensor(im, dtype=torch.float64)

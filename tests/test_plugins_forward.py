@@ -36,7 +36,9 @@ def head_cfg(head_type, **extra):
             ratios=[1.0, 0.5, 2.0],
             strides=[8, 16, 32, 64, 128],
         ),
-        bbox_coder=dict(type="DeltaXYWHAOBBoxCoder", angle_range="oc", norm_factor=None, edge_swap=False, proj_xy=False),
+        bbox_coder=dict(
+            type="DeltaXYWHAOBBoxCoder", angle_range="oc", norm_factor=None, edge_swap=False, proj_xy=False
+        ),
         loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type="GDLoss", loss_type="gwd", loss_weight=5.0),
         **extra,
@@ -57,7 +59,14 @@ def retina_cfg(depth, bbox_head):
             style="pytorch",
             init_cfg=None,
         ),
-        neck=dict(type="FPN", in_channels=[64, 128, 256, 512], out_channels=FPN, start_level=1, add_extra_convs="on_input", num_outs=5),
+        neck=dict(
+            type="FPN",
+            in_channels=[64, 128, 256, 512],
+            out_channels=FPN,
+            start_level=1,
+            add_extra_convs="on_input",
+            num_outs=5,
+        ),
         bbox_head=bbox_head,
         train_cfg=dict(
             assigner=dict(
@@ -90,7 +99,9 @@ def build_kd(**overrides):
             loss_im=dict(type="IMLoss", loss_weight=2.0),
         ),
     )
-    student.update(type="KnowledgeDistillationRotatedSingleStageDetector", teacher_config=dict(model=teacher), output_feature=True)
+    student.update(
+        type="KnowledgeDistillationRotatedSingleStageDetector", teacher_config=dict(model=teacher), output_feature=True
+    )
     student.update(overrides)
     return build_detector(mmcv.Config(dict(model=student)).model)
 
@@ -126,7 +137,12 @@ def test_forward_backward_reaches_the_student_only(detector):
     assert all(float(losses[key][0].detach()) > 0 for key in LOSS_KEYS)
     loss, _ = detector._parse_losses(losses)
     loss.backward()
-    for name in ("bbox_head.retina_reg.weight", "bbox_head.retina_cls.weight", "neck.fpn_convs.0.conv.weight", "backbone.layer4.0.conv1.weight"):
+    for name in (
+        "bbox_head.retina_reg.weight",
+        "bbox_head.retina_cls.weight",
+        "neck.fpn_convs.0.conv.weight",
+        "backbone.layer4.0.conv1.weight",
+    ):
         grad = dict(detector.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert all(p.grad is None for p in detector.teacher_model.parameters())
@@ -190,7 +206,11 @@ def test_simple_test_runs_the_student_only(detector, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the teacher ran at test time")
 
+    import mmcv
+
     monkeypatch.setattr(detector.teacher_model, "extract_feat", fail)
+    # an untrained head scores every anchor ~0.5: cap the candidates so rotated NMS stays quick on CPU
+    monkeypatch.setattr(detector.bbox_head, "test_cfg", mmcv.ConfigDict(TEST_CFG, nms_pre=200, max_per_img=100))
     detector.eval()
     img, metas, _, _ = batch(1)
     with torch.no_grad():
@@ -235,9 +255,37 @@ def test_inference_decodes_through_the_integrals():
     for coord, b in enumerate(bins):
         bbox_preds[0][0, anchor * 45 + coord * 9 + b, row, col] = 40.0
     metas = [dict(img_shape=(64, 64, 3), scale_factor=1.0)]
-    (dets, labels), = head.get_bboxes(cls_scores, bbox_preds, metas)
+    ((dets, labels),) = head.get_bboxes(cls_scores, bbox_preds, metas)
     assert dets.shape == (1, 6) and labels.tolist() == [label]
     base = head.anchor_generator.grid_priors(sizes, device="cpu")[0].reshape(4, 4, 9, 5)[row, col, anchor]
     cx, cy, w, h, _ = base.tolist()
     expected = [cx + 0.5 * w, cy + 1.0 * h, w, h * math.exp(0.5), 2.0, 1 / (1 + math.exp(-5.0))]
     torch.testing.assert_close(dets[0], torch.tensor(expected), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("box_mode", ["seed", "hbb"])
+def test_region_targets_are_the_per_image_regions_split_by_level(detector, box_mode):
+    from rotld_cli.engine.models.ld_region import distillation_regions
+
+    head = detector.bbox_head
+    head.ld_region_box = box_mode
+    _, metas, gts, _ = batch()
+    gts[1] = torch.zeros(0, 5)
+    sizes = [(IMG // s, IMG // s) for s in (8, 16, 32, 64, 128)]
+    anchor_list, flag_list = head.get_anchors(sizes, metas, device="cpu")
+    ld_levels, im_levels = head.get_region_targets(anchor_list, flag_list, gts, metas)
+    head.ld_region_box = "seed"
+    counts = [a.size(0) for a in anchor_list[0]]
+    assert [t.shape for t in ld_levels] == [(2, c) for c in counts] == [t.shape for t in im_levels]
+    ld, im = distillation_regions(torch.cat(anchor_list[0]), counts, gts[0], box_mode=box_mode)
+    assert torch.equal(torch.cat([t[0] for t in ld_levels]), ld) and ld.max() > 0
+    assert torch.equal(torch.cat([t[0] for t in im_levels]), im) and im.max() > 0
+    assert not any(t[1].any() for t in [*ld_levels, *im_levels])
+
+
+def test_unknown_region_box_is_refused(detector):
+    import mmcv
+    from mmrotate.models.builder import build_head
+
+    with pytest.raises(ValueError, match=r"ld_region_box.*'obb'"):
+        build_head(mmcv.ConfigDict(head_cfg("LDRotatedRetinaHead", ld_region_box="obb")))

@@ -154,7 +154,7 @@ def test_every_object_is_in_exactly_the_patches_its_iof_says(request, dota_sampl
 
 def test_manifest_counts_what_was_written(split_512: Path, dota_samples: Path) -> None:
     manifest = json.loads((split_512 / "manifest.json").read_text())
-    assert manifest["complete"] is True and manifest["problems"] == []
+    assert manifest["complete"] is True and manifest["splits"]["."]["problems"] == []
     assert manifest["params"]["windows"] == [[512, 100]] and manifest["params"]["padding_value"] == list(PADDING)
     total = manifest["total"]
     lines = [line.split() for p in (split_512 / "annfiles").iterdir() for line in p.read_text().splitlines()]
@@ -262,6 +262,31 @@ def test_json_summary(sample_src: Path, tmp_path: Path, capsys) -> None:
     ]
 
 
+def test_no_padding_and_an_image_without_label_file(tmp_path: Path, dota_samples: Path, capsys) -> None:
+    src = tmp_path / "src"
+    copy_sample(dota_samples, src, "P1888")
+    copy_sample(dota_samples, src, "P1888", "NOLABEL", label=False)
+    code, _, err = rotld(capsys, "prepare-dota", src, tmp_path / "out", "--no-padding", "--workers", "1", "--json")
+    assert code == 0, err
+    patch = cv2.imread(str(tmp_path / "out" / "images" / "P1888__1024__0___0.png"))
+    np.testing.assert_array_equal(patch, cv2.imread(str(src / "images" / "P1888.png")))  # 712x557, not padded
+    assert (tmp_path / "out" / "annfiles" / "NOLABEL__1024__0___0.txt").stat().st_size == 0
+    total = json.loads((tmp_path / "out" / "manifest.json").read_text())["total"]
+    assert (total["images"], total["unlabelled"], total["empty_patches"]) == (2, 1, 1)
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_one_holds_it(sample_src, tmp_path, capsys) -> None:
+    import fcntl
+
+    out = tmp_path / "busy"
+    (out / ".rotld-prepare").mkdir(parents=True)
+    with open(out / ".rotld-prepare" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, _, err = rotld(capsys, "prepare-dota", sample_src, out)
+    assert code == 1 and "another `rotld prepare-dota` is writing here" in err
+    assert not (out / "images").exists()
+
+
 # --------------------------------------------------------------------------------------------- resume
 
 
@@ -289,7 +314,7 @@ def test_resume_redoes_only_unfinished_images_and_matches_a_clean_run(sample_src
     assert new["total"] == old["total"] and new["complete"] is True
 
 
-def test_resume_after_a_real_kill(dota_samples: Path, tmp_path: Path, capsys) -> None:
+def test_resume_after_a_real_kill(dota_samples: Path, tmp_path: Path, repo_root: Path, capsys) -> None:
     src = tmp_path / "src"
     for i in range(4):
         copy_sample(dota_samples, src, "P0706", f"K{i}")
@@ -297,6 +322,7 @@ def test_resume_after_a_real_kill(dota_samples: Path, tmp_path: Path, capsys) ->
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(
         [sys.executable, "-m", "rotld_cli", *args[:2], str(killed), *args[2:]],
+        cwd=repo_root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -400,7 +426,7 @@ def test_bad_input_is_one_line_and_the_other_images_are_split(
     assert (out / "annfiles" / "P1888__1024__0___0.txt").stat().st_size > 0
     assert not list((out / "images").glob("BAD*")) and not list((out / "annfiles").glob("BAD*"))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] is False and len(manifest["problems"]) == 1
+    assert manifest["complete"] is False and len(manifest["splits"]["."]["problems"]) == 1
 
     # Fixed input: the bad image is split on the next run, the good one is not redone.
     copy_sample(dota_samples, src, "P1888", "BAD")
@@ -432,6 +458,12 @@ def test_usage_errors(sample_src: Path, tmp_path: Path, capsys, args: list[str],
     code, _, err = rotld(capsys, "prepare-dota", sample_src, tmp_path / "o", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_refuses_to_write_into_the_source(sample_src: Path, capsys) -> None:
+    code, _, err = rotld(capsys, "prepare-dota", sample_src, sample_src, "--overwrite")
+    assert code == 2 and "would write the patches into the source images" in err
+    assert sorted(p.name for p in (sample_src / "images").iterdir()) == ["P0706.png", "P1888.png"]
 
 
 def test_source_without_images(tmp_path: Path, capsys) -> None:

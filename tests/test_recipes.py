@@ -278,6 +278,9 @@ def test_yaml_syntax_error_and_duplicate_keys_name_the_line(tmp_path):
     write(tmp_path / "dup.yaml", text)
     with pytest.raises(RotldError, match=r"dup\.yaml:4: invalid recipe YAML: duplicate key 'lr'"):
         load_recipe(tmp_path / "dup.yaml")
+    write(tmp_path / "key.yaml", "base: dota1/baseline-r18-gwd-1x\n? [a, b]\n: 1\n")
+    with pytest.raises(RotldError, match=r"key\.yaml:2: invalid recipe YAML: found unhashable key"):
+        load_recipe(tmp_path / "key.yaml")
 
 
 @pytest.mark.parametrize(("text", "kind"), [("", "null"), ("- a\n- b\n", "list"), ("3\n", "int")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shapely.geometry import Polygon
 
 from rotld_cli.dota.split import (
     SplitParams,
@@ -189,3 +190,30 @@ def test_annfile_lines_mark_truncated_objects_difficulty_2() -> None:
         "1.0 1.0 5.0 1.0 5.0 5.0 1.0 5.0 ship 1",
         "92.0 0.0 102.0 0.0 102.0 10.0 92.0 10.0 plane 2",
     ]
+
+
+def test_iof_matrix_equals_the_per_pair_formula_bit_for_bit() -> None:
+    # img_split: shapely intersection pair by pair / float32(area). Random rotated boxes with
+    # 0-3 decimals (as label files have), inside, across and outside four windows.
+    rng = np.random.default_rng(7)
+    n = 2000
+    centre, size, angle = rng.uniform(-50, 650, (n, 2)), rng.uniform(1, 120, (n, 2)), rng.uniform(0, np.pi, n)
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    local = corners[None] * size[:, None, :]
+    pts = centre[:, None, :] + np.stack(
+        [local[..., 0] * cos - local[..., 1] * sin, local[..., 0] * sin + local[..., 1] * cos], -1
+    )
+    scale = 10.0 ** rng.integers(0, 4, n)[:, None, None]
+    polys = (np.round(pts * scale) / scale).astype(np.float32).reshape(n, 8)
+    windows = np.array([[0, 0, 300, 300], [200, 0, 500, 300], [0, 200, 300, 500], [200, 200, 700, 700]])
+    iofs = iofs_of(polys.tolist(), windows.tolist())
+    expected = np.zeros_like(iofs)
+    for i, poly in enumerate(polys):
+        shape = Polygon(poly.astype(np.float64).reshape(4, 2))
+        for j, (x0, y0, x1, y1) in enumerate(windows):
+            inter = shape.intersection(Polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])).area
+            expected[i, j] = inter / max(np.float32(shape.area), np.float32(1e-6))
+    inside = np.abs(iofs - 1) < 1e-6  # exactly 1 only when float32(area) == area
+    assert inside.sum() > n // 2 and ((iofs > 0) & ~inside).sum() > 100 and (iofs[inside] != 1).any()
+    np.testing.assert_array_equal(iofs, expected)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors and exit codes instead of tracebacks."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="rotld", standalone_mode=False)
+        rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         ui.error(f"internal error: {type(exc).__name__}: {exc} (run `rotld --debug ...` for the traceback)")
         sys.exit(1)
-    sys.exit(0)
+    # Without standalone mode, click returns a `typer.Exit(n)` code instead of raising it.
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -26,19 +26,35 @@ def _values(option: str, raw: list[str] | None, kind: type) -> tuple | None:
 
 @app.command("prepare-dota", help="Split DOTA images into patches + annfiles (MMRotate img_split semantics).")
 def prepare_cmd(
-    src: Path = typer.Argument(..., help="A DOTA root (train/ val/ test/) or one split folder (images/ [labelTxt/])."),
+    src: Path = typer.Argument(
+        ..., help="A DOTA root (train/ val/ test/) or one split folder (images/, optional labelTxt/)."
+    ),
     out: Path = typer.Argument(..., help="Output folder; mirrors SRC with images/ and annfiles/."),
-    preset: str = typer.Option("ss", "--preset", help="ss: 1024/200 at rate 1; ms: 1024/500 at rates 0.5,1,1.5."),
-    sizes: Optional[list[str]] = typer.Option(None, "--sizes", help="Window sizes (repeat or comma-separate)."),
-    gaps: Optional[list[str]] = typer.Option(None, "--gaps", help="Overlaps between windows, one per size."),
-    rates: Optional[list[str]] = typer.Option(None, "--rates", help="Window scales: size/rate px windows."),
+    preset: str = typer.Option(
+        "ss", "--preset", metavar="ss|ms", help="ss: 1024/200 at rate 1; ms: 1024/500 at rates 0.5,1,1.5."
+    ),
+    sizes: Optional[list[str]] = typer.Option(
+        None, "--sizes", metavar="SIZE,...", help="Window sizes (repeat or comma-separate; overrides --preset)."
+    ),
+    gaps: Optional[list[str]] = typer.Option(
+        None, "--gaps", metavar="GAP,...", help="Overlaps between windows, one per size."
+    ),
+    rates: Optional[list[str]] = typer.Option(
+        None, "--rates", metavar="RATE,...", help="Window scales: size/rate px windows."
+    ),
     img_rate_thr: float = typer.Option(0.6, "--img-rate-thr", help="Keep windows whose in-image area ratio > this."),
     iof_thr: float = typer.Option(0.7, "--iof-thr", help="Keep objects whose area inside the window >= this."),
-    padding_value: Optional[list[str]] = typer.Option(None, "--padding-value", help="B,G,R fill [104,116,124]."),
+    padding_value: Optional[list[str]] = typer.Option(
+        None, "--padding-value", metavar="B,G,R", help="Fill of windows past the image (default: 104,116,124)."
+    ),
     no_padding: bool = typer.Option(False, "--no-padding", help="Write border patches smaller instead of padding."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: the CPU count)."),
-    splits: Optional[list[str]] = typer.Option(None, "--splits", help="Splits of a DOTA root (default: all found)."),
-    dota_version: str = typer.Option("v1.0", "--dota-version", help="Class list: v1.0, v1.5 or v2.0."),
+    splits: Optional[list[str]] = typer.Option(
+        None, "--splits", metavar="NAME,...", help="Splits of a DOTA root (default: all found)."
+    ),
+    dota_version: str = typer.Option(
+        "v1.0", "--dota-version", metavar="v1.0|v1.5|v2.0", help="Class list: v1.0, v1.5 or v2.0."
+    ),
     ext: str = typer.Option(".png", "--ext", help="Patch format: .png (lossless), .bmp, .tif or .jpg."),
     png_compression: Optional[int] = typer.Option(
         None, "--png-compression", help="zlib level 0-9 (default: OpenCV's fast level-1 RLE, as img_split)."

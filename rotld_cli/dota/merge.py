@@ -56,9 +56,9 @@ def merge_class(dets: Task1Detections, iou_thr: float = 0.1) -> Task1Detections:
     """
     if len(dets) == 0:
         return Task1Detections([], np.zeros(0), np.zeros((0, 8)))
-    table: dict[str, int] = {}
-    codes = np.fromiter((table.setdefault(i, len(table)) for i in dets.image_ids), dtype=np.int64, count=len(dets))
-    patch_ids = list(table)
+    patch_ids = list(dict.fromkeys(dets.image_ids))
+    table = {pid: k for k, pid in enumerate(patch_ids)}
+    codes = np.fromiter(map(table.__getitem__, dets.image_ids), dtype=np.int64, count=len(dets))
     images: dict[str, int] = {}
     image_of = np.empty(len(patch_ids), dtype=np.int64)
     origin = np.zeros((len(patch_ids), 2))

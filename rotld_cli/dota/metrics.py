@@ -13,7 +13,8 @@ bound (IoU near a threshold, near-tied GTs, non-convex or degenerate quads) is r
 bit-exact port of the devkit's C++ (`polyiou.iou_poly_pairs`). Decisions are therefore the
 devkit's, and so are the APs.
 
-Defined where the devkit is not: a class without non-difficult GT has AP 0 (the devkit divides by
+The VOC07 sum of eleven 1/11 rounds to 1 + 2^-52; APs are clipped to 1. Defined where the devkit
+is not: a class without non-difficult GT has AP 0 (the devkit divides by
 zero), a class without detections has AP 0 (the devkit crashes on an empty file), and equal scores
 keep their input order (a stable sort; the devkit's `np.argsort` order depends on numpy).
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rotld_cli.dota.polyiou import convex_iou_pairs, iou_poly_pairs
+from rotld_cli.dota.polyiou import ConvexQuads, convex_iou, iou_poly_pairs
 
 THRESHOLDS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 # The seed's script loops `0.5 + 0.05 * i`: the same doubles except 0.8500000000000001.
@@ -74,7 +75,8 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = True) -> flo
         for idx in first:
             p = suffix_max[idx] if idx < rec.size else 0.0
             ap = ap + p / 11.0
-        return float(ap)
+        # eleven times 1/11 sums to 1.0000000000000002: keep APs in [0, 1]
+        return min(float(ap), 1.0)
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -127,22 +129,23 @@ def best_gt(
     jmax = np.full(nd, -1, dtype=np.int64)
     if nd == 0 or gt.polys.shape[0] == 0:
         return ovmax, jmax
+    quads = (ConvexQuads.of(gt.polys), ConvexQuads.of(det_polys))
     # bound the memory of the (detection, GT of its image) pair arrays
     cum = np.cumsum(gt.offsets[det_image + 1] - gt.offsets[det_image])
     lo = 0
     while lo < nd:
         base = int(cum[lo - 1]) if lo else 0
         hi = max(int(np.searchsorted(cum, base + _PAIR_CHUNK, side="right")), lo + 1)
-        _best_gt_chunk(det_image, det_polys, gt, thresholds, lo, hi, ovmax, jmax)
+        _best_gt_chunk(det_image, det_polys, gt, quads, thresholds, lo, hi, ovmax, jmax)
         lo = hi
     return ovmax, jmax
 
 
-def _best_gt_chunk(det_image, det_polys, gt, thresholds, lo, hi, ovmax, jmax) -> None:
+def _best_gt_chunk(det_image, det_polys, gt, quads, thresholds, lo, hi, ovmax, jmax) -> None:
     det, g = _candidate_pairs(det_image, det_polys, gt, lo, hi)
     if det.size == 0:
         return
-    fast, valid, bound = convex_iou_pairs(gt.polys[g], det_polys[det])
+    fast, valid, bound = convex_iou(quads[0], g, quads[1], det)
     starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
     seg_det = det[starts]
     seg_of = np.cumsum(np.r_[False, det[1:] != det[:-1]])

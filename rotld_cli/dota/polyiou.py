@@ -19,6 +19,8 @@ from rounding for coordinates below ~10^4.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 EPS = 1e-8
@@ -235,78 +237,101 @@ def iou_poly(gt: np.ndarray, det: np.ndarray) -> float:
     return float(iou_poly_pairs(np.asarray(gt).reshape(1, 8), np.asarray(det).reshape(1, 8))[0])
 
 
-def _orient_ccw(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    area2 = _signed_area2(xs, ys)
-    flip = area2 < 0
-    xs = np.where(flip[:, None], xs[:, ::-1], xs)
-    ys = np.where(flip[:, None], ys[:, ::-1], ys)
-    return xs, ys, np.abs(area2) / 2.0
+@dataclass
+class ConvexQuads:
+    """Quads prepared once for many fast IoUs: counter-clockwise vertices, area, convexity."""
+
+    xs: np.ndarray  # (n, 4)
+    ys: np.ndarray  # (n, 4)
+    area: np.ndarray  # (n,)
+    convex: np.ndarray  # (n,) strictly convex and not degenerate
+    scale: np.ndarray  # (n,) largest absolute coordinate
+
+    @classmethod
+    def of(cls, polys: np.ndarray) -> ConvexQuads:
+        polys = np.asarray(polys, dtype=np.float64).reshape(-1, 8)
+        xs, ys = polys[:, 0::2], polys[:, 1::2]
+        area2 = _signed_area2(xs, ys)
+        flip = area2 < 0
+        xs = np.where(flip[:, None], xs[:, ::-1], xs)
+        ys = np.where(flip[:, None], ys[:, ::-1], ys)
+        ex = np.roll(xs, -1, axis=1) - xs
+        ey = np.roll(ys, -1, axis=1) - ys
+        turns = ex * np.roll(ey, -1, axis=1) - ey * np.roll(ex, -1, axis=1)
+        edge2 = (ex * ex + ey * ey).max(axis=1)
+        convex = (turns > 1e-6 * edge2[:, None]).all(axis=1) & (edge2 > 0)
+        return cls(xs, ys, np.abs(area2) / 2.0, convex, np.abs(polys).max(axis=1))
 
 
-def _strictly_convex(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Counter-clockwise quads whose every turn is clearly left (no reflex, flat or tiny corner)."""
-    ex = np.roll(xs, -1, axis=1) - xs
-    ey = np.roll(ys, -1, axis=1) - ys
-    turns = ex * np.roll(ey, -1, axis=1) - ey * np.roll(ex, -1, axis=1)
-    scale = (ex * ex + ey * ey).max(axis=1)
-    return (turns > 1e-6 * scale[:, None]).all(axis=1) & (scale > 0)
+def _next_col(values: np.ndarray, n: np.ndarray, full: bool) -> np.ndarray:
+    """values[:, (j + 1) % n] per row, for rows holding n <= width vertices."""
+    rolled = np.concatenate([values[:, 1:], values[:, :1]], axis=1)
+    if full:
+        return rolled
+    last = np.arange(values.shape[1]) == (n - 1)[:, None]
+    return np.where(last, values[:, :1], rolled)
 
 
-def convex_iou_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fast IoU of row-paired quads by clipping b with a (Sutherland–Hodgman), in float64.
+def convex_iou(a: ConvexQuads, ia: np.ndarray, b: ConvexQuads, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fast IoU of quads a[ia[k]] and b[ib[k]] by Sutherland–Hodgman clipping, in float64.
 
     Returns (iou, valid, bound): `valid` is False where either quad is not strictly convex
-    (such pairs need the devkit algorithm); `bound` bounds |iou - devkit iou| on valid rows,
-    from the rounding of the devkit's origin-anchored triangle fans (~C^2 ulp with C the largest
-    coordinate) plus its 1e-8 cross-product tolerance, with a wide safety factor.
+    (such pairs need the devkit algorithm); `bound` bounds |iou - devkit iou| on valid rows: the
+    devkit's origin-anchored triangle fans round at ~C^2 ulp (C: the largest coordinate) and its
+    1e-8 cross-product tolerance moves areas by far less than 1e-6; a 1000x safety factor on top.
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 8)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 8)
-    scale = np.maximum(np.abs(a).max(axis=1), np.abs(b).max(axis=1)) + 1.0
-    ox, oy = a[:, :1], a[:, 1:2]
-    ax, ay, area_a = _orient_ccw(a[:, 0::2] - ox, a[:, 1::2] - oy)
-    bx, by, area_b = _orient_ccw(b[:, 0::2] - ox, b[:, 1::2] - oy)
-    valid = _strictly_convex(ax, ay) & _strictly_convex(bx, by)
-    rows = a.shape[0]
-    px, py, n = bx, by, np.full(rows, 4)
+    ox, oy = a.xs[ia, :1], a.ys[ia, :1]  # a local origin keeps the clip's own rounding small
+    ax, ay = a.xs[ia] - ox, a.ys[ia] - oy
+    px, py = b.xs[ib] - ox, b.ys[ib] - oy
+    rows = ia.size
+    n = np.full(rows, 4)
+    full = True
     for i in range(4):
+        j = (i + 1) % 4
         e0x, e0y = ax[:, i : i + 1], ay[:, i : i + 1]
-        dx = ax[:, (i + 1) % 4 : (i + 1) % 4 + 1] - e0x
-        dy = ay[:, (i + 1) % 4 : (i + 1) % 4 + 1] - e0y
+        dx, dy = ax[:, j : j + 1] - e0x, ay[:, j : j + 1] - e0y
         k = px.shape[1]
-        cols = np.arange(k)
-        live = cols < n[:, None]
         side = dx * (py - e0y) - dy * (px - e0x)
-        nxt = np.where(cols + 1 < n[:, None], cols + 1, 0)
-        side_n = np.take_along_axis(side, nxt, axis=1)
-        qx = np.take_along_axis(px, nxt, axis=1)
-        qy = np.take_along_axis(py, nxt, axis=1)
+        side_n = _next_col(side, n, full)
+        qx, qy = _next_col(px, n, full), _next_col(py, n, full)
         inside = side >= 0
-        inside_n = side_n >= 0
-        crossing = live & (inside != inside_n)
+        crossing = inside != (side_n >= 0)
+        if not full:
+            live = np.arange(k) < n[:, None]
+            inside &= live
+            crossing &= live
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t = side / (side - side_n)
             cx = px + t * (qx - px)
             cy = py + t * (qy - py)
         slot_valid = np.empty((rows, 2 * k), dtype=bool)
-        slot_valid[:, 0::2] = live & inside
+        slot_valid[:, 0::2] = inside
         slot_valid[:, 1::2] = crossing
         sx = np.empty((rows, 2 * k))
         sy = np.empty((rows, 2 * k))
         sx[:, 0::2], sx[:, 1::2] = px, cx
         sy[:, 0::2], sy[:, 1::2] = py, cy
-        n = slot_valid.sum(axis=1)
+        dest = np.cumsum(slot_valid, axis=1)
+        n = dest[:, -1]
         width = max(int(n.max(initial=0)), 1)
         r, c = np.nonzero(slot_valid)
-        dest = (np.cumsum(slot_valid, axis=1) - 1)[r, c]
+        dest = dest[r, c] - 1
         px = np.zeros((rows, width))
         py = np.zeros((rows, width))
         px[r, dest] = sx[r, c]
         py[r, dest] = sy[r, c]
+        full = False
     inter = np.where(n >= 3, np.abs(_signed_area2(px, py, n)) / 2.0, 0.0)
-    union = area_a + area_b - inter
+    union = a.area[ia] + b.area[ib] - inter
+    scale = np.maximum(a.scale[ia], b.scale[ib]) + 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
         bound = 1e3 * (64 * np.finfo(np.float64).eps * scale * scale + 1e-6) / union
-    valid &= np.isfinite(bound) & (union > 0)
+    valid = a.convex[ia] & b.convex[ib] & np.isfinite(bound) & (union > 0)
     return iou, valid, np.where(valid, bound, np.inf)
+
+
+def convex_iou_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`convex_iou` of row-paired quads a[k], b[k] ((n, 8) each)."""
+    rows = np.arange(np.asarray(a).reshape(-1, 8).shape[0])
+    return convex_iou(ConvexQuads.of(a), rows, ConvexQuads.of(b), rows)

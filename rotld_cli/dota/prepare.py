@@ -12,6 +12,7 @@ import fcntl
 import json
 import multiprocessing
 import shutil
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ class PrepareOptions:
 
 @dataclass
 class SplitFolder:
-    """One folder to split: `name` is 'train'/'val'/'test' for a DOTA root, '' for a lone split."""
+    """One folder to split: `name` is 'train'/'val'/'test' for a DOTA root, '.' for a lone split."""
 
     name: str
     images: Path
@@ -214,7 +215,7 @@ def find_split_folders(src: Path, out: Path, splits: tuple[str, ...] | None) -> 
     if (src / "images").is_dir():
         if splits:
             raise UsageError(f"--splits: {src} is a single split folder (it has images/), not a DOTA root")
-        return "split-folder", [_split_folder("", src, out)]
+        return "split-folder", [_split_folder(".", src, out)]
     names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()]
     if not names:
         raise UsageError(f"SRC {src}: expected images/ (one split) or train/, val/, test/ with images/ (a DOTA root)")
@@ -230,7 +231,7 @@ def _split_folder(name: str, folder: Path, out: Path) -> SplitFolder:
 
 
 def marker_dir(out_root: Path, split: str) -> Path:
-    return out_root / STATE_DIR / "done" / split if split else out_root / STATE_DIR / "done"
+    return out_root / STATE_DIR / "done" / split
 
 
 def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> tuple[list[ImageJob], list[str]]:
@@ -434,9 +435,8 @@ def check_out_dir(out: Path, manifest: dict | None, params: dict, overwrite: boo
 def remove_outputs(out: Path, splits: list[str]) -> None:
     """Delete what an earlier run wrote for these splits (only called when its manifest proves it)."""
     for split in splits:
-        base = out / split if split else out
         for sub in ("images", "annfiles"):
-            shutil.rmtree(base / sub, ignore_errors=True)
+            shutil.rmtree(out / split / sub, ignore_errors=True)
         shutil.rmtree(marker_dir(out, split), ignore_errors=True)
 
 
@@ -455,6 +455,7 @@ def write_manifest(out: Path, manifest: dict) -> None:
 
 
 def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool, no worker tracebacks
     cv2.setNumThreads(1)  # one image per process: OpenCV threads would only fight over the cores
 
 
@@ -479,6 +480,9 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
     start = time.perf_counter()
     src, out = Path(src), Path(out)
     layout, folders = find_split_folders(src, out, options.splits)
+    for folder in folders:
+        if (folder.out / "images").resolve() == folder.images.resolve():
+            raise UsageError(f"OUT {out}: would write the patches into the source images ({folder.images})")
     params = options.output_params(layout)
     if out.exists() and not out.is_dir():
         raise UsageError(f"OUT {out}: exists and is not a directory")
@@ -497,12 +501,11 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
         manifest["source"] = str(src.resolve())
         write_manifest(out, manifest)
 
-        problems: list[str] = []
+        problems: dict[str, list[str]] = {folder.name: [] for folder in folders}
         stats = {folder.name: ImageStats() for folder in folders}
         todo: list[ImageJob] = []
         for folder in folders:
-            jobs, listing_problems = list_jobs(folder, out, options)
-            problems += listing_problems
+            jobs, problems[folder.name] = list_jobs(folder, out, options)
             for job in jobs:
                 done = completed_stats(job)
                 if done is None:
@@ -510,7 +513,7 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
                 else:
                     stats[job.split].add(done)
         resumed = sum(s.images for s in stats.values())
-        for problem in problems:
+        for problem in (p for split_problems in problems.values() for p in split_problems):
             ui.warn(escape(problem))
         if resumed:
             ui.info(f"resuming: {resumed} image(s) already split in {out}")
@@ -518,28 +521,28 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
         with image_runner(options.workers, len(todo)) as run:
             for outcome in _with_progress(run(todo), len(todo), show_progress):
                 if outcome.problem is not None:
-                    problems.append(outcome.problem)
+                    problems[outcome.split].append(outcome.problem)
                     ui.warn(escape(outcome.problem))
                 else:
                     stats[outcome.split].add(outcome.stats)
 
-        summary = PrepareSummary(out, params, stats, sorted(problems), resumed, time.perf_counter() - start)
+        all_problems = sorted(p for split_problems in problems.values() for p in split_problems)
+        summary = PrepareSummary(out, params, stats, all_problems, resumed, time.perf_counter() - start)
         for name, split_stats in stats.items():
-            manifest["splits"][name] = split_stats.to_dict()
+            manifest["splits"][name] = {**split_stats.to_dict(), "problems": sorted(problems[name])}
         total = ImageStats()
         for split_stats in manifest["splits"].values():  # earlier runs' splits too
             total.add(ImageStats.from_dict(split_stats))
         manifest["total"] = total.to_dict()
-        manifest["problems"] = summary.problems
         manifest["seconds"] = round(summary.seconds, 3)
-        manifest["complete"] = not problems
+        manifest["complete"] = not any(split["problems"] for split in manifest["splits"].values())
         write_manifest(out, manifest)
     return summary
 
 
 def _with_progress(outcomes: Iterator[ImageOutcome], total: int, show: bool) -> Iterator[ImageOutcome]:
     """Pass outcomes through, advancing a bar of images with the patch count and patches/s."""
-    if not show:
+    if not show or not total:
         yield from outcomes
         return
     from rich.progress import TextColumn

@@ -12,14 +12,15 @@ or degenerate quads, whose NaN IoU never suppresses).
 
 Greedy NMS is sequential, but only along chains of overlapping boxes: candidate pairs come from a
 sweep over horizontal boxes, and the keep/suppress decisions are resolved in rounds, each round
-settling every box whose higher-scored overlapping neighbours are all settled.
+settling every box whose higher-scored overlapping neighbours are all settled. IoUs are computed
+only from kept boxes, as the greedy loop itself would.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rotld_cli.dota.polyiou import convex_iou_pairs, iou_poly_pairs
+from rotld_cli.dota.polyiou import ConvexQuads, convex_iou, iou_poly_pairs
 
 _PAIR_CHUNK = 1 << 21
 
@@ -56,18 +57,36 @@ def _overlap_pairs(x0, y0, x1, y1, groups) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
-def _resolve(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Greedy NMS outcome for boxes 0..n-1 in visiting order; edges src -> dst (src < dst) suppress."""
+def _pair_iou(quads: ConvexQuads, polys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    iou = np.empty(a.size)
+    for lo in range(0, a.size, _PAIR_CHUNK):
+        ia, ib = a[lo : lo + _PAIR_CHUNK], b[lo : lo + _PAIR_CHUNK]
+        part, valid, _ = convex_iou(quads, ia, quads, ib)
+        if not valid.all():
+            part[~valid] = iou_poly_pairs(polys[ia[~valid]], polys[ib[~valid]])
+        iou[lo : lo + _PAIR_CHUNK] = part
+    return iou
+
+
+def _greedy(quads: ConvexQuads, polys: np.ndarray, src: np.ndarray, dst: np.ndarray, iou_thr: float) -> np.ndarray:
+    """Greedy NMS outcome for boxes 0..n-1 in visiting order, given the pairs (src < dst) that may overlap.
+
+    Resolved in rounds: a box with no open higher-scored candidate is kept; the IoUs of a kept
+    box's candidates are computed then (never those of suppressed boxes) and suppress above the
+    threshold. Each round settles at least the first open box.
+    """
+    n = quads.area.size
     state = np.zeros(n, dtype=np.int8)  # 0 open, 1 kept, 2 suppressed
-    state[np.bincount(dst, minlength=n) == 0] = 1
-    while src.size:
-        killed = dst[state[src] == 1]
-        state[killed[state[killed] == 0]] = 2
-        live = (state[src] != 2) & (state[dst] == 0)
+    while True:
+        state[(state == 0) & (np.bincount(dst, minlength=n) == 0)] = 1
+        if src.size == 0:
+            break
+        from_kept = state[src] == 1
+        if from_kept.any():
+            ea, eb = src[from_kept], dst[from_kept]
+            state[eb[_pair_iou(quads, polys, ea, eb) > iou_thr]] = 2
+        live = ~from_kept & (state[src] != 2) & (state[dst] == 0)
         src, dst = src[live], dst[live]
-        pending = np.bincount(dst, minlength=n) > 0
-        state[(state == 0) & ~pending] = 1
-    state[state == 0] = 1
     return state == 1
 
 
@@ -84,16 +103,14 @@ def nms_quads(polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None =
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((-scores, groups))
     p = polys[order]
-    g = groups[order]
+    quads = ConvexQuads.of(p)
     x0, y0 = p[:, 0::2].min(axis=1), p[:, 1::2].min(axis=1)
     x1, y1 = p[:, 0::2].max(axis=1), p[:, 1::2].max(axis=1)
-    a, b = _overlap_pairs(x0, y0, x1, y1, g)
-    suppress = np.zeros(a.size, dtype=bool)
-    for lo in range(0, a.size, _PAIR_CHUNK):
-        pa, pb = p[a[lo : lo + _PAIR_CHUNK]], p[b[lo : lo + _PAIR_CHUNK]]
-        iou, valid, _ = convex_iou_pairs(pa, pb)
-        if not valid.all():
-            iou[~valid] = iou_poly_pairs(pa[~valid], pb[~valid])
-        suppress[lo : lo + _PAIR_CHUNK] = iou > iou_thr
-    kept = _resolve(n, a[suppress], b[suppress])
+    a, b = _overlap_pairs(x0, y0, x1, y1, groups[order])
+    # IoU <= (horizontal-box intersection) / (area_a + area_b - that), for convex quads
+    hbb = (np.minimum(x1[a], x1[b]) - np.maximum(x0[a], x0[b])) * (np.minimum(y1[a], y1[b]) - np.maximum(y0[a], y0[b]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = hbb / (quads.area[a] + quads.area[b] - hbb)
+    maybe = ~(quads.convex[a] & quads.convex[b] & (bound >= 0) & (bound <= iou_thr))
+    kept = _greedy(quads, p, a[maybe], b[maybe], iou_thr)
     return order[kept]

@@ -42,7 +42,7 @@ class SplitParams:
 
 @dataclass
 class Patch:
-    """One window of an image and the annotation lines of the objects assigned to it."""
+    """One window of an image and the objects assigned to it (indices, truncation, shifted polygons)."""
 
     name: str
     window: tuple[int, int, int, int]  # x_start, y_start, x_stop, y_stop (stop exclusive)
@@ -107,34 +107,43 @@ def window_polygons(windows: np.ndarray) -> np.ndarray:
     return shapely.polygons(np.stack(corners, axis=-1).reshape(-1, 4, 2))
 
 
-def hbb_overlap_pairs(polys: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(object, window) index pairs whose horizontal boxes overlap with a positive area.
+def hbb_pairs(polys: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(object, window) index pairs whose horizontal boxes overlap with a positive area, and
+    whether the object's box lies entirely inside the window.
 
-    Only those pairs can have a non-zero iof, so only they reach shapely (img_split's prefilter).
+    Only overlapping pairs can have a non-zero iof, so only they reach shapely (img_split's
+    prefilter); for an object inside the window the intersection is the object itself.
     """
     pts = polys.reshape(-1, 4, 2)
     hbb = np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)[:, None, :]
     lt = np.maximum(hbb[..., :2], windows[None, :, :2])
     rb = np.minimum(hbb[..., 2:], windows[None, :, 2:])
     wh = np.clip(rb - lt, 0, np.inf)
-    return np.nonzero(wh[..., 0] * wh[..., 1])
+    obj_idx, win_idx = np.nonzero(wh[..., 0] * wh[..., 1])
+    inside = (hbb[obj_idx, 0, :2] >= windows[win_idx, :2]).all(axis=1) & (
+        hbb[obj_idx, 0, 2:] <= windows[win_idx, 2:]
+    ).all(axis=1)
+    return obj_idx, win_idx, inside
 
 
 def iof_matrix(geoms: np.ndarray, polys: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """iof (n_objects, n_windows) = area(object ∩ window) / area(object), float64.
 
     As in img_split the object area is rounded to float32 and clamped to >= 1e-6; the polygon
-    is the full (unclipped) quadrilateral; pairs whose HBBs do not overlap get 0.
+    is the full (unclipped) quadrilateral; pairs whose HBBs do not overlap get 0. Objects inside
+    a window skip the intersection: its area is the object's own (bit for bit, checked in tests).
     """
     iofs = np.zeros((len(polys), len(windows)), dtype=np.float64)
     if iofs.size == 0:
         return iofs
-    obj_idx, win_idx = hbb_overlap_pairs(polys, windows)
-    if len(obj_idx):
+    areas = shapely.area(geoms)
+    obj_idx, win_idx, inside = hbb_pairs(polys, windows)
+    iofs[obj_idx[inside], win_idx[inside]] = areas[obj_idx[inside]]
+    cut_obj, cut_win = obj_idx[~inside], win_idx[~inside]
+    if len(cut_obj):
         boxes = window_polygons(windows)
-        iofs[obj_idx, win_idx] = shapely.area(shapely.intersection(geoms[obj_idx], boxes[win_idx]))
-    areas = np.clip(shapely.area(geoms).astype(np.float32), AREA_EPS, np.inf)
-    return iofs / areas[:, None]
+        iofs[cut_obj, cut_win] = shapely.area(shapely.intersection(geoms[cut_obj], boxes[cut_win]))
+    return iofs / np.clip(areas.astype(np.float32), AREA_EPS, np.inf)[:, None]
 
 
 def patch_name(image_id: str, window: Sequence[int]) -> str:

@@ -24,12 +24,11 @@ def load_engine() -> None:
 
     compat.quiet_imports()
     try:
-        import torch  # noqa: F401
-        import mmcv  # noqa: F401
-        import mmcv.ops  # noqa: F401  (fails without the compiled mmcv-full ops)
+        import mmcv.ops  # fails without the compiled mmcv-full ops
         import mmcv.runner  # noqa: F401  (imports torchvision)
         import mmdet  # noqa: F401
         import mmrotate  # noqa: F401
+        import torch  # noqa: F401
     except (ImportError, RuntimeError) as exc:
         raise EngineMissingError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
 

@@ -53,14 +53,18 @@ def _patch(owner: Any, name: str, new: Any, key: str) -> None:
 def quiet_imports() -> None:
     """Silence the harmless, noisy messages of importing the stack (call before importing mmcv)."""
     warnings.filterwarnings("ignore", message=r"On January 1, 2023, MMCV will release v2\.0\.0", category=UserWarning)
-    warnings.filterwarnings("ignore", message=r"``MultiScaleDeformableAttention`` has been moved", category=ImportWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"``MultiScaleDeformableAttention`` has been moved", category=ImportWarning
+    )
     warnings.filterwarnings(
         "ignore",
         message=r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated",
         category=FutureWarning,
         module=r"mmcv\.",
     )
-    logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeFilter())
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeFilter) for f in logger.filters):
+        logger.addFilter(_NoCudaRuntimeFilter())
 
 
 class _NoCudaRuntimeFilter(logging.Filter):
@@ -134,7 +138,8 @@ def _shim_ddp_forward() -> None:
         inputs, kwargs = scatter_kwargs(inputs, kwargs, [target], dim=self.dim)
         return DistributedDataParallel._run_ddp_forward(self, *inputs[0], **kwargs[0])
 
-    _patch(MMDistributedDataParallel, "_run_ddp_forward", _run_ddp_forward, "MMDistributedDataParallel._run_ddp_forward")
+    key = "MMDistributedDataParallel._run_ddp_forward"
+    _patch(MMDistributedDataParallel, "_run_ddp_forward", _run_ddp_forward, key)
 
 
 def _shim_ddp_cpu_steps() -> None:
@@ -191,11 +196,14 @@ def _on_gloo() -> bool:
 def _shim_gloo_collectives() -> None:
     """mmdet's distributed helpers put their collective tensors on 'cuda' unconditionally.
 
-    `sync_random_seed` (distributed samplers) and `collect_results_cpu` (distributed evaluation,
-    `multi_gpu_test`) fail on a CPU gloo run with "Found no NVIDIA driver on your system". On gloo
-    the fix keeps them on the CPU (the seed broadcast) or uses `gather_object`; NCCL is unchanged.
+    `init_random_seed` / `sync_random_seed` (seed broadcast, distributed samplers) and
+    `collect_results_cpu` (distributed evaluation, `multi_gpu_test`) fail on a CPU gloo run with
+    "Found no NVIDIA driver on your system". On gloo the fix broadcasts the seed from a CPU tensor
+    and gathers results with `gather_object`; NCCL runs are unchanged.
     """
+    import mmdet.apis as mmdet_apis
     import mmdet.apis.test as mmdet_test
+    import mmdet.apis.train as mmdet_train
     import mmdet.core.utils as core_utils
     import mmdet.core.utils.dist_utils as mmdet_dist
     import mmdet.datasets.samplers.class_aware_sampler as class_aware
@@ -205,10 +213,14 @@ def _shim_gloo_collectives() -> None:
     from mmcv.runner import get_dist_info
 
     original_seed = mmdet_dist.sync_random_seed
+    original_init_seed = mmdet_train.init_random_seed
     original_collect = mmdet_test.collect_results_cpu
 
     def sync_random_seed(seed=None, device="cuda"):
         return original_seed(seed, "cpu" if _on_gloo() else device)
+
+    def init_random_seed(seed=None, device="cuda"):
+        return original_init_seed(seed, "cpu" if _on_gloo() else device)
 
     def collect_results_cpu(result_part, size, tmpdir=None):
         if not _on_gloo():
@@ -223,6 +235,8 @@ def _shim_gloo_collectives() -> None:
 
     for module in (mmdet_dist, core_utils, class_aware, distributed_sampler, infinite_sampler):
         _patch(module, "sync_random_seed", sync_random_seed, f"{module.__name__}.sync_random_seed")
+    for module in (mmdet_train, mmdet_apis):
+        _patch(module, "init_random_seed", init_random_seed, f"{module.__name__}.init_random_seed")
     _patch(mmdet_test, "collect_results_cpu", collect_results_cpu, "mmdet.apis.test.collect_results_cpu")
 
 

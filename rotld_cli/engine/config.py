@@ -43,15 +43,27 @@ TEACHER_MATCH_KEYS = (
 # Public API
 
 
-def build_config(recipe: Recipe, work_dir: str | os.PathLike[str] | None = None, teacher_checkpoint: str | None = None):
-    """The mmcv Config for `recipe` (a student's teacher recipe is compiled and checked too)."""
+def build_config(
+    recipe: Recipe,
+    work_dir: str | os.PathLike[str] | None = None,
+    teacher_checkpoint: str | None = None,
+    teacher_model: dict[str, Any] | None = None,
+):
+    """The mmcv Config for `recipe` (a student's teacher recipe is compiled and checked too).
+
+    `teacher_model` replaces the compiled `teacher.recipe` for a student whose teacher the caller
+    has already checked (e.g. the recipe stored in the teacher's checkpoint).
+    """
     mmcv = _mmcv()
-    cfg = compile_recipe(recipe, work_dir=work_dir, teacher_checkpoint=teacher_checkpoint)
-    return mmcv.Config(cfg, filename=str(recipe.source) if recipe.source else None)
+    cfg = compile_recipe(recipe, work_dir=work_dir, teacher_checkpoint=teacher_checkpoint, teacher_model=teacher_model)
+    return mmcv.Config(cfg)  # no filename: a `.yaml` one would make `cfg.dump()` emit YAML with Python tuples
 
 
 def compile_recipe(
-    recipe: Recipe, work_dir: str | os.PathLike[str] | None = None, teacher_checkpoint: str | None = None
+    recipe: Recipe,
+    work_dir: str | os.PathLike[str] | None = None,
+    teacher_checkpoint: str | None = None,
+    teacher_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The config as a plain dict (the keys of an mmdet 2.x config file)."""
     get = recipe.get
@@ -68,7 +80,7 @@ def compile_recipe(
         work_dir = Path("work_dirs") / recipe.name.replace("/", "_")
     return dict(
         angle_version=get("model.angle_version"),
-        model=model_dict(recipe, teacher_checkpoint=teacher_checkpoint),
+        model=model_dict(recipe, teacher_checkpoint=teacher_checkpoint, teacher_model=teacher_model),
         data=data_dict(recipe),
         optimizer=dict(
             type="SGD",
@@ -95,7 +107,9 @@ def compile_recipe(
     )
 
 
-def model_dict(recipe: Recipe, teacher_checkpoint: str | None = None) -> dict[str, Any]:
+def model_dict(
+    recipe: Recipe, teacher_checkpoint: str | None = None, teacher_model: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The `model` dict: RotatedRetinaNet + distribution head, or the KD detector for a student."""
     get = recipe.get
     depth = get("model.backbone.depth")
@@ -124,7 +138,8 @@ def model_dict(recipe: Recipe, teacher_checkpoint: str | None = None) -> dict[st
     head = _head_dict(recipe, width)
     model: dict[str, Any] = dict(type="RotatedRetinaNet", backbone=backbone, neck=neck, bbox_head=head)
     if recipe.is_student:
-        teacher_model = _teacher_model(recipe)
+        if teacher_model is None:
+            teacher_model = _teacher_model(recipe)
         ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
         head.update(_distill_args(recipe))
         head["type"] = "LDRotatedRetinaHead"
@@ -133,7 +148,7 @@ def model_dict(recipe: Recipe, teacher_checkpoint: str | None = None) -> dict[st
             backbone=backbone,
             neck=neck,
             bbox_head=head,
-            teacher_config=dict(model=teacher_model),
+            teacher_config=dict(model=copy.deepcopy(dict(teacher_model))),
             teacher_ckpt=None if ckpt is None else str(ckpt),
             output_feature=True,
             eval_teacher=True,

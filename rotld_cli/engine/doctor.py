@@ -70,8 +70,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def check_python() -> str:
-    if sys.version_info < (3, 9):
-        raise CheckFailed(f"Python {sys.version.split()[0]}", "rotld needs Python >= 3.9 (3.11 recommended)")
     return sys.version.split()[0]
 
 
@@ -183,7 +181,8 @@ def _rotated_ops_probe(device: str) -> str:
     _, keep = nms_rotated(boxes, torch.tensor([0.9, 0.8, 0.7], device=device), 0.5)
     if abs(iou - expected) > 1e-3 or keep.tolist() != [0, 2]:
         raise CheckFailed(
-            f"wrong results on {device}: IoU {iou:.4f} (expected {expected:.4f}), kept {keep.tolist()} (expected [0, 2])",
+            f"wrong results on {device}: IoU {iou:.4f} (expected {expected:.4f}), "
+            f"kept {keep.tolist()} (expected [0, 2])",
             f"mmcv-full's rotated ops are broken: rebuild mmcv-full ({BOOTSTRAP})",
         )
     return f"nms_rotated + box_iou_rotated OK (IoU {iou:.4f})"
@@ -202,7 +201,7 @@ def check_ops_cuda() -> str:
         return _rotated_ops_probe("cuda")
     except CheckFailed:
         raise
-    except Exception as exc:  # noqa: BLE001  (e.g. a CPU-only mmcv build on a GPU machine)
+    except Exception as exc:  # e.g. a CPU-only mmcv build on a GPU machine
         from mmcv.ops import get_compiling_cuda_version
 
         raise CheckFailed(
@@ -279,11 +278,12 @@ def check_distribution_head() -> str:
     feats = (torch.rand(1, 8, 8, 8), torch.rand(1, 8, 4, 4))
     with torch.no_grad():
         cls_scores, bbox_preds = head(feats)
-    shapes = [tuple(t.shape) for t in bbox_preds]
-    if [tuple(t.shape) for t in cls_scores] != [(1, 27, 8, 8), (1, 27, 4, 4)] or shapes != [(1, 405, 8, 8), (1, 405, 4, 4)]:
-        raise CheckFailed(f"unexpected output shapes {shapes}", "the distribution head plugin is broken: reinstall rotld")
+    shapes = [tuple(t.shape) for t in (*cls_scores, *bbox_preds)]
+    broken = "the distribution head plugin is broken: reinstall rotld (`pip install -e .`)"
+    if shapes != [(1, 27, 8, 8), (1, 27, 4, 4), (1, 405, 8, 8), (1, 405, 4, 4)]:
+        raise CheckFailed(f"unexpected output shapes {shapes}", broken)
     if not all(torch.isfinite(t).all() for t in (*cls_scores, *bbox_preds)):
-        raise CheckFailed("non-finite outputs", "the distribution head plugin is broken: reinstall rotld")
+        raise CheckFailed("non-finite outputs", broken)
     return "CPU forward OK: 9 anchors x (3 classes, 5 x 9 bins = 405 ch)"
 
 
@@ -344,7 +344,7 @@ def _run_one(name: str, body: Callable[[], str], default_fix: str) -> Check:
         return Check(name, FAIL, exc.detail, exc.fix)
     except NotApplicable as exc:
         return Check(name, NOT_APPLICABLE, str(exc))
-    except Exception as exc:  # noqa: BLE001  (a broken install raises anything: report, don't crash)
+    except Exception as exc:  # a broken install raises anything: report it, never crash
         return Check(name, FAIL, _first_line(exc), default_fix)
 
 

@@ -34,14 +34,17 @@ def resolve_path(path: str | Path, config_dir: str | Path | None) -> Path:
     return path
 
 
-def _model_dict(config: Any, source: str) -> dict:
-    """Accept a full config (with a 'model' key) or a model dict (with a 'type' key)."""
+def _model_dict(config: Any, source: str) -> mmcv.ConfigDict:
+    """Accept a full config (with a 'model' key) or a model dict (with a 'type' key).
+
+    The result is a ConfigDict: mmrotate reads train_cfg/test_cfg by attribute.
+    """
     if isinstance(config, mmcv.Config):
         config = config._cfg_dict
     if isinstance(config, dict) and "model" in config:
-        return copy.deepcopy(config["model"])
+        return mmcv.ConfigDict(copy.deepcopy(config["model"]))
     if isinstance(config, dict) and "type" in config:
-        return copy.deepcopy(config)
+        return mmcv.ConfigDict(copy.deepcopy(config))
     raise RotldError(f"teacher_config {source}: expected a config with a 'model' key or a model dict with a 'type' key")
 
 
@@ -65,14 +68,20 @@ def teacher_model_cfg(teacher_config: Any, config_dir: str | Path | None = None)
 
 
 def load_teacher_checkpoint(model: nn.Module, path: Path) -> None:
-    """Load weights only (no pickled code runs); key mismatches warn, as mmcv's strict=False does."""
+    """Load weights only (compat's allowlist; full unpickling only under `trusted_checkpoints()`).
+
+    Missing or unexpected keys warn, as mmcv's `load_checkpoint(strict=False)` did for the seed;
+    a tensor whose shape does not fit the teacher is an error.
+    """
+    from rotld_cli.engine.compat import safe_torch_load
+
     if not path.is_file():
         raise RotldError(f"teacher_ckpt: file not found: {path}")
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RotldError(f"teacher_ckpt {path}: not a weights-only PyTorch checkpoint ({first_line})") from exc
+        checkpoint = safe_torch_load(torch.load, f"teacher_ckpt {path}", str(path), map_location="cpu")
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RotldError(f"teacher_ckpt {path}: not a readable PyTorch checkpoint ({detail})") from exc
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise RotldError(f"teacher_ckpt {path}: no state_dict found")
@@ -80,7 +89,9 @@ def load_teacher_checkpoint(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:
-        raise RotldError(f"teacher_ckpt {path}: does not fit the teacher model ({str(exc).splitlines()[-1].strip()})") from exc
+        raise RotldError(
+            f"teacher_ckpt {path}: does not fit the teacher model ({str(exc).splitlines()[-1].strip()})"
+        ) from exc
     if missing or unexpected:
         warnings.warn(
             f"teacher_ckpt {path}: {len(missing)} missing keys {missing[:3]}, "

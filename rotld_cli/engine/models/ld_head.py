@@ -33,6 +33,9 @@ UNSUPPORTED_IMITATION = {
     "decouple": "the seed's 'decouple' branch compares location features with anchor indices",
 }
 LOSS_KEYS = ("loss_cls", "loss_bbox", "loss_ld", "loss_kd", "loss_im")
+DEFAULT_LOSS_LD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=0.25, T=10)
+DEFAULT_LOSS_KD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=10, T=2)
+DEFAULT_LOSS_IM = dict(type="IMLoss", loss_weight=2.0)
 
 
 def check_imitation_method(method: str) -> None:
@@ -51,9 +54,10 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
     """Student head distilled from a `RotatedRetinaHeadDistribution` teacher.
 
     Args:
-        loss_ld: localization distillation loss (KL over each delta distribution).
-        loss_kd: classification distillation loss (KL over the class logits).
-        loss_im: feature imitation loss.
+        loss_ld: localization distillation loss (KL over each delta distribution); default
+            KnowledgeDistillationKLDivLoss(loss_weight=0.25, T=10), the seed's head default.
+        loss_kd: classification distillation loss (KL over the class logits); default weight 10, T=2.
+        loss_im: feature imitation loss; default IMLoss(loss_weight=2.0).
         imitation_method: 'finegrained' (default) or 'fitnet' (same behaviour, as in the seed).
         ld_region_box: how the LD/IM region sees an OBB gt: 'seed' (cx ± w/2, cy ± h/2, θ
             ignored, as the paper trained) or 'hbb' (circumscribed axis-aligned box).
@@ -63,9 +67,9 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         self,
         num_classes: int,
         in_channels: int,
-        loss_ld: dict = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=0.25, T=10),
-        loss_kd: dict = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=10, T=2),
-        loss_im: dict = dict(type="IMLoss", loss_weight=2.0),
+        loss_ld: dict | None = None,
+        loss_kd: dict | None = None,
+        loss_im: dict | None = None,
         imitation_method: str = "finegrained",
         ld_region_box: str = "seed",
         **kwargs,
@@ -76,9 +80,9 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         super().__init__(num_classes, in_channels, **kwargs)
         self.imitation_method = imitation_method
         self.ld_region_box = ld_region_box
-        self.loss_ld = build_loss(loss_ld)
-        self.loss_kd = build_loss(loss_kd)
-        self.loss_im = build_loss(loss_im)
+        self.loss_ld = build_loss(loss_ld or dict(DEFAULT_LOSS_LD))
+        self.loss_kd = build_loss(loss_kd or dict(DEFAULT_LOSS_KD))
+        self.loss_im = build_loss(loss_im or dict(DEFAULT_LOSS_IM))
 
     def forward_train(
         self,
@@ -222,7 +226,9 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         )
         if targets is None:
             return None
-        labels_list, label_weights_list, bbox_targets_list, bbox_weights_list, num_total_pos, num_total_neg = targets[:6]
+        labels_list, label_weights_list, bbox_targets_list, bbox_weights_list, num_total_pos, num_total_neg = targets[
+            :6
+        ]
         ld_region_list, im_region_list = targets[-2:]
         num_total_samples = num_total_pos + num_total_neg if self.sampling else num_total_pos
 

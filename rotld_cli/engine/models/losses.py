@@ -41,6 +41,4 @@ class IMLoss(nn.Module):
     ) -> Tensor:
         assert reduction_override in (None, "none", "mean", "sum")
         reduction = reduction_override if reduction_override else self.reduction
-        return self.loss_weight * im_loss(
-            x, soft_target.detach(), weight, reduction=reduction, avg_factor=avg_factor
-        )
+        return self.loss_weight * im_loss(x, soft_target.detach(), weight, reduction=reduction, avg_factor=avg_factor)
