@@ -38,7 +38,7 @@ from rotld_cli.dota.polyiou import iou_poly_pairs
 from rotld_cli.evaluation import EvaluateOptions, evaluate_results, read_task1_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import devkit_reference as reference  # noqa: E402  (tests/ is not a package)
+import devkit_reference as reference
 
 PATCH, STRIDE = 1024, 824
 
@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="4 small images: a few seconds")
     parser.add_argument("--images", type=int, default=458, help="images in the case (DOTA val: 458)")
     parser.add_argument("--reference-images", type=int, default=64, help="images the reference loop runs on (0: all)")
-    parser.add_argument("--iou-sample", type=int, default=2000, help="pure-Python IoU calls timed for the extrapolation")
+    parser.add_argument(
+        "--iou-sample", type=int, default=2000, help="pure-Python IoU calls timed for the extrapolation"
+    )
     args = parser.parse_args(argv)
     n_images, n_dets_img = (4, 500) if args.quick else (args.images, 2000)
     n_ref = n_images if args.quick or args.reference_images <= 0 else min(args.reference_images, n_images)
@@ -187,17 +189,23 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         case = make_case(root, n_images, objects=30, dets=n_dets_img)
         n_dets = sum(len(d) for d in case["dets"].values())
-        print(f"case: {n_images} images, {n_dets} detections, 15 classes ({time.perf_counter() - t0:.1f} s to generate)")
+        print(
+            f"case: {n_images} images, {n_dets} detections, 15 classes ({time.perf_counter() - t0:.1f} s to generate)"
+        )
 
         options = EvaluateOptions(results=root / "results", ann_dir=root / "labelTxt", imageset=root / "imageset.txt")
         t0 = time.perf_counter()
         report = evaluate_results(options)
         fast = time.perf_counter() - t0
-        print(f"rotld evaluate, all {n_images} images (read + AP at 10 thresholds): {fast:.2f} s   AP50 {report['AP50']:.4f}  AP {report['AP']:.4f}")
+        print(
+            f"rotld evaluate, all {n_images} images (read + AP at 10 thresholds): {fast:.2f} s   AP50 {report['AP50']:.4f}  AP {report['AP']:.4f}"
+        )
 
         names = (root / "imageset.txt").read_text().split()[:n_ref]
         sub = _subset(root, names) if n_ref < n_images else root
-        sub_report = evaluate_results(EvaluateOptions(results=sub / "results", ann_dir=sub / "labelTxt", imageset=sub / "imageset.txt"))
+        sub_report = evaluate_results(
+            EvaluateOptions(results=sub / "results", ann_dir=sub / "labelTxt", imageset=sub / "imageset.txt")
+        )
         sub_dets = sum(v["num_det"] for v in sub_report["per_class"].values())
         table = IouTable(sub, DOTA_V1_0)
         t0 = time.perf_counter()
@@ -233,8 +241,12 @@ def main(argv: list[str] | None = None) -> None:
         loop_all = loop * scale
         full_ref = loop_all + per_call * table.calls * scale
         how = "measured" if n_ref == n_images else f"extrapolated x{scale:.2f} from {n_ref} images by detection count"
-        print(f"pure-Python devkit IoU: {per_call * 1e6:.0f} us/call ({len(picks)} sampled pairs, bit-identical to the table)")
-        print(f"reference loop, all images ({how}): {loop_all:.1f} s -> rotld is {loop_all / fast:.1f}x faster (IoU free)")
+        print(
+            f"pure-Python devkit IoU: {per_call * 1e6:.0f} us/call ({len(picks)} sampled pairs, bit-identical to the table)"
+        )
+        print(
+            f"reference loop, all images ({how}): {loop_all:.1f} s -> rotld is {loop_all / fast:.1f}x faster (IoU free)"
+        )
         print(f"reference with its pure-Python IoU ({how}): {full_ref:.1f} s -> rotld is {full_ref / fast:.1f}x faster")
 
         patches = patch_level(case["dets"], case["sizes"])

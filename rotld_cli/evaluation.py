@@ -153,7 +153,10 @@ def _read_results(options: EvaluateOptions, classes: Sequence[str], skipped: Ski
             message = located(path, None, f"unknown class {name!r} for DOTA {options.dota_version}")
             if options.strict:
                 raise RotldError(f"{message} (classes: {', '.join(classes)}; see --dota-version)")
-            skipped.add(message, sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()))
+            skipped.add(
+                message,
+                sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()),
+            )
             continue
         problems: list[str] = []
         dets[name] = read_task1_fast(path, strict=options.strict, problems=problems)
@@ -189,7 +192,10 @@ def _drop_unknown_images(
         keep = np.array([i not in drop for i in det.image_ids], dtype=bool)
         count = int((~keep).sum())
         line = _first_line_of(path, missing[0])
-        skipped.add(located(path, line, f"{count} detection(s) on {len(drop)} image(s) not in {where}, e.g. {missing[0]}"), count)
+        skipped.add(
+            located(path, line, f"{count} detection(s) on {len(drop)} image(s) not in {where}, e.g. {missing[0]}"),
+            count,
+        )
         out[name] = Task1Detections([i for i, k in zip(det.image_ids, keep) if k], det.scores[keep], det.polys[keep])
     return out
 
@@ -199,7 +205,11 @@ def task1_texts(dets: dict[str, Task1Detections], classes: Sequence[str]) -> dic
     texts = {}
     for name in classes:
         det = dets.get(name)
-        lines = [] if det is None else [format_task1_line(i, s, p) for i, s, p in zip(det.image_ids, det.scores.tolist(), det.polys.tolist())]
+        lines = (
+            []
+            if det is None
+            else [format_task1_line(i, s, p) for i, s, p in zip(det.image_ids, det.scores.tolist(), det.polys.tolist())]
+        )
         texts[f"{TASK1_PREFIX}{name}.txt"] = "\n".join(lines) + ("\n" if lines else "")
     return texts
 
@@ -242,7 +252,9 @@ def evaluate_results(options: EvaluateOptions, on_class: Callable[[str], None] |
             per_class_aps[name] = [0.0] * len(thresholds)
         else:
             det_image = np.fromiter(map(index.__getitem__, det.image_ids), dtype=np.int64, count=len(det))
-            per_class_aps[name] = evaluate_class(det.scores, det_image, det.polys, gts[name], thresholds, options.metric == "voc07")
+            per_class_aps[name] = evaluate_class(
+                det.scores, det_image, det.polys, gts[name], thresholds, options.metric == "voc07"
+            )
         if on_class is not None:
             on_class(name)
     if options.save_merged is not None:

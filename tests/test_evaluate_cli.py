@@ -114,7 +114,9 @@ def test_patch_results_are_merged_saved_and_zipped(case, capsys):
     for name in ["AP", *NAMES]:
         assert merged[name] == full[name]
     # the duplicates were suppressed: one detection per object
-    assert sum(len(p.read_text().splitlines()) for p in patches.glob("*.txt")) > sum(len(v) for v in case["objects"].values())
+    assert sum(len(p.read_text().splitlines()) for p in patches.glob("*.txt")) > sum(
+        len(v) for v in case["objects"].values()
+    )
     assert sum(c["num_det"] for c in merged["per_class"].values()) == sum(len(v) for v in case["objects"].values())
     again = evaluate_json(capsys, "--results", str(tmp / "merged"), "--ann-dir", str(case["ann"]), "--no-merge")
     assert again["merged"] is False
@@ -124,7 +126,9 @@ def test_patch_results_are_merged_saved_and_zipped(case, capsys):
         for c in DOTA_V1_0:
             assert zf.read(f"Task1_{c}.txt") == (tmp / "merged" / f"Task1_{c}.txt").read_bytes()
     # --no-merge on patch ids: patches are not images of the ground truth
-    code, _, err = run_main(["evaluate", "--results", str(patches), "--ann-dir", str(case["ann"]), "--no-merge"], capsys)
+    code, _, err = run_main(
+        ["evaluate", "--results", str(patches), "--ann-dir", str(case["ann"]), "--no-merge"], capsys
+    )
     assert code == 1 and "__1024__" in err and "not in the ground truth" in err
 
 
@@ -140,7 +144,9 @@ def test_seed_compat_reproduces_the_accumulator(case, capsys):
     for prev, name in zip(NAMES, NAMES[1:]):
         assert report[name] == pytest.approx(true[name] + report[prev] / 15, abs=1e-12)
     assert report["AP"] == pytest.approx(sum(report[n] for n in NAMES) / 10, abs=1e-12)
-    code, out, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--seed-compat"], capsys)
+    code, out, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--seed-compat"], capsys
+    )
     assert code == 0 and "accumulator bug" in out + err
 
 
@@ -148,7 +154,9 @@ def test_area_metric_and_dota_versions(case, capsys):
     report = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--metric", "area")
     assert report["metric"] == "area"
     assert report["per_class"]["ship"]["AP50"] == pytest.approx(1.0, abs=1e-12)
-    report = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--dota-version", "v1.5")
+    report = evaluate_json(
+        capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--dota-version", "v1.5"
+    )
     assert len(report["per_class"]) == 16 and "container-crane" in report["missing_classes"]
 
 
@@ -156,11 +164,21 @@ def test_imageset_restricts_the_evaluation(case, capsys):
     imageset = case["tmp"] / "set.txt"
     imageset.write_text("P0706\n\nP1888\n")
     # P0770 detections are not in the image set: an error naming the first such line
-    code, _, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--imageset", str(imageset)], capsys)
+    code, _, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--imageset", str(imageset)],
+        capsys,
+    )
     assert code == 1
     assert "Task1_" in err and "not in the --imageset list" in err
     report = evaluate_json(
-        capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--imageset", str(imageset), "--lenient"
+        capsys,
+        "--results",
+        str(case["results"]),
+        "--ann-dir",
+        str(case["ann"]),
+        "--imageset",
+        str(imageset),
+        "--lenient",
     )
     assert report["num_images"] == 2 and report["skipped"]["lines"] > 0
     ships = sum(o.name == "ship" and o.difficulty == 0 for i in ("P0706", "P1888") for o in case["objects"][i])

@@ -123,7 +123,9 @@ def test_merge_shifts_and_removes_overlap_duplicates():
 
 
 def test_merge_full_image_ids_are_left_in_place():
-    dets = Task1Detections(["P7", "P7"], np.array([0.5, 0.6]), np.array([square(0, 0, 10), square(1, 0, 10)], dtype=float))
+    dets = Task1Detections(
+        ["P7", "P7"], np.array([0.5, 0.6]), np.array([square(0, 0, 10), square(1, 0, 10)], dtype=float)
+    )
     merged = merge_class(dets, 0.1)
     assert merged.image_ids == ["P7"]
     assert merged.scores.tolist() == [0.6]

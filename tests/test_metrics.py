@@ -31,7 +31,10 @@ def square(x: float, y: float, side: float) -> list[float]:
 def gt_of(*images: list[tuple[list[float], int]]) -> ClassGroundTruth:
     """One (polys, difficulty flags) entry per image from [(quad, difficult), ...] lists."""
     return ClassGroundTruth.from_images(
-        [(np.array([q for q, _ in objs], dtype=float).reshape(-1, 8), np.array([d for _, d in objs])) for objs in images]
+        [
+            (np.array([q for q, _ in objs], dtype=float).reshape(-1, 8), np.array([d for _, d in objs]))
+            for objs in images
+        ]
     )
 
 
@@ -196,7 +199,9 @@ def _cached_reference_iou():
     return iou
 
 
-def _write_case(root: Path, labels: dict[str, list[str]], dets: dict[str, list[tuple[str, float, np.ndarray]]]) -> EvaluateOptions:
+def _write_case(
+    root: Path, labels: dict[str, list[str]], dets: dict[str, list[tuple[str, float, np.ndarray]]]
+) -> EvaluateOptions:
     (root / "labelTxt").mkdir(parents=True)
     (root / "results").mkdir()
     for name, lines in labels.items():
@@ -204,7 +209,9 @@ def _write_case(root: Path, labels: dict[str, list[str]], dets: dict[str, list[t
     (root / "imageset.txt").write_text("\n".join(labels) + "\n")
     for cls in DOTA_V1_0:
         rows = dets.get(cls, [])
-        (root / "results" / f"Task1_{cls}.txt").write_text("".join(format_task1_line(i, s, p) + "\n" for i, s, p in rows))
+        (root / "results" / f"Task1_{cls}.txt").write_text(
+            "".join(format_task1_line(i, s, p) + "\n" for i, s, p in rows)
+        )
     return EvaluateOptions(results=root / "results", ann_dir=root / "labelTxt", imageset=root / "imageset.txt")
 
 
@@ -236,7 +243,9 @@ def test_real_labels_with_jittered_detections_match_the_devkit(dota_samples: Pat
             for _ in range(int(rng.integers(0, 3))):
                 sigma = rng.choice([0.3, 1.5, 5.0])
                 cls = obj.name if rng.uniform() < 0.9 else DOTA_V1_0[int(rng.integers(15))]
-                dets.setdefault(cls, []).append((path.stem, float(np.round(rng.uniform(), 2)), obj.poly + rng.normal(0, sigma, 8)))
+                dets.setdefault(cls, []).append(
+                    (path.stem, float(np.round(rng.uniform(), 2)), obj.poly + rng.normal(0, sigma, 8))
+                )
         for _ in range(20):
             x, y, w, h = *rng.uniform(0, 1000, 2), *rng.uniform(5, 80, 2)
             dets.setdefault(DOTA_V1_0[int(rng.integers(15))], []).append(
@@ -281,7 +290,9 @@ def _adversarial_case(rng: np.random.Generator) -> tuple[dict, dict]:
             for _ in range(copies):
                 lines.append(" ".join(f"{v:g}" for v in g) + f" {cls} {flag}")
             for _ in range(int(rng.integers(1, 3))):
-                dets.setdefault(cls, []).append((name, float(rng.choice([0.3, 0.5, 0.5, 0.9])), np.array(det, dtype=float)))
+                dets.setdefault(cls, []).append(
+                    (name, float(rng.choice([0.3, 0.5, 0.5, 0.9])), np.array(det, dtype=float))
+                )
         labels[name] = lines
     dets.setdefault("helicopter", []).append(("I0", 0.4, np.array(square(1, 1, 5), dtype=float)))
     return labels, dets

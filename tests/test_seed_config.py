@@ -217,7 +217,7 @@ def test_teacher_checkpoint_loads_weights_only(engine, tmp_path):
         build(write_configs(tmp_path, ckpt="partial.pth", extra=f", config_dir={str(tmp_path)!r}"))
 
     torch.save({"state_dict": source, "meta": {"hook": types.SimpleNamespace(x=1)}}, tmp_path / "pickled.pth")
-    with pytest.raises(RotldError, match="refusing to unpickle `types.SimpleNamespace`"):
+    with pytest.raises(RotldError, match=r"refusing to unpickle `types\.SimpleNamespace`"):
         build(write_configs(tmp_path, ckpt="pickled.pth", extra=f", config_dir={str(tmp_path)!r}"))
 
 
@@ -225,5 +225,5 @@ def test_unreadable_teacher_checkpoint_is_one_clear_error(engine, tmp_path):
     from rotld_cli.errors import RotldError
 
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(RotldError, match="broken.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(RotldError, match=r"broken\.pth: not a readable PyTorch checkpoint"):
         build(write_configs(tmp_path, ckpt="broken.pth", extra=f", config_dir={str(tmp_path)!r}"))

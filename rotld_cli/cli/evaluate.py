@@ -21,15 +21,21 @@ PAPER_COLUMNS = ("AP", "AP50", "AP70", "AP90")
 
 @app.command("evaluate", help="Evaluate Task1 detections with the DOTA devkit's rules at IoU 0.50:0.95.")
 def evaluate_cmd(
-    checkpoint: Optional[Path] = typer.Argument(None, help="A checkpoint to evaluate (not available yet; use --results)."),
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="A checkpoint to evaluate (not available yet; use --results)."
+    ),
     results: Optional[Path] = typer.Option(None, "--results", help="Folder of Task1_<class>.txt files."),
     ann_dir: Optional[Path] = typer.Option(None, "--ann-dir", help="Ground truth: a DOTA labelTxt folder."),
-    imageset: Optional[Path] = typer.Option(None, "--imageset", help="Image ids to evaluate (default: every label file)."),
+    imageset: Optional[Path] = typer.Option(
+        None, "--imageset", help="Image ids to evaluate (default: every label file)."
+    ),
     dota_version: str = typer.Option("v1.0", "--dota-version", help="Class list of the mean: v1.0, v1.5 or v2.0."),
     metric: str = typer.Option("voc07", "--metric", help="voc07: 11-point AP (the devkit's); area: area under PR."),
     no_merge: bool = typer.Option(False, "--no-merge", help="Evaluate patch ids as given instead of merging them."),
     merge_iou: float = typer.Option(0.1, "--merge-iou", help="IoU of the merge's per-image, per-class rotated NMS."),
-    save_merged: Optional[Path] = typer.Option(None, "--save-merged", help="Write the evaluated (merged) Task1 files here."),
+    save_merged: Optional[Path] = typer.Option(
+        None, "--save-merged", help="Write the evaluated (merged) Task1 files here."
+    ),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Write a DOTA server submission zip (all classes)."),
     strict: bool = typer.Option(True, "--strict/--lenient", help="Stop at the first bad line, or skip and count."),
     seed_compat: bool = typer.Option(
@@ -39,7 +45,9 @@ def evaluate_cmd(
 ) -> None:
     if results is None:
         if checkpoint is not None:
-            raise NotAvailableError("checkpoint evaluation is not available yet; evaluate result files with --results DIR")
+            raise NotAvailableError(
+                "checkpoint evaluation is not available yet; evaluate result files with --results DIR"
+            )
         raise UsageError("pass --results DIR (a folder of Task1_<class>.txt files) and --ann-dir DIR")
     if checkpoint is not None:
         raise UsageError("give either a checkpoint or --results, not both")

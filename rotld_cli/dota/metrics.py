@@ -58,7 +58,9 @@ class ClassGroundTruth:
         """`per_image[k]` = (polys (n, 8), difficulty flags (n,)) of image k, in file order."""
         counts = np.array([len(p) for p, _ in per_image], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        polys = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 8) for p, _ in per_image] or [np.zeros((0, 8))])
+        polys = np.concatenate(
+            [np.asarray(p, dtype=np.float64).reshape(-1, 8) for p, _ in per_image] or [np.zeros((0, 8))]
+        )
         flags = np.concatenate([np.asarray(d).reshape(-1) for _, d in per_image] or [np.zeros(0)])
         return cls(polys, flags.astype(bool), offsets)
 
@@ -85,7 +87,12 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = True) -> flo
 
 
 def _hbb(polys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return polys[:, 0::2].min(axis=1), polys[:, 1::2].min(axis=1), polys[:, 0::2].max(axis=1), polys[:, 1::2].max(axis=1)
+    return (
+        polys[:, 0::2].min(axis=1),
+        polys[:, 1::2].min(axis=1),
+        polys[:, 0::2].max(axis=1),
+        polys[:, 1::2].max(axis=1),
+    )
 
 
 def _segment_first(values: np.ndarray, seg_of: np.ndarray, starts: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -272,7 +272,9 @@ def _next_col(values: np.ndarray, n: np.ndarray, full: bool) -> np.ndarray:
     return np.where(last, values[:, :1], rolled)
 
 
-def convex_iou(a: ConvexQuads, ia: np.ndarray, b: ConvexQuads, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def convex_iou(
+    a: ConvexQuads, ia: np.ndarray, b: ConvexQuads, ib: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fast IoU of quads a[ia[k]] and b[ib[k]] by Sutherland–Hodgman clipping, in float64.
 
     Returns (iou, valid, bound): `valid` is False where either quad is not strictly convex

@@ -90,7 +90,9 @@ def _greedy(quads: ConvexQuads, polys: np.ndarray, src: np.ndarray, dst: np.ndar
     return state == 1
 
 
-def nms_quads(polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, iou_thr: float = 0.1) -> np.ndarray:
+def nms_quads(
+    polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, iou_thr: float = 0.1
+) -> np.ndarray:
     """Indices of the kept quads, ordered by group id, then descending score (stable).
 
     `polys` (n, 8), `scores` (n,), `groups` (n,) non-negative ints: NMS runs within each group.
