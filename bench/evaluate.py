@@ -33,7 +33,7 @@ import numpy as np
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.dota.formats import Task1Detections, format_task1_line
 from rotld_cli.dota.merge import merge_detections
-from rotld_cli.dota.metrics import THRESHOLDS
+from rotld_cli.dota.metrics import THRESHOLDS, threshold_name
 from rotld_cli.dota.polyiou import iou_poly_pairs
 from rotld_cli.evaluation import EvaluateOptions, evaluate_results, read_task1_fast
 
@@ -105,7 +105,7 @@ def make_case(root: Path, n_images: int, objects: int, dets: int, seed: int = 0)
     for c, rows in per_class.items():
         (root / "results" / f"Task1_{c}.txt").write_text("".join(format_task1_line(i, s, q) + "\n" for i, s, q in rows))
         out[c] = read_task1_fast(root / "results" / f"Task1_{c}.txt")
-    return {"dets": out, "sizes": dict(zip(names, sizes.tolist()))}
+    return {"dets": out, "sizes": dict(zip(names, sizes.tolist())), "names": names}
 
 
 def patch_level(
@@ -173,14 +173,37 @@ def _subset(root: Path, names: list[str]) -> Path:
     return sub
 
 
+def _run_reference(root: Path, table: IouTable) -> tuple[list[list[float]], float]:
+    t0 = time.perf_counter()
+    aps = reference.evaluate_all(
+        str(root / "results" / "Task1_{:s}.txt"),
+        str(root / "labelTxt" / "{:s}.txt"),
+        str(root / "imageset.txt"),
+        DOTA_V1_0,
+        THRESHOLDS,
+        True,
+        table,
+    )
+    return aps, time.perf_counter() - t0
+
+
+def _python_iou_cost(table: IouTable, sample: int) -> float:
+    """Seconds per call of the pure-Python devkit IoU, checked bit-equal to the table's values."""
+    keys = list(table.values)
+    picks = np.random.default_rng(0).choice(len(keys), size=min(sample, len(keys)), replace=False)
+    t0 = time.perf_counter()
+    for k in picks.tolist():
+        value, expected = reference.iou_poly(keys[k][:8], keys[k][8:]), table.values[keys[k]]
+        assert value == expected or (value != value and expected != expected), "pure-Python IoU differs"
+    return (time.perf_counter() - t0) / max(len(picks), 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 small images: a few seconds")
     parser.add_argument("--images", type=int, default=458, help="images in the case (DOTA val: 458)")
-    parser.add_argument("--reference-images", type=int, default=64, help="images the reference loop runs on (0: all)")
-    parser.add_argument(
-        "--iou-sample", type=int, default=2000, help="pure-Python IoU calls timed for the extrapolation"
-    )
+    parser.add_argument("--reference-images", type=int, default=64, help="images for the reference loop (0: all)")
+    parser.add_argument("--iou-sample", type=int, default=2000, help="pure-Python IoU calls timed")
     args = parser.parse_args(argv)
     n_images, n_dets_img = (4, 500) if args.quick else (args.images, 2000)
     n_ref = n_images if args.quick or args.reference_images <= 0 else min(args.reference_images, n_images)
@@ -189,65 +212,41 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         case = make_case(root, n_images, objects=30, dets=n_dets_img)
         n_dets = sum(len(d) for d in case["dets"].values())
-        print(
-            f"case: {n_images} images, {n_dets} detections, 15 classes ({time.perf_counter() - t0:.1f} s to generate)"
-        )
+        print(f"case: {n_images} images, {n_dets} detections, 15 classes ({time.perf_counter() - t0:.1f} s to make)")
 
         options = EvaluateOptions(results=root / "results", ann_dir=root / "labelTxt", imageset=root / "imageset.txt")
         t0 = time.perf_counter()
         report = evaluate_results(options)
         fast = time.perf_counter() - t0
         print(
-            f"rotld evaluate, all {n_images} images (read + AP at 10 thresholds): {fast:.2f} s   AP50 {report['AP50']:.4f}  AP {report['AP']:.4f}"
+            f"rotld, all {n_images} images (read + AP at 10 IoU thresholds): {fast:.2f} s  (AP50 {report['AP50']:.4f})"
         )
 
-        names = (root / "imageset.txt").read_text().split()[:n_ref]
-        sub = _subset(root, names) if n_ref < n_images else root
-        sub_report = evaluate_results(
-            EvaluateOptions(results=sub / "results", ann_dir=sub / "labelTxt", imageset=sub / "imageset.txt")
-        )
+        sub = _subset(root, case["names"][:n_ref]) if n_ref < n_images else root
+        sub_options = EvaluateOptions(results=sub / "results", ann_dir=sub / "labelTxt", imageset=sub / "imageset.txt")
+        sub_report = evaluate_results(sub_options)
         sub_dets = sum(v["num_det"] for v in sub_report["per_class"].values())
         table = IouTable(sub, DOTA_V1_0)
-        t0 = time.perf_counter()
-        ref = reference.evaluate_all(
-            str(sub / "results" / "Task1_{:s}.txt"),
-            str(sub / "labelTxt" / "{:s}.txt"),
-            str(sub / "imageset.txt"),
-            DOTA_V1_0,
-            THRESHOLDS,
-            True,
-            table,
-        )
-        loop = time.perf_counter() - t0
+        ref, loop = _run_reference(sub, table)
         diff = max(
-            abs(ref[k][c] - sub_report["per_class"][name][f"AP{round(t * 100)}"])
+            abs(ref[k][c] - sub_report["per_class"][name][threshold_name(t)])
             for k, t in enumerate(THRESHOLDS)
             for c, name in enumerate(DOTA_V1_0)
         )
         print(
-            f"reference loop on {n_ref} images ({sub_dets} detections, {table.calls} IoU calls from the table): "
-            f"{loop:.1f} s   max |AP diff| vs rotld on the same images: {diff:.1e}"
+            f"reference loop on {n_ref} images ({sub_dets} detections, {table.calls} IoU calls served from the table): "
+            f"{loop:.1f} s; max |AP difference| vs rotld on the same images: {diff:.1e}"
         )
         assert diff <= 1e-9, f"rotld and the devkit reference disagree by {diff}"
+        per_call = _python_iou_cost(table, args.iou_sample)
+        print(f"pure-Python devkit IoU: {per_call * 1e6:.0f} us/call (sampled, bit-identical to the table)")
 
-        keys = list(table.values)
-        picks = np.random.default_rng(0).choice(len(keys), size=min(args.iou_sample, len(keys)), replace=False)
-        t0 = time.perf_counter()
-        for k in picks.tolist():
-            value, expected = reference.iou_poly(keys[k][:8], keys[k][8:]), table.values[keys[k]]
-            assert value == expected or (value != value and expected != expected), "pure-Python IoU differs"
-        per_call = (time.perf_counter() - t0) / max(len(picks), 1)
         scale = n_dets / sub_dets
         loop_all = loop * scale
         full_ref = loop_all + per_call * table.calls * scale
-        how = "measured" if n_ref == n_images else f"extrapolated x{scale:.2f} from {n_ref} images by detection count"
-        print(
-            f"pure-Python devkit IoU: {per_call * 1e6:.0f} us/call ({len(picks)} sampled pairs, bit-identical to the table)"
-        )
-        print(
-            f"reference loop, all images ({how}): {loop_all:.1f} s -> rotld is {loop_all / fast:.1f}x faster (IoU free)"
-        )
-        print(f"reference with its pure-Python IoU ({how}): {full_ref:.1f} s -> rotld is {full_ref / fast:.1f}x faster")
+        how = "" if n_ref == n_images else f", extrapolated x{scale:.2f} by detection count from {n_ref} images"
+        print(f"reference loop alone (IoU free{how}): {loop_all:.1f} s -> rotld {loop_all / fast:.1f}x faster")
+        print(f"reference with its IoU (calls x cost{how}): {full_ref:.1f} s -> rotld {full_ref / fast:.1f}x faster")
 
         patches = patch_level(case["dets"], case["sizes"])
         n_patch = sum(len(d) for d in patches.values())

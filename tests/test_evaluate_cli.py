@@ -206,7 +206,7 @@ def _corrupt(case: dict, line: int, text: str) -> Path:
 def test_bad_line_is_one_located_error_and_lenient_skips_it(case, capsys, bad, message):
     good = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]))
     _corrupt(case, 3, bad)
-    code, out, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"])], capsys)
+    code, _, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"])], capsys)
     assert code == 1
     assert "Task1_ship.txt:3:" in err and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -271,3 +271,12 @@ def test_evaluate_imports_no_engine(case, repo_root: Path):
         check=False,
     )
     assert proc.stdout.strip().splitlines()[-1] == "CODE=0 HEAVY=", proc.stderr
+
+
+def test_benchmark_quick_runs(capsys) -> None:
+    from bench.evaluate import main as bench_main
+
+    bench_main(["--quick"])
+    out = capsys.readouterr().out
+    assert "max |AP difference| vs rotld on the same images" in out
+    assert "merge:" in out

@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         ui.error(f"internal error: {type(exc).__name__}: {exc} (run `rotld --debug ...` for the traceback)")
         sys.exit(1)
     # Without standalone mode, click returns a `typer.Exit(n)` code instead of raising it.
-    sys.exit(rc if isinstance(rc, int) else 0)
+    rc = rc if isinstance(rc, int) else 0
+    if rc == 130:
+        ui.error("interrupted")
+    sys.exit(rc)
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -14,9 +14,9 @@ bit-exact port of the devkit's C++ (`polyiou.iou_poly_pairs`). Decisions are the
 devkit's, and so are the APs.
 
 The VOC07 sum of eleven 1/11 rounds to 1 + 2^-52; APs are clipped to 1. Defined where the devkit
-is not: a class without non-difficult GT has AP 0 (the devkit divides by
-zero), a class without detections has AP 0 (the devkit crashes on an empty file), and equal scores
-keep their input order (a stable sort; the devkit's `np.argsort` order depends on numpy).
+is not: a class without non-difficult GT has AP 0 (the devkit divides by zero: nan or 0), a class
+without detections has AP 0 (the devkit crashes on an empty file), and equal scores keep their
+input order (a stable sort; the devkit's `np.argsort` order depends on the numpy version).
 """
 
 from __future__ import annotations

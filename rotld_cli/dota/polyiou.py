@@ -15,6 +15,10 @@ the devkit reuses whatever its static buffer held from earlier calls (it depends
 process's call history). Here that buffer starts zeroed for every triangle pair. Such a case
 needs an edge collinear with a cutting line to ~1e-12 relative precision; it does not arise
 from rounding for coordinates below ~10^4.
+
+The exact port costs ~20 us a pair; `convex_iou` (a Sutherland–Hodgman clip of convex quads,
+~3 us a pair) returns a bound on its distance to the devkit's value, so callers can keep the
+exact port for the pairs where that distance could change a decision.
 """
 
 from __future__ import annotations

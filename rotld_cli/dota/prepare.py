@@ -22,7 +22,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.markup import escape
 
 from rotld_cli import __version__, ui
 from rotld_cli.dota.classes import classes_for
@@ -514,7 +513,7 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
                     stats[job.split].add(done)
         resumed = sum(s.images for s in stats.values())
         for problem in (p for split_problems in problems.values() for p in split_problems):
-            ui.warn(escape(problem))
+            ui.warn(problem)
         if resumed:
             ui.info(f"resuming: {resumed} image(s) already split in {out}")
 
@@ -522,7 +521,7 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
             for outcome in _with_progress(run(todo), len(todo), show_progress):
                 if outcome.problem is not None:
                     problems[outcome.split].append(outcome.problem)
-                    ui.warn(escape(outcome.problem))
+                    ui.warn(outcome.problem)
                 else:
                     stats[outcome.split].add(outcome.stats)
 
