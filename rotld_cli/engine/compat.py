@@ -308,8 +308,11 @@ def safe_torch_load(load: Callable[..., Any], source: str, *args: Any, **kwargs:
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
             return load(*args, weights_only=True, **kwargs)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        if not found and "Weights only load failed" not in str(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RotldError(f"{source}: not a readable PyTorch checkpoint ({first})") from exc
         what = f"`{found.group(1)}`" if found else "objects other than tensors and plain data"
         raise RotldError(
             f"{source}: refusing to unpickle {what} from this checkpoint (torch weights_only loading); "

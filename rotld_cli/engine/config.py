@@ -268,8 +268,23 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             updates[key.strip()] = yaml.safe_load(text)
         if updates:
             cfg.merge_from_dict(updates)
+        _resolve_teacher_paths(cfg.get("model", {}), Path(path).resolve().parent)
         return cfg
     return build_config(load_recipe(path, overrides))
+
+
+def _resolve_teacher_paths(model: dict, config_dir: Path) -> None:
+    """Make a seed config's relative `teacher_config`/`teacher_ckpt` absolute.
+
+    The seed resolved them against the CWD (it had to be launched from its repo root). We look
+    beside the config first, then in the CWD, so both layouts work from anywhere.
+    """
+    for key in ("teacher_config", "teacher_ckpt"):
+        value = model.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute():
+            continue
+        beside, in_cwd = config_dir / value, Path.cwd() / value
+        model[key] = str(beside if beside.exists() or not in_cwd.exists() else in_cwd.resolve())
 
 
 # --------------------------------------------------------------------------------------------

@@ -356,6 +356,22 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
+@contextlib.contextmanager
+def _quiet_mmcv_loggers() -> Iterator[None]:
+    """mmcv's `init_weights` prints one INFO block per parameter to the first mmcv logger: silence it."""
+    from mmcv.utils.logging import logger_initialized
+
+    names = ["mmcv", *logger_initialized]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -395,7 +411,7 @@ def _build_model(cfg, init: bool):
 
     model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
     if init:
-        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S), _quiet_mmcv_loggers():
             try:
                 model.init_weights()
             except (OSError, RuntimeError) as exc:
