@@ -231,8 +231,16 @@ def _validate(options: EvaluateOptions) -> None:
         raise UsageError(f"--ann-dir {options.ann_dir}: not a directory")
 
 
-def evaluate_results(options: EvaluateOptions, on_class: Callable[[str], None] | None = None) -> dict:
-    """Evaluate a Task1 result folder; returns the report (fractions in [0, 1])."""
+def evaluate_results(options: EvaluateOptions, on_progress: Callable[[str, int], None] | None = None) -> dict:
+    """Evaluate a Task1 result folder; returns the report (fractions in [0, 1]).
+
+    `on_progress(description, classes_done)` is called when a stage starts and after each class.
+    """
+
+    def report_progress(description: str, advance: int = 0) -> None:
+        if on_progress is not None:
+            on_progress(description, advance)
+
     _validate(options)
     classes = classes_for(options.dota_version)
     image_ids = _image_ids(options)
@@ -241,7 +249,9 @@ def evaluate_results(options: EvaluateOptions, on_class: Callable[[str], None] |
     dets = _drop_unknown_images(dets, set(image_ids), options, skipped)
     merged = options.merge and any(is_patch_id(i) for d in dets.values() for i in dict.fromkeys(d.image_ids))
     if merged:
+        report_progress("merging patches")
         dets = merge_detections(dets, options.merge_iou)
+    report_progress("reading ground truth")
     gts = _ground_truth(options.ann_dir, image_ids, classes)
     index = {image_id: k for k, image_id in enumerate(image_ids)}
     thresholds = SEED_THRESHOLDS if options.seed_compat else THRESHOLDS
@@ -255,8 +265,7 @@ def evaluate_results(options: EvaluateOptions, on_class: Callable[[str], None] |
             per_class_aps[name] = evaluate_class(
                 det.scores, det_image, det.polys, gts[name], thresholds, options.metric == "voc07"
             )
-        if on_class is not None:
-            on_class(name)
+        report_progress(name, 1)
     if options.save_merged is not None:
         write_task1_files(options.save_merged, dets, classes)
     if options.zip_path is not None:

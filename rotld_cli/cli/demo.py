@@ -1,11 +1,35 @@
-"""`rotld demo`: Run the synthetic end-to-end pipeline: data, split, teacher, students, evaluation."""
+"""`rotld demo`: the synthetic end-to-end pipeline (data, split, teacher, students, evaluation)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from rotld_cli.cli import app
-from rotld_cli.cli._stub import not_available
 
 
-@app.command("demo", help="Run the synthetic end-to-end pipeline: data, split, teacher, students, evaluation. (not available yet)")
-def demo_cmd() -> None:
-    not_available("demo", "the training engine lands with the training issue")
+@app.command("demo", help="Run the synthetic end-to-end pipeline: data, split, teacher, students, evaluation.")
+def demo_cmd(
+    work_dir: Optional[Path] = typer.Option(
+        None, "--work-dir", help="Demo folder (default: ./rotld-demo, or ./rotld-demo-quick with --quick)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="A ~2-minute smoke run: a few images, 1 epoch each."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON after the table."),
+) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on busy CPUs
+    from rotld_cli import ui
+    from rotld_cli.demo import TABLE_COLUMNS, run_demo, table_rows
+
+    result = run_demo(work_dir, quick=quick, device=device)
+    ui.console.print(ui.table("Rotated LD on the synthetic dataset (val, merged images)", ["Model", *TABLE_COLUMNS],
+                              table_rows(result.rows)))
+    ui.info(f"report: {result.report} ({result.seconds / 60:.1f} min"
+            + (f"; reused {', '.join(result.reused)})" if result.reused else ")"))
+    if as_json:
+        payload = {"work_dir": str(result.work_dir), "seconds": result.seconds, "models": result.rows}
+        print(json.dumps(payload, indent=2))

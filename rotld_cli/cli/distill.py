@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,7 @@ def distill_cmd(
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
     gpus: int = typer.Option(1, "--gpus", help="GPUs (multi-GPU training is not available yet: 1)."),
 ) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on busy CPUs
     from rotld_cli.engine.train import TrainOptions, distill
 
     options = TrainOptions(

@@ -73,9 +73,11 @@ def evaluate_cmd(
     if as_json or not ui.is_interactive():
         report = evaluate_results(options)
     else:
+        from rotld_cli.dota.classes import classes_for
+
         with ui.progress(transient=True) as bar:
-            task = bar.add_task("evaluating classes", total=None)
-            report = evaluate_results(options, on_class=lambda name: bar.update(task, advance=1, description=name))
+            task = bar.add_task("reading results", total=len(classes_for(dota_version)))
+            report = evaluate_results(options, lambda what, done: bar.update(task, advance=done, description=what))
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -136,7 +136,7 @@ def results_to_task1(results: Sequence[Sequence[np.ndarray]], image_ids: Sequenc
 
 
 def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None, recipe_ref: str | None = None):
-    """(wrapped model, recipe, meta) for inference from a rotld checkpoint.
+    """(wrapped model in eval mode, recipe, meta, config) for inference from a rotld checkpoint.
 
     The model is built from the recipe stored in the checkpoint (or `recipe_ref`). A student is
     built as its plain detector: the teacher is needed only for training and its weights are not
@@ -170,6 +170,7 @@ def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None,
         raise RotldError(f"{checkpoint}: weights do not fit the model of its recipe (first mismatched key {key!r})")
     model.CLASSES = tuple(recipe.classes)
     model.cfg = cfg
+    model.eval()
     return wrap_model(model, pick_device(device)), recipe, meta, cfg
 
 

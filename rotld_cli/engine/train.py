@@ -32,7 +32,6 @@ from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLoss
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
 
-DISTRIBUTION_HEADS = ("RotatedRetinaHeadDistribution", "LDRotatedRetinaHead")
 DOWNLOAD_HOST = ("download.pytorch.org", 443)
 DOWNLOAD_CHECK_TIMEOUT_S = 5.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
@@ -138,40 +137,39 @@ def _load_recipe(recipe_ref: str, options: TrainOptions):
 def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None) -> TeacherInfo:
     """Refuse a teacher that cannot teach this student; every mismatch is one line naming the field.
 
-    The teacher's model comes from `--teacher-recipe`, else the recipe stored in the checkpoint,
-    else the student's `teacher.recipe`. It must have a distribution head with the student's
-    reg_max, the student's classes and angle version, and the same anchors and FPN width (soft
-    targets and features are compared anchor by anchor).
+    What the weights say comes first: a distribution head has the `bbox_head.integral.project`
+    buffer, whose length is reg_max + 1 (a plain rotated RetinaNet head has none). Classes and the
+    angle version come from the checkpoint's metadata, else from the teacher's recipe. That recipe
+    (which builds the teacher model) is `--teacher-recipe`, else the one stored in the checkpoint,
+    else the student's `teacher.recipe`; its anchors and FPN width must match the student's, since
+    soft targets and features are compared anchor by anchor.
     """
     from rotld_cli.engine.config import model_dict
     from rotld_cli.recipes import load_recipe
 
     loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
     meta = loaded.get("meta") or {}
+    state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
     where = f"--teacher {teacher_path}"
+    student_cfg = model_dict(_without_teacher(student))
+    head_s = student_cfg["bbox_head"]
+    project = state.get("bbox_head.integral.project")
+    if project is None:
+        kind = "a plain rotated RetinaNet head" if "bbox_head.retina_reg.weight" in state else "no RetinaNet head"
+        raise RotldError(
+            f"{where}: head is not a distribution head ({kind}: no bbox_head.integral.project); LD needs the "
+            "teacher's box distributions: train it with `rotld train-teacher` and a distribution-head recipe"
+        )
+    reg_t, reg_s = int(project.numel()) - 1, int(head_s.get("reg_max", 8))
+    if reg_t != reg_s:
+        raise RotldError(f"{where}: reg_max {reg_t} does not match the student's reg_max {reg_s} (model.head.reg_max)")
     if teacher_recipe is not None:
         teacher = load_recipe(teacher_recipe)
     elif isinstance(meta.get("recipe"), str):
         teacher = _recipe_from_text(meta["recipe"], teacher_path, meta.get("recipe_name"))
     else:
         teacher = load_recipe(student.get("teacher.recipe"))
-    if teacher.is_student:
-        teacher_cfg = model_dict(teacher)
-        teacher_cfg = dict(teacher_cfg, type="RotatedRetinaNet")
-        for key in ("teacher_config", "teacher_ckpt", "output_feature", "eval_teacher"):
-            teacher_cfg.pop(key, None)
-    else:
-        teacher_cfg = model_dict(teacher)
-    student_cfg = model_dict(_without_teacher(student))
-    head_t, head_s = teacher_cfg["bbox_head"], student_cfg["bbox_head"]
-    if not _is_distribution_head(head_t["type"]):
-        raise RotldError(f"{where}: head type {head_t['type']} is not a distribution head "
-                         f"({' or '.join(DISTRIBUTION_HEADS)}); LD needs the teacher's box distributions")
-    reg_t, reg_s = head_t.get("reg_max", 8), head_s.get("reg_max", 8)
-    if reg_t != reg_s:
-        raise RotldError(f"{where}: reg_max {reg_t} does not match the student's reg_max {reg_s} (model.head.reg_max)")
-    classes_t = list(meta.get("classes") or teacher.classes)
-    classes_s = list(student.classes)
+    classes_t, classes_s = list(meta.get("classes") or teacher.classes), list(student.classes)
     if classes_t != classes_s:
         raise RotldError(f"{where}: classes {_short_list(classes_t)} do not match the student's classes "
                          f"{_short_list(classes_s)} (data.classes)")
@@ -181,6 +179,8 @@ def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None
         raise RotldError(
             f"{where}: angle version {angle_t!r} does not match the student's {angle_s!r} (model.angle_version)"
         )
+    teacher_cfg = model_dict(_without_teacher(teacher))
+    head_t = teacher_cfg["bbox_head"]
     if head_t["anchor_generator"] != head_s["anchor_generator"]:
         raise RotldError(f"{where}: anchors {head_t['anchor_generator']} do not match the student's "
                          f"{head_s['anchor_generator']} (model.anchors)")
@@ -189,7 +189,6 @@ def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None
         raise RotldError(
             f"{where}: FPN width {width_t} does not match the student's {width_s} (model.neck.out_channels)"
         )
-    state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
     return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path), model_cfg=teacher_cfg,
                        state_dict=state)
 
@@ -197,15 +196,6 @@ def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None
 def _short_list(items: list[str], limit: int = 4) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
-
-
-def _is_distribution_head(type_name: str) -> bool:
-    from mmrotate.models.builder import ROTATED_HEADS
-
-    from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
-
-    cls = ROTATED_HEADS.get(type_name)
-    return cls is not None and issubclass(cls, RotatedRetinaHeadDistribution)
 
 
 def _without_teacher(recipe):
@@ -426,7 +416,11 @@ def _build_model(cfg, init: bool):
 
 def _load_teacher(model, teacher: TeacherInfo) -> None:
     """Strict: a teacher checkpoint that does not fit the teacher model would silently teach noise."""
-    result = model.teacher_model.load_state_dict(teacher.state_dict, strict=False)
+    try:
+        result = model.teacher_model.load_state_dict(teacher.state_dict, strict=False)
+    except RuntimeError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise RotldError(f"--teacher {teacher.path}: the weights do not fit the teacher's recipe ({detail})") from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         first = missing[0] if missing else unexpected[0]
