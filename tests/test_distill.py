@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = pytest.mark.engine
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")

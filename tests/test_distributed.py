@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -251,6 +252,54 @@ def test_slurm_world_size_mismatch_is_refused(kwargs: dict, message: str) -> Non
     assert str(err.value).startswith(message)
 
 
+_SLURM_TASK_SCRIPT = """
+import json, os
+from rotld_cli import ui
+from rotld_cli.engine import distributed, launch
+launch.join_slurm(gpus=0)
+import torch, torch.distributed as dist
+info = distributed.info()
+total = torch.tensor([float(info.rank + 1)])
+dist.all_reduce(total)
+ui.console.print(f"printed by rank {info.rank}")
+print(json.dumps({"rank": info.rank, "world": info.world_size, "local": info.local_rank, "backend": info.backend,
+                  "sum": total.item(), "addr": os.environ["MASTER_ADDR"], "port": os.environ["MASTER_PORT"]}))
+"""
+
+
+@pytest.mark.engine
+def test_slurm_tasks_join_one_gloo_group(tmp_path: Path) -> None:
+    port = launch.free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "ROTLD_", "RANK", "WORLD_SIZE"))}
+    tasks = []
+    for rank in (0, 1):
+        env = dict(base, SLURM_JOB_ID="4242", SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_LOCALID=str(rank),
+                   SLURM_NODEID="0", SLURM_NNODES="1", SLURM_NODELIST="localhost", SLURM_TASKS_PER_NODE="2",
+                   MASTER_PORT=str(port), PATH=str(tmp_path))  # no scontrol on PATH: the node list is parsed
+        tasks.append(subprocess.Popen([sys.executable, "-c", _SLURM_TASK_SCRIPT], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [task.communicate(timeout=120) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], [err for _, err in outputs]
+    seen = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    for rank, record in enumerate(seen):
+        assert record == {"rank": rank, "world": 2, "local": rank, "backend": "gloo", "sum": 3.0, "addr": "localhost",
+                          "port": str(port)}
+    # only rank 0's console prints
+    assert "printed by rank 0" in outputs[0][0] and "printed by rank" not in outputs[1][0]
+
+
+def test_torchrun_world_size_mismatch_is_refused(monkeypatch) -> None:
+    for name, value in {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=r"^--launcher torchrun: 3 process\(es\) × 1 node\(s\) asked, but torchrun "
+                                         r"started WORLD_SIZE=4"):
+        launch.maybe_launch([], gpus=0, nproc=3, launcher="torchrun")
+    monkeypatch.delenv("MASTER_ADDR")
+    with pytest.raises(RotldError, match=r"MASTER_ADDR not set"):
+        launch.maybe_launch([], gpus=0, launcher="torchrun")
+
+
 # ============================================================================================
 # Failure reports (what the launching process prints when a worker fails)
 
@@ -302,6 +351,17 @@ def test_error_rank_zero_printed_is_not_repeated(tmp_path: Path) -> None:
          "rotld_error": True, "peer_lost": False, "time": 1.0},
     )
     assert launch.report_failure(folder, 1) == 3
+
+
+def test_same_error_on_every_rank_is_not_repeated(tmp_path: Path) -> None:
+    line = "--work-dir w: already holds a run (latest.pth)"
+    folder = _records(
+        tmp_path,
+        {"failures": [{"rank": 0, "pid": 10, "exitcode": 2}, {"rank": 1, "pid": 11, "exitcode": 2}]},
+        {"rank": 1, "exit_code": 2, "message": line, "printed": False, "rotld_error": True, "time": 1.0},
+        {"rank": 0, "exit_code": 2, "message": line, "printed": True, "rotld_error": True, "time": 2.0},
+    )
+    assert launch.report_failure(folder, 1) == 2
 
 
 def test_agent_error_without_worker_records(tmp_path: Path) -> None:

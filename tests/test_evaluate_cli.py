@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -230,7 +231,7 @@ def test_unknown_class_file_and_empty_folder(case, capsys):
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["evaluate", "model.pth"], 2, "checkpoint evaluation is not available yet"),
+        (["evaluate", "model.pth"], 2, "--split-dir DIR is required with a checkpoint"),
         (["evaluate"], 2, "--results"),
         (["evaluate", "--results", "."], 2, "--ann-dir"),
         (["evaluate", "model.pth", "--results", ".", "--ann-dir", "."], 2, "either"),
@@ -257,13 +258,14 @@ def test_evaluate_imports_no_engine(case, repo_root: Path):
     probe = (
         "import sys\n"
         "from rotld_cli.cli import main\n"
-        "try:\n    main(['evaluate', '--results', sys.argv[1], '--ann-dir', sys.argv[2], '--json'])\n"
+        "try:\n    main(['evaluate', '--results', sys.argv[1], '--ann-dir', sys.argv[2], '--json', '--plot',\n"
+        "          '--out', sys.argv[3]])\n"
         "except SystemExit as exc:\n    code = exc.code\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mmcv', 'mmdet', 'mmrotate'))\n"
         "print('CODE=%s HEAVY=%s' % (code, ','.join(heavy)))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", probe, str(case["results"]), str(case["ann"])],
+        [sys.executable, "-c", probe, str(case["results"]), str(case["ann"]), str(case["tmp"] / "out")],
         cwd=repo_root,
         capture_output=True,
         text=True,
@@ -271,6 +273,7 @@ def test_evaluate_imports_no_engine(case, repo_root: Path):
         check=False,
     )
     assert proc.stdout.strip().splitlines()[-1] == "CODE=0 HEAVY=", proc.stderr
+    assert (case["tmp"] / "out" / "ap_vs_iou.png").is_file()
 
 
 def test_benchmark_quick_runs(capsys) -> None:
@@ -280,3 +283,120 @@ def test_benchmark_quick_runs(capsys) -> None:
     out = capsys.readouterr().out
     assert "max |AP difference| vs rotld on the same images" in out
     assert "merge:" in out
+
+
+def test_classes_option_sets_the_mean_and_leaves_out_other_files(case, capsys):
+    full = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]))
+    report = evaluate_json(
+        capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--classes", "ship, harbor,plane"
+    )
+    assert report["classes"] == ["ship", "harbor", "plane"] and list(report["per_class"]) == report["classes"]
+    assert sorted(report["ignored_classes"]) == sorted(set(DOTA_V1_0) - {"ship", "harbor", "plane"})
+    for name in report["classes"]:
+        assert report["per_class"][name] == full["per_class"][name]
+    for key in ["AP", *NAMES]:
+        assert report[key] == pytest.approx(sum(full["per_class"][c][key] for c in report["classes"]) / 3, abs=1e-12)
+    (case["results"] / "Task1_boat.txt").write_text("P0706 0.5 1 2 3 4 5 6 7 8\n")
+    code, _, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--classes", "ship"], capsys
+    )
+    assert code == 1 and "unknown class 'boat' for the 1 evaluated classes" in err and "see --classes" in err
+    code, _, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--classes", "ship,ship"], capsys
+    )
+    assert code == 2 and "--classes: ship given twice" in err
+
+
+def test_merge_only_without_ground_truth(case, capsys):
+    tmp = case["tmp"]
+    patches = _patch_results(case, tmp)
+    scored = evaluate_json(
+        capsys, "--results", str(patches), "--ann-dir", str(case["ann"]), "--save-merged", str(tmp / "merged")
+    )
+    report = evaluate_json(capsys, "--results", str(patches), "--zip", str(tmp / "test.zip"))
+    assert report["evaluated"] is False and "AP" not in report and report["merged"] is True
+    assert report["num_images"] == len(case["objects"])
+    assert {c: v["num_det"] for c, v in report["per_class"].items()} == {
+        c: v["num_det"] for c, v in scored["per_class"].items()
+    }
+    with zipfile.ZipFile(tmp / "test.zip") as zf:
+        assert sorted(zf.namelist()) == sorted(f"Task1_{c}.txt" for c in DOTA_V1_0)
+        for c in DOTA_V1_0:
+            assert zf.read(f"Task1_{c}.txt") == (tmp / "merged" / f"Task1_{c}.txt").read_bytes()
+    code, out, err = run_main(["evaluate", "--results", str(patches), "--save-merged", str(tmp / "m2")], capsys)
+    assert code == 0 and "no --ann-dir: no AP" in " ".join(out.split()), err
+    code, _, err = run_main(["evaluate", "--results", str(patches), "--plot", "--zip", str(tmp / "z.zip")], capsys)
+    assert code == 2 and "--plot needs --ann-dir" in err
+
+
+def test_pictures_and_report_files_in_results_mode(case, dota_samples, capsys):
+    tmp = case["tmp"]
+    (tmp / "images").mkdir()  # beside ann/: the default image folder of --save-vis
+    for image in ("P0706", "P1888"):
+        shutil.copy(dota_samples / "images" / f"{image}.png", tmp / "images")
+    imageset = tmp / "set.txt"
+    imageset.write_text("P0706\nP1888\n")
+    for path in case["results"].glob("Task1_*.txt"):  # keep the detections of the two images
+        rows = [r for r in path.read_text().splitlines() if r.split()[0] in ("P0706", "P1888")]
+        path.write_text("".join(r + "\n" for r in rows))
+    base = ["--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--imageset", str(imageset)]
+    report = evaluate_json(capsys, *base, "--save-vis", str(tmp / "vis"), "--plot")
+    out = tmp / "results-eval"  # --plot without --out: beside the results folder
+    assert report["out"] == str(out)
+    assert report["pictures"]["visualizations"] == {"dir": str(tmp / "vis"), "written": 2, "problems": []}
+    for image in ("P0706", "P1888"):
+        drawn = cv2.imread(str(tmp / "vis" / f"{image}.png"))
+        original = cv2.imread(str(tmp / "images" / f"{image}.png"))
+        assert drawn.shape == original.shape and (drawn != original).any(axis=2).sum() > 1000
+    names = ["ap_vs_iou.png", "pr_curves_iou50.png", "pr_curves_iou75.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert json.loads((out / "report.json").read_text()) == report
+    markdown = (out / "report.md").read_text()
+    assert "| mean |" in markdown and f"| {100 * report['AP50']:.2f} |" in markdown
+    for name in names[:3]:
+        assert cv2.imread(str(out / name)).std() > 5
+    # an explicit --out, and no image folder to draw from
+    report = evaluate_json(capsys, *base, "--out", str(tmp / "o"))
+    assert sorted(p.name for p in (tmp / "o").iterdir()) == ["report.json", "report.md"]
+    shutil.rmtree(tmp / "images")
+    code, _, err = run_main(["evaluate", *base, "--save-vis", str(tmp / "vis2")], capsys)
+    assert code == 2 and "images beside --ann-dir; pass --image-dir DIR" in " ".join(err.split())
+    code, _, err = run_main(["evaluate", *base, "--save-vis", str(tmp / "v"), "--image-dir", str(tmp / "no")], capsys)
+    assert code == 2 and "--image-dir" in err and "not a directory" in err
+    assert not (tmp / "vis2").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--recipe", "r.yaml"], "--recipe applies to checkpoint evaluation"),
+        (["--score-thr", "0"], "--score-thr applies to checkpoint evaluation"),
+        (["--workers", "0"], "--workers applies to checkpoint evaluation"),
+        (["--skip-empty-patches"], "--skip-empty-patches applies to checkpoint evaluation"),
+        (["--split-dir", "."], "--split-dir applies to checkpoint evaluation"),
+    ],
+)
+def test_checkpoint_options_are_refused_with_results(case, capsys, extra, message):
+    code, _, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), *extra], capsys
+    )
+    assert code == 2 and message in err
+
+
+def test_checkpoint_option_errors_need_no_engine(tmp_path: Path, repo_root: Path):
+    """Checkpoint-mode option errors are found before torch or MMRotate is imported."""
+    probe = (
+        "import sys\n"
+        "from rotld_cli.cli import main\n"
+        "try:\n    main(['evaluate', sys.argv[1], '--split-dir', sys.argv[2], '--batch-size', '0'])\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mmcv', 'mmdet', 'mmrotate'))\n"
+        "print('CODE=%s HEAVY=%s' % (code, ','.join(heavy)))\n"
+    )
+    (tmp_path / "model.pth").write_bytes(b"x")
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "model.pth"), str(tmp_path)],
+        cwd=repo_root, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "CODE=2 HEAVY=", proc.stderr
+    assert "--batch-size must be at least 1" in proc.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = pytest.mark.engine
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
@@ -153,13 +154,16 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(recipe, tmp
 
     monkeypatch.setattr(BaseDetector, "train_step", nan_on_third_step)
     work = tmp_path / "nan"
-    code, _, err = run_cli(["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu"], capsys)
+    args = ["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu", "--auto-scale-lr"]
+    code, _, err = run_cli(args, capsys)
     assert code == 1
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "non-finite loss at epoch 2, iteration 1" in lines[0] and "loss_bbox=nan" in lines[0]
     assert "latest.pth (epoch 1)" in " ".join(err.split())
     latest = torch.load(work / "latest.pth", weights_only=True)
     assert latest["meta"]["epoch"] == 1
+    # --auto-scale-lr: lr x total batch / base_batch = 0.01 x 2 / 4 (the test recipe's base_batch).
+    assert latest["meta"]["base_lr"] == pytest.approx([BASE_LR * 2 / 4])
     assert (work / "latest.pth").read_bytes() == (work / "epoch_1.pth").read_bytes()
     assert all(torch.isfinite(v).all() for v in latest["state_dict"].values() if v.is_floating_point())
     assert not (work / "done.json").exists()

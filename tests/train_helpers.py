@@ -39,7 +39,11 @@ data:
 schedule:
   epochs: 2
   lr: 0.01
+  base_batch: 4
+  warmup: linear
   warmup_iters: 2
+  warmup_ratio: 0.3333333333333333
+  lr_gamma: 0.1
   lr_steps: [1]
 runtime: {{eval_interval: 2, checkpoint_interval: 1, log_interval: 1, seed: 0}}
 {extra}""",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.errors import LiveError
 from rich.progress import TextColumn
 
 from rotld_cli import ui
@@ -87,8 +88,12 @@ def run_model(model, loader, description: str = "inference", skipped: list[tuple
     bar = ui.progress(TextColumn("{task.fields[rate]}"), transient=True) if show_progress else None
     task = None
     if bar is not None:
-        bar.start()
-        task = bar.add_task(description, total=total, rate="")
+        try:
+            bar.start()
+        except LiveError:  # rich < 14 cannot nest it in the training display: run without a bar
+            bar = None
+        else:
+            task = bar.add_task(description, total=total, rate="")
     try:
         done = 0
         for item in loader:

@@ -156,7 +156,7 @@ def plan_launch(gpus: int | None = None, nproc: int | None = None, nnodes: int |
         return None
     if not cpu:
         if device == "cpu":
-            raise UsageError(f"--device cpu with --gpus {gpus}: for CPU processes use --gpus 0 --nproc N")
+            raise UsageError(f"--device cpu with --gpus {per_node}: for CPU processes use --gpus 0 --nproc N")
         visible = gpu_count()
         if visible < per_node:
             shown = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -321,9 +321,13 @@ def report_failure(record_dir: Path, code: int, interrupted: bool = False) -> in
     its own, a worker that only lost its peers, a worker that the agent stopped.
     """
     agent, workers = _read_records(record_dir)
+    if interrupted or agent.get("signal") in ("SIGINT", "SIGTERM"):
+        if any(r.get("printed") for r in workers):
+            return 130  # rank 0 printed where it stopped
+        raise WorkerFailed(f"interrupted; {RESUME_HINT}", 130)
     failures = sorted(agent.get("failures", []), key=lambda f: f.get("rank", 0))
     killed = [f for f in failures if int(f.get("exitcode", 0)) < 0 and -int(f["exitcode"]) != signal.SIGTERM]
-    if killed and not interrupted:
+    if killed:
         first = killed[0]
         raise WorkerFailed(
             f"distributed run failed: rank {first['rank']} (pid {first.get('pid', '?')}) was killed by "
@@ -333,12 +337,11 @@ def report_failure(record_dir: Path, code: int, interrupted: bool = False) -> in
         cause = min(workers, key=lambda r: (not r.get("rotld_error", False), bool(r.get("peer_lost", False)),
                                             r.get("time", 0.0), r["rank"]))
         exit_code = int(cause.get("exit_code", 1)) or 1
-        if cause.get("printed"):
-            return exit_code
+        shown = {r.get("message") for r in workers if r.get("printed")}
+        if cause.get("printed") or cause.get("message") in shown:
+            return exit_code  # rank 0 already printed this line (every rank refuses the same bad input)
         message = str(cause.get("message") or f"exited with code {exit_code}")
         raise WorkerFailed(f"rank {cause['rank']}: {message}", exit_code)
-    if interrupted or agent.get("signal") in ("SIGINT", "SIGTERM"):
-        raise WorkerFailed(f"interrupted; {RESUME_HINT}", 130)
     if agent.get("error"):
         raise WorkerFailed(f"distributed run failed: torchrun: {agent['error']}")
     if failures:

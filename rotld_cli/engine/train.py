@@ -347,7 +347,7 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_mmcv_loggers() -> Iterator[None]:
+def quiet_init_logs() -> Iterator[None]:
     """mmcv's `init_weights` prints one INFO block per parameter to the first mmcv logger: silence it."""
     from mmcv.utils.logging import logger_initialized
 
@@ -401,7 +401,7 @@ def _build_model(cfg, init: bool):
 
     model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
     if init:
-        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S), _quiet_mmcv_loggers():
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S), quiet_init_logs():
             try:
                 model.init_weights()
             except (OSError, RuntimeError) as exc:
