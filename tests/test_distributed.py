@@ -536,6 +536,169 @@ def test_user_error_on_one_rank_is_one_line_with_its_exit_code(tiny_patches: Pat
 
 
 # ============================================================================================
+# The commands: `rotld train-teacher ... --gpus 0 --nproc 2`
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    from rotld_cli.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def _cli_overrides(data: Path, epochs: int) -> list[str]:
+    pairs = [*TINY_OVERRIDES, f"data.root={data}", f"schedule.epochs={epochs}", "runtime.checkpoint_interval=1",
+             "runtime.log_interval=1"]
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus", "4096"], "--gpus 4096: only "),
+        (["--gpus", "0", "--nproc", "0"], "--nproc 0: must be >= 1"),
+        (["--gpus", "0", "--nproc", "2", "--nnodes", "2"], "--master-addr: required with --nnodes 2"),
+        (["--launcher", "slurm"], "--launcher slurm: SLURM_PROCID is not set"),
+    ],
+)
+def test_cli_refuses_bad_launches_before_any_work(tmp_path: Path, capsys, monkeypatch, args, message) -> None:
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    work = tmp_path / "w"
+    code, _, err = _cli(["train-teacher", str(RECIPE), "--work-dir", str(work), *args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not work.exists()
+
+
+@pytest.mark.engine
+def test_cli_refuses_a_busy_master_port(tmp_path: Path, capsys) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code, _, err = _cli(["distill", str(RECIPE), "--work-dir", str(tmp_path / "w"), "--gpus", "0", "--nproc", "2",
+                             "--master-port", str(port)], capsys)
+    assert code == 2 and err.strip() == f"error: --master-port {port}: already in use on this machine (another " \
+                                        "run?); choose a free port"
+    assert not (tmp_path / "w").exists()
+
+
+def _rotld(*args: str, cwd: Path) -> subprocess.Popen:
+    """`python -m rotld_cli ARGS` of this checkout (PYTHONPATH: the workers import the same code)."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen([sys.executable, "-m", "rotld_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=path))
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_cli_trains_on_two_cpu_processes(tiny_patches: Path, tmp_path: Path) -> None:
+    import torch
+
+    work = tmp_path / "w"
+    process = _rotld("train-teacher", str(RECIPE), "--work-dir", str(work), "--gpus", "0", "--nproc", "2",
+                     "--auto-scale-lr", "--no-validate", *_cli_overrides(tiny_patches, 2), cwd=tmp_path)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    # rank 0 alone prints: one summary, one line per iteration and epoch
+    assert out.count("Training finished") == 1 and out.count("epoch 1/2 done") == 1
+    assert out.count("epoch 2/2 it 2/2") == 1
+    assert "error" not in err.lower() and "warning" not in err.lower()
+    # rank 0 alone writes: each iteration logged once; 4 patches over 2 ranks make 2 iterations per epoch
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r.get("mode") == "train"] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in records if r.get("event") == "checkpoint"] == [1, 2]
+    meta = torch.load(work / "epoch_2.pth", map_location="cpu", weights_only=True)["meta"]
+    assert (meta["epoch"], meta["iter"]) == (2, 4)
+    # --auto-scale-lr: schedule.lr 0.01 for base_batch 4; 2 processes x 1 patch = a total batch of 2
+    assert meta["base_lr"] == [pytest.approx(0.01 * 2 / 4)]
+    assert json.loads((work / "done.json").read_text())["checkpoint"] == "epoch_2.pth"
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_cli_error_in_the_workers_is_one_line(tiny_patches: Path, tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "latest.pth").write_bytes(b"an earlier run")
+    process = _rotld("train-teacher", str(RECIPE), "--work-dir", str(work), "--gpus", "0", "--nproc", "2",
+                     "--no-validate", *_cli_overrides(tiny_patches, 1), cwd=tmp_path)
+    _, err = process.communicate(timeout=300)
+    # both ranks refuse the work dir; rank 0 prints the line, the launcher adds nothing
+    assert process.returncode == 2
+    assert err.strip() == f"error: --work-dir {work}: already holds a run (latest.pth); pass --resume to continue " \
+                          "it or choose another --work-dir"
+    assert (work / "latest.pth").read_bytes() == b"an earlier run"
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _worker_pid(root: int, rank: int) -> int | None:
+    for pid in _descendants(root):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"rotld_cli.engine.worker" in cmdline and f"RANK={rank}".encode() in environ:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc")
+def test_cli_killed_worker_fails_the_run_and_resume_finishes_it(tiny_patches: Path, tmp_path: Path) -> None:
+    import torch
+
+    work, epochs = tmp_path / "w", 8
+    args = ["train-teacher", str(RECIPE), "--work-dir", str(work), "--gpus", "0", "--nproc", "2", "--no-validate",
+            *_cli_overrides(tiny_patches, epochs)]
+    process = _rotld(*args, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (work / "latest.pth").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    victim = _worker_pid(process.pid, rank=1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        f"error: distributed run failed: rank 1 (pid {victim}) was killed by SIGKILL; the other workers were "
+        "stopped; checkpoints already written are intact: rerun the same command with --resume to continue"
+    )
+    assert not (work / "done.json").exists()
+    saved = torch.load(work / "latest.pth", map_location="cpu", weights_only=True)["meta"]["epoch"]
+    assert 1 <= saved < epochs
+
+    resumed = _rotld(*args, "--resume", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming w after epoch {saved} (iteration {2 * saved})" in out
+    meta = torch.load(work / f"epoch_{epochs}.pth", map_location="cpu", weights_only=True)["meta"]
+    assert (meta["epoch"], meta["iter"]) == (epochs, 2 * epochs)
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r.get("mode") == "train"] == list(range(1, 2 * epochs + 1))
+
+
+# ============================================================================================
 # The worker that torchrun starts (`python tests/test_distributed.py ...`)
 
 

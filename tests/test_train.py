@@ -26,7 +26,8 @@ from train_helpers import make_split, write_recipe  # noqa: E402
 from rotld_cli.cli import main  # noqa: E402
 from rotld_cli.engine import checkpoints as ckpt  # noqa: E402
 from rotld_cli.engine import hooks  # noqa: E402
-from rotld_cli.engine.train import TrainOptions, check_pretrained, patch_ap50, train_teacher  # noqa: E402
+from rotld_cli.engine.patch_eval import patch_ap50  # noqa: E402
+from rotld_cli.engine.train import TrainOptions, check_pretrained, train_teacher  # noqa: E402
 
 BASE_LR = 0.01
 WARMUP_RATIO = 1 / 3
@@ -253,7 +254,7 @@ def test_pretrained_download_is_a_clear_error_offline(recipe, tmp_path, monkeypa
     [
         (["--amp", "--device", "cpu"], "--amp: mixed precision (fp16) needs a CUDA GPU"),
         (["--resume"], "--resume: no latest.pth in"),
-        (["--gpus", "2"], "--gpus 2: multi-GPU training is not available yet"),
+        (["--gpus", "4096"], "--gpus 4096: only "),
         (["--pretrained", "missing.pth"], "--pretrained missing.pth: no such file"),
         (["--set", "schedule.lrr=1"], "--set schedule.lrr=1: schedule.lrr: unknown key"),
     ],

@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 
 from rotld_cli.cli import app
-from rotld_cli.cli.train import render_result
+from rotld_cli.cli.train import (
+    GPUS,
+    LAUNCHER,
+    MASTER_ADDR,
+    MASTER_PORT,
+    NNODES,
+    NODE_RANK,
+    NPROC,
+    launch_or_none,
+    render_result,
+)
 
 
 @app.command("distill", help="Distill a student from a teacher checkpoint with a YAML recipe.")
@@ -32,14 +42,25 @@ def distill_cmd(
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random backbone init (no download)."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
-    gpus: int = typer.Option(1, "--gpus", help="GPUs (multi-GPU training is not available yet: 1)."),
+    gpus: Optional[int] = GPUS,
+    nproc: Optional[int] = NPROC,
+    nnodes: Optional[int] = NNODES,
+    node_rank: Optional[int] = NODE_RANK,
+    master_addr: Optional[str] = MASTER_ADDR,
+    master_port: Optional[int] = MASTER_PORT,
+    launcher: str = LAUNCHER,
 ) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on busy CPUs
+    from rotld_cli.engine.launch import worker_device
+
+    launch_or_none(gpus, nproc, nnodes, node_rank, master_addr, master_port, launcher, device)
+    device = worker_device(gpus, device)  # --gpus 0: CPU processes
+    # imported after the launch: the launching process needs no engine
     from rotld_cli.engine.train import TrainOptions, distill
 
     options = TrainOptions(
         work_dir=work_dir, resume=resume, overrides=list(overrides or []), device=device, amp=amp, seed=seed,
         deterministic=deterministic, auto_scale_lr=auto_scale_lr, pretrained=pretrained, no_pretrained=no_pretrained,
-        validate=not no_validate, gpus=gpus, teacher=teacher, teacher_recipe=teacher_recipe,
+        validate=not no_validate, teacher=teacher, teacher_recipe=teacher_recipe,
     )
     render_result(distill(recipe, options))

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from rotld_cli.cli import app
+
+# The launch options of both training commands (`rotld distill` reuses these).
+GPUS = typer.Option(None, "--gpus", help="GPUs on this machine; N > 1 starts one process per GPU (torchrun, NCCL). "
+                    "0: CPU processes (gloo), see --nproc.")
+NPROC = typer.Option(None, "--nproc", help="CPU processes with --gpus 0 (e.g. --gpus 0 --nproc 2).")
+NNODES = typer.Option(None, "--nnodes", help="Machines in the run; each runs the same command with its --node-rank.")
+NODE_RANK = typer.Option(None, "--node-rank", help="This machine's index, 0..nnodes-1.")
+MASTER_ADDR = typer.Option(None, "--master-addr", help="Address of the --node-rank 0 machine (several machines).")
+MASTER_PORT = typer.Option(None, "--master-port", help="Its TCP port (default: a free one on one machine, "
+                           "29500 on several).")
+LAUNCHER = typer.Option("auto", "--launcher", help="auto: rotld starts torchrun when more than one process is asked; "
+                        "torchrun: started by your own torchrun; slurm: one srun task per GPU.")
+
+
+def launch_or_none(gpus, nproc, nnodes, node_rank, master_addr, master_port, launcher, device) -> None:
+    """Start the workers and exit with their code, or return to train in this process (alone or as one rank)."""
+    from rotld_cli.engine.launch import maybe_launch
+
+    code = maybe_launch(sys.argv[1:], gpus=gpus, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                        master_addr=master_addr, master_port=master_port, launcher=launcher, device=device)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def render_result(result) -> None:
@@ -48,14 +71,25 @@ def train_cmd(
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random backbone init (no download)."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
-    gpus: int = typer.Option(1, "--gpus", help="GPUs (multi-GPU training is not available yet: 1)."),
+    gpus: Optional[int] = GPUS,
+    nproc: Optional[int] = NPROC,
+    nnodes: Optional[int] = NNODES,
+    node_rank: Optional[int] = NODE_RANK,
+    master_addr: Optional[str] = MASTER_ADDR,
+    master_port: Optional[int] = MASTER_PORT,
+    launcher: str = LAUNCHER,
 ) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on busy CPUs
+    from rotld_cli.engine.launch import worker_device
+
+    launch_or_none(gpus, nproc, nnodes, node_rank, master_addr, master_port, launcher, device)
+    device = worker_device(gpus, device)  # --gpus 0: CPU processes
+    # imported after the launch: the launching process needs no engine
     from rotld_cli.engine.train import TrainOptions, train_teacher
 
     options = TrainOptions(
         work_dir=work_dir, resume=resume, overrides=list(overrides or []), device=device, amp=amp, seed=seed,
         deterministic=deterministic, auto_scale_lr=auto_scale_lr, pretrained=pretrained, no_pretrained=no_pretrained,
-        validate=not no_validate, gpus=gpus,
+        validate=not no_validate,
     )
     render_result(train_teacher(recipe, options))

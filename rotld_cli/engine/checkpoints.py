@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import re
+import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -195,3 +196,27 @@ def prune_epochs(work_dir: os.PathLike[str] | str, keep: int) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def stored_recipe(meta: dict[str, Any], source: os.PathLike[str] | str):
+    """The resolved recipe a rotld checkpoint carries in `meta['recipe']`, as a Recipe (None when absent).
+
+    Recipes load from files, so the text goes through a temporary one; the result names the
+    checkpoint's recipe (`meta['recipe_name']`) and no longer points at that file.
+    """
+    from rotld_cli.recipes import load_recipe
+
+    text = meta.get("recipe")
+    if not isinstance(text, str):
+        return None
+    source = Path(source)
+    with tempfile.TemporaryDirectory(prefix="rotld-recipe-") as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            recipe = load_recipe(path)
+        except RotldError as exc:
+            raise CheckpointError(f"{source}: the recipe stored in the checkpoint does not load ({exc})") from None
+    recipe.source, recipe.files = None, []
+    recipe.name = meta.get("recipe_name") or f"{source.name} recipe"
+    return recipe

@@ -99,7 +99,7 @@ class RunLog:
         """Add or update the metrics.csv row of one epoch; the file is rewritten atomically."""
         for existing in self._rows:
             if int(float(existing["epoch"])) == int(row["epoch"]):
-                existing.update({k: v for k, v in row.items()})
+                existing.update(row)
                 break
         else:
             self._rows.append(dict(row))

@@ -152,19 +152,16 @@ def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None,
 
     from rotld_cli.engine.config import build_config
     from rotld_cli.engine.devices import pick_device, wrap_model
-    from rotld_cli.engine.train import _recipe_from_text, _without_teacher
+    from rotld_cli.engine.teacher import without_teacher
     from rotld_cli.recipes import load_recipe
 
     checkpoint = Path(checkpoint)
     state = ckpt.load_checkpoint(checkpoint)
     meta = state.get("meta") or {}
-    if recipe_ref is not None:
-        recipe = load_recipe(recipe_ref)
-    elif isinstance(meta.get("recipe"), str):
-        recipe = _recipe_from_text(meta["recipe"], checkpoint, meta.get("recipe_name"))
-    else:
+    recipe = load_recipe(recipe_ref) if recipe_ref is not None else ckpt.stored_recipe(meta, checkpoint)
+    if recipe is None:
         raise RotldError(f"{checkpoint}: no recipe in the checkpoint's metadata; pass the recipe it was trained with")
-    recipe = _without_teacher(recipe)
+    recipe = without_teacher(recipe)
     cfg = build_config(recipe)
     cfg.model.backbone.init_cfg = None
     model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))

@@ -15,7 +15,6 @@ import math
 import os
 import random
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from rotld_cli import __version__, ui
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
 from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
+from rotld_cli.engine.patch_eval import patch_evaluator
+from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
 
@@ -58,7 +59,6 @@ class TrainOptions:
     pretrained: Path | None = None
     no_pretrained: bool = False
     validate: bool = True
-    gpus: int = 1
     teacher: Path | None = None
     teacher_recipe: str | None = None
     live: bool | None = None  # Rich live display: None = when the console is a terminal
@@ -75,16 +75,6 @@ class TrainResult:
     final_losses: dict[str, float]
     evaluations: list[dict[str, Any]]
     teacher: dict[str, str] | None = None
-
-
-@dataclass
-class TeacherInfo:
-    """What a distill run records about its teacher (never its weights)."""
-
-    path: Path
-    sha256: str
-    model_cfg: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,109 +121,18 @@ def _load_recipe(recipe_ref: str, options: TrainOptions):
 
 
 # --------------------------------------------------------------------------------------------
-# Teacher checks (before anything is built)
-
-
-def check_teacher(student, teacher_path: Path, teacher_recipe: str | None = None) -> TeacherInfo:
-    """Refuse a teacher that cannot teach this student; every mismatch is one line naming the field.
-
-    What the weights say comes first: a distribution head has the `bbox_head.integral.project`
-    buffer, whose length is reg_max + 1 (a plain rotated RetinaNet head has none). Classes and the
-    angle version come from the checkpoint's metadata, else from the teacher's recipe. That recipe
-    (which builds the teacher model) is `--teacher-recipe`, else the one stored in the checkpoint,
-    else the student's `teacher.recipe`; its anchors and FPN width must match the student's, since
-    soft targets and features are compared anchor by anchor.
-    """
-    from rotld_cli.engine.config import model_dict
-    from rotld_cli.recipes import load_recipe
-
-    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
-    meta = loaded.get("meta") or {}
-    state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
-    where = f"--teacher {teacher_path}"
-    student_cfg = model_dict(_without_teacher(student))
-    head_s = student_cfg["bbox_head"]
-    project = state.get("bbox_head.integral.project")
-    if project is None:
-        kind = "a plain rotated RetinaNet head" if "bbox_head.retina_reg.weight" in state else "no RetinaNet head"
-        raise RotldError(
-            f"{where}: head is not a distribution head ({kind}: no bbox_head.integral.project); LD needs the "
-            "teacher's box distributions: train it with `rotld train-teacher` and a distribution-head recipe"
-        )
-    reg_t, reg_s = int(project.numel()) - 1, int(head_s.get("reg_max", 8))
-    if reg_t != reg_s:
-        raise RotldError(f"{where}: reg_max {reg_t} does not match the student's reg_max {reg_s} (model.head.reg_max)")
-    if teacher_recipe is not None:
-        teacher = load_recipe(teacher_recipe)
-    elif isinstance(meta.get("recipe"), str):
-        teacher = _recipe_from_text(meta["recipe"], teacher_path, meta.get("recipe_name"))
-    else:
-        teacher = load_recipe(student.get("teacher.recipe"))
-    classes_t, classes_s = list(meta.get("classes") or teacher.classes), list(student.classes)
-    if classes_t != classes_s:
-        raise RotldError(f"{where}: classes {_short_list(classes_t)} do not match the student's classes "
-                         f"{_short_list(classes_s)} (data.classes)")
-    angle_t = meta.get("angle_version") or teacher.get("model.angle_version")
-    angle_s = student.get("model.angle_version")
-    if angle_t != angle_s:
-        raise RotldError(
-            f"{where}: angle version {angle_t!r} does not match the student's {angle_s!r} (model.angle_version)"
-        )
-    teacher_cfg = model_dict(_without_teacher(teacher))
-    head_t = teacher_cfg["bbox_head"]
-    if head_t["anchor_generator"] != head_s["anchor_generator"]:
-        raise RotldError(f"{where}: anchors {head_t['anchor_generator']} do not match the student's "
-                         f"{head_s['anchor_generator']} (model.anchors)")
-    width_t, width_s = teacher_cfg["neck"]["out_channels"], student_cfg["neck"]["out_channels"]
-    if width_t != width_s:
-        raise RotldError(
-            f"{where}: FPN width {width_t} does not match the student's {width_s} (model.neck.out_channels)"
-        )
-    return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path), model_cfg=teacher_cfg,
-                       state_dict=state)
-
-
-def _short_list(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
-    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
-
-
-def _without_teacher(recipe):
-    """A copy of a student recipe without its teacher/distill sections (its plain model)."""
-    clone = copy.copy(recipe)
-    clone.data = {k: v for k, v in recipe.data.items() if k not in ("teacher", "distill")}
-    return clone
-
-
-def _recipe_from_text(text: str, source: Path, name: str | None = None):
-    """Load the resolved recipe stored in a checkpoint (through a temporary file: recipes load from paths)."""
-    from rotld_cli.recipes import load_recipe
-
-    with tempfile.TemporaryDirectory(prefix="rotld-recipe-") as tmp:
-        path = Path(tmp) / "recipe.yaml"
-        path.write_text(text, encoding="utf-8")
-        try:
-            recipe = load_recipe(path)
-        except RotldError as exc:
-            raise RotldError(f"{source}: the recipe stored in the checkpoint does not load ({exc})") from None
-    recipe.source, recipe.files = None, []
-    recipe.name = name or f"{source.name} recipe"
-    return recipe
-
-
-# --------------------------------------------------------------------------------------------
 # The run
 
 
 def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainResult:
     load_engine()
+    from rotld_cli.engine import distributed
     from rotld_cli.engine.config import build_config
     from rotld_cli.engine.devices import pick_device
     from rotld_cli.recipes import save_resolved, scaled_lr
 
-    if options.gpus != 1:
-        raise UsageError(f"--gpus {options.gpus}: multi-GPU training is not available yet; use --gpus 1")
-    device = pick_device(options.device)
+    ctx = distributed.info()  # the process group joined by `launch.maybe_launch` (rank 0 of 1 when alone)
+    device = ctx.device if ctx.enabled else pick_device(options.device)
     if options.amp and device != "cuda":
         raise UsageError("--amp: mixed precision (fp16) needs a CUDA GPU; drop --amp to train on the CPU")
     work_dir = Path(options.work_dir) if options.work_dir else Path("work_dirs") / recipe.name
@@ -251,13 +150,15 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
             "or choose another --work-dir"
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
+    if ctx.is_main:
+        (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
 
     cfg = build_config(recipe, work_dir=work_dir)
     seed = options.seed if options.seed is not None else cfg.get("seed")
     if seed is None:
         seed = random.randrange(2**31)
-    total_batch = cfg.data.samples_per_gpu * options.gpus
+    seed = distributed.shared_seed(seed)
+    total_batch = distributed.total_batch(cfg.data.samples_per_gpu)
     if options.auto_scale_lr:
         cfg.optimizer.lr = scaled_lr(recipe, total_batch)
     if options.amp:
@@ -269,16 +170,15 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
         cfg.model.teacher_ckpt = None  # loaded below, strictly, from the file we hashed
     if resume_state is None:
         check_pretrained(cfg)
-    save_resolved(recipe, work_dir)
+    if ctx.is_main:
+        save_resolved(recipe, work_dir)
 
     _seed_everything(seed, options.deterministic)
     datasets = _build_datasets(cfg, options.validate)
     model = _build_model(cfg, init=resume_state is None)
     if teacher is not None:
-        _load_teacher(model, teacher)
-    from rotld_cli.engine.devices import wrap_model
-
-    model = wrap_model(model, device)
+        load_teacher_weights(model, teacher)
+    model = distributed.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
     runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device)
     resumed_from = None
     if resume_state is not None:
@@ -414,23 +314,6 @@ def _build_model(cfg, init: bool):
     return model
 
 
-def _load_teacher(model, teacher: TeacherInfo) -> None:
-    """Strict: a teacher checkpoint that does not fit the teacher model would silently teach noise."""
-    try:
-        result = model.teacher_model.load_state_dict(teacher.state_dict, strict=False)
-    except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise RotldError(f"--teacher {teacher.path}: the weights do not fit the teacher's recipe ({detail})") from None
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        first = missing[0] if missing else unexpected[0]
-        kind = "lacks" if missing else "has an unexpected"
-        raise RotldError(
-            f"--teacher {teacher.path}: the checkpoint {kind} weight {first!r} for the teacher model "
-            f"({len(missing)} missing, {len(unexpected)} unexpected); is it a checkpoint of this teacher recipe?"
-        )
-
-
 def _worker_init_fn(worker_id: int) -> None:
     """Seed numpy/random in each loader worker from torch's per-worker seed.
 
@@ -488,14 +371,17 @@ def _runner_class():
     return RotldRunner
 
 
-def _run_logger(work_dir: Path) -> logging.Logger:
-    """mmcv's runner and hooks log here (work_dir/train.log), not over the Rich display."""
+def _run_logger(work_dir: Path, write: bool = True) -> logging.Logger:
+    """mmcv's runner and hooks log here (work_dir/train.log, rank 0 only), not over the Rich display."""
     logger = logging.getLogger(f"rotld.train.{work_dir}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+    if not write:
+        logger.addHandler(logging.NullHandler())
+        return logger
     handler = logging.FileHandler(work_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -506,19 +392,22 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
                   seed: int, device: str):
     from mmcv.runner import Fp16OptimizerHook, build_optimizer
 
+    from rotld_cli.engine import distributed
+
+    ctx = distributed.info()
     optimizer = build_optimizer(model, cfg.optimizer)
     runner = _runner_class()(
-        model, optimizer=optimizer, work_dir=str(work_dir), logger=_run_logger(work_dir), meta={},
-        max_epochs=cfg.runner.max_epochs,
+        model, optimizer=optimizer, work_dir=str(work_dir), logger=_run_logger(work_dir, write=ctx.is_main),
+        meta={}, max_epochs=cfg.runner.max_epochs,
     )
     optimizer_config: Any = cfg.optimizer_config
     if cfg.get("fp16") is not None:
-        optimizer_config = Fp16OptimizerHook(**cfg.optimizer_config, **cfg.fp16, distributed=False)
+        optimizer_config = Fp16OptimizerHook(**cfg.optimizer_config, **cfg.fp16, distributed=ctx.enabled)
     runner.register_training_hooks(
         cfg.lr_config, optimizer_config, checkpoint_config=None, log_config=None,
         momentum_config=cfg.get("momentum_config"), timer_config=None,
     )
-    run_log = RunLog(work_dir)
+    run_log = RunLog(work_dir) if ctx.is_main else None
     static_meta = {
         "rotld_version": __version__,
         "engine": _engine_versions(),
@@ -553,10 +442,22 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
     def on_saved(path: Path, epoch: int) -> None:
         run_log.record({"event": "checkpoint", "epoch": epoch, "iter": runner.iter, "path": path.name})
 
-    runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record), priority="HIGHEST")
+    # every rank checks its losses (mmdet averages the logged values over ranks, so all stop together);
+    # only rank 0 evaluates, shows progress and writes logs and checkpoints
+    runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record if run_log else None),
+                         priority="HIGHEST")
+    sampler_seed = distributed.sampler_seed_hook()
+    if sampler_seed is not None:
+        runner.register_hook(sampler_seed)
+    runner.rotld_train_loader = distributed.build_loader(
+        datasets["train"], cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, shuffle=True, seed=seed,
+        worker_init_fn=_worker_init_fn,
+    )
+    if not ctx.is_main:
+        return runner
     if "val" in datasets:
         val_loader = _data_loader(datasets["val"], cfg, shuffle=False)
-        evaluate = _patch_evaluator(datasets["val"], val_loader)
+        evaluate = patch_evaluator(datasets["val"], val_loader)
         runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval), priority="LOW")
     progress = ProgressHook(run_log, interval=cfg.log_config.interval, live=options.live)
     runner.register_hook(progress, priority="VERY_LOW")
@@ -565,7 +466,6 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
                              max_keep_ckpts=cfg.checkpoint_config.get("max_keep_ckpts", -1), on_saved=on_saved),
         priority="LOWEST",
     )
-    runner.rotld_train_loader = _data_loader(datasets["train"], cfg, shuffle=True)
     return runner
 
 
@@ -576,47 +476,6 @@ def _engine_versions() -> dict[str, str]:
 
     return {"torch": str(torch.__version__), "mmcv": str(mmcv.__version__), "mmdet": str(mmdet.__version__),
             "mmrotate": str(mmrotate.__version__)}
-
-
-def _patch_evaluator(dataset, loader):
-    """In-training evaluation: the patch-level AP50 of `DOTADataset.evaluate` (method.md §7.3).
-
-    Same computation as mmrotate's `eval_rbbox_map` (rotated IoU >= 0.5, VOC07 11-point), run in
-    this process: mmrotate spawns a 4-process pool per call, which re-imports torch/mmcv in
-    each child and costs more than the evaluation itself. It is a progress signal, not the
-    paper's metric (`rotld evaluate` merges patches and uses the DOTA devkit rules).
-    """
-    from rotld_cli.engine.infer import run_model
-
-    def evaluate(model) -> dict[str, float]:
-        results = run_model(model, loader, description="validation")
-        annotations = [dataset.get_ann_info(i) for i in range(len(dataset))]
-        return patch_ap50(results, annotations, dataset.CLASSES)
-
-    return evaluate
-
-
-def patch_ap50(results: list, annotations: list[dict], classes) -> dict[str, float]:
-    """mAP (AP50, VOC07 11-point) over patches plus per-class AP50 for classes with ground truth."""
-    from mmrotate.core.evaluation.eval_map import average_precision, get_cls_results, tpfp_default
-
-    eps = np.finfo(np.float32).eps
-    per_class: dict[str, float] = {}
-    for index, name in enumerate(classes):
-        dets, gts, ignores = get_cls_results(results, annotations, index)
-        num_gts = sum(len(g) for g in gts)
-        if num_gts == 0:
-            continue
-        tpfp = [tpfp_default(d, g, i, 0.5, None) for d, g, i in zip(dets, gts, ignores)]
-        all_dets = np.vstack(dets)
-        order = np.argsort(-all_dets[:, -1])
-        tp = np.cumsum(np.hstack([t for t, _ in tpfp])[0, order])
-        fp = np.cumsum(np.hstack([f for _, f in tpfp])[0, order])
-        recalls = tp / max(num_gts, eps)
-        precisions = tp / np.maximum(tp + fp, eps)
-        per_class[name] = float(average_precision(recalls, precisions, "11points"))
-    mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
-    return {"mAP": mean, **{f"AP50_{name}": ap for name, ap in per_class.items()}}
 
 
 def _resume(runner, state: dict[str, Any]) -> int:
@@ -644,7 +503,9 @@ def _resume(runner, state: dict[str, Any]) -> int:
 
 def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
     started = time.perf_counter()
-    progress = next(h for h in runner.hooks if isinstance(h, ProgressHook))
+    from rotld_cli.engine import distributed
+
+    progress = next((h for h in runner.hooks if isinstance(h, ProgressHook)), None)  # rank 0 only
     evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
     if resumed_from is not None:
         ckpt.restore_rng_state(runner.rotld_rng)
@@ -659,13 +520,24 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
             f"continue with --resume --work-dir {work_dir}"
         ) from None
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         for handler in list(runner.logger.handlers):
             runner.logger.removeHandler(handler)
             handler.close()
     final = work_dir / ckpt.epoch_name(runner.epoch)
+    losses = {k: float(v) for k, v in (getattr(runner, "outputs", None) or {}).get("log_vars", {}).items()
+              if isinstance(v, (int, float)) and math.isfinite(v)}
+    result = TrainResult(
+        work_dir=work_dir, checkpoint=final, epochs=runner.epoch, iters=runner.iter,
+        seconds=time.perf_counter() - started, resumed_from=resumed_from, final_losses=losses,
+        evaluations=list(evaluator.results) if evaluator else [],
+        teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
+    )
+    if not distributed.is_main_process():
+        return result  # rank 0 writes the checkpoints and the done marker
     if not final.is_file():
-        final = work_dir / ckpt.LATEST
+        result.checkpoint = final = work_dir / ckpt.LATEST
     marker = {
         "epochs": runner.epoch,
         "iters": runner.iter,
@@ -676,14 +548,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
     import json
 
     atomic_write_text(work_dir / ckpt.DONE_MARKER, json.dumps(marker, indent=2) + "\n")
-    losses = {k: float(v) for k, v in (getattr(runner, "outputs", None) or {}).get("log_vars", {}).items()
-              if isinstance(v, (int, float)) and math.isfinite(v)}
-    return TrainResult(
-        work_dir=work_dir, checkpoint=final, epochs=runner.epoch, iters=runner.iter,
-        seconds=time.perf_counter() - started, resumed_from=resumed_from, final_losses=losses,
-        evaluations=list(evaluator.results) if evaluator else [],
-        teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
-    )
+    return result
 
 
 def is_complete(work_dir: os.PathLike[str] | str) -> bool:
