@@ -7,7 +7,7 @@ step); (c) the teacher's forward alone (features + head, no_grad, eval mode). Th
 a / (b + c) is the cost of LD's own work (region, KL losses); target <= 1.10. The three are
 interleaved round by round and the medians compared, so drift on a shared machine hits all alike.
 
-    .venv/bin/python -m bench.distill_overhead            # the synthetic recipes (R-34 -> R-18, 256 px, batch 4)
+    .venv/bin/python -m bench.distill_overhead            # the synthetic recipes as they are (R-34 -> R-18)
     .venv/bin/python -m bench.distill_overhead --quick    # 16-channel heads, 128 px, batch 2, a few seconds
 """
 
@@ -68,8 +68,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 10)
-    patch, batch = (128, 2) if args.quick else (256, 4)
     load_engine()
+    from rotld_cli.recipes import load_recipe
+
+    student_recipe = load_recipe("synthetic/student-r18-gwd-ld-kd")
+    patch, batch = student_recipe.get("data.img_scale"), student_recipe.get("data.samples_per_gpu")
+    if args.quick:
+        patch, batch = 128, 2
     from mmcv.parallel import collate, scatter
     from mmrotate.datasets import build_dataset
 

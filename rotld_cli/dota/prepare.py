@@ -461,11 +461,15 @@ def _init_worker() -> None:
 @contextmanager
 def image_runner(workers: int, n_jobs: int) -> Iterator:
     """A `map(split_image, jobs)` yielding outcomes in completion order: inline for one worker,
-    else a process pool over images. The pool is forked before any progress thread starts."""
+    else a process pool over images.
+
+    Workers come from a fork server, not a plain fork: a caller that already runs threads (torch's
+    OpenMP pool in `rotld demo`, OpenCV's) would otherwise fork children that deadlock on a lock
+    held by a thread that does not exist in the child."""
     if workers == 1 or n_jobs <= 1:
         yield lambda jobs: map(split_image, jobs)
         return
-    with multiprocessing.get_context("fork").Pool(min(workers, n_jobs), initializer=_init_worker) as pool:
+    with multiprocessing.get_context("forkserver").Pool(min(workers, n_jobs), initializer=_init_worker) as pool:
         yield lambda jobs: pool.imap_unordered(split_image, jobs, chunksize=1)
 
 
