@@ -612,8 +612,11 @@ def test_cli_trains_on_two_cpu_processes(tiny_patches: Path, tmp_path: Path) -> 
     assert [r["epoch"] for r in records if r.get("event") == "checkpoint"] == [1, 2]
     meta = torch.load(work / "epoch_2.pth", map_location="cpu", weights_only=True)["meta"]
     assert (meta["epoch"], meta["iter"]) == (2, 4)
-    # --auto-scale-lr: schedule.lr 0.01 for base_batch 4; 2 processes x 1 patch = a total batch of 2
-    assert meta["base_lr"] == [pytest.approx(0.01 * 2 / 4)]
+    # --auto-scale-lr: schedule.lr is for schedule.base_batch; 2 processes x 1 patch = a total batch of 2
+    from rotld_cli.recipes import load_recipe
+
+    recipe = load_recipe(str(RECIPE))
+    assert meta["base_lr"] == [pytest.approx(recipe.get("schedule.lr") * 2 / recipe.get("schedule.base_batch"))]
     assert json.loads((work / "done.json").read_text())["checkpoint"] == "epoch_2.pth"
 
 

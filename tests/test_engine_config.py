@@ -278,11 +278,15 @@ def test_synthetic_recipes_are_cpu_sized_and_teacher_student_line_up():
     model = student["model"]
     assert model["teacher_config"]["model"] == teacher
     assert model["neck"]["out_channels"] == teacher["neck"]["out_channels"] == 64
-    assert model["bbox_head"]["anchor_generator"] == teacher["bbox_head"]["anchor_generator"] == ANCHORS
+    # small synthetic objects: anchors from 16 px (octave_base_scale 2) instead of DOTA's 32 px
+    assert model["bbox_head"]["anchor_generator"] == teacher["bbox_head"]["anchor_generator"] == {
+        **ANCHORS,
+        "octave_base_scale": 2,
+    }
     assert model["bbox_head"]["stacked_convs"] == 2
     assert model["backbone"]["init_cfg"] is None and teacher["backbone"]["init_cfg"] is None  # no download
     assert model["backbone"]["frozen_stages"] == -1 and model["backbone"]["norm_eval"] is False
-    assert student["data"]["train"]["pipeline"][2]["img_scale"] == (256, 256)
+    assert student["data"]["train"]["pipeline"][2]["img_scale"] == (128, 128)  # the demo splits into 128² patches
     assert student["data"]["workers_per_gpu"] <= 1
     assert student["data"]["train"]["classes"] == ["plane", "small-vehicle", "large-vehicle", "ship", "storage-tank"]
     assert model["bbox_head"]["num_classes"] == teacher["bbox_head"]["num_classes"] == 5

@@ -404,7 +404,10 @@ def test_scaled_lr_is_linear_in_the_total_batch():
     recipe = load_recipe("dota1/student-r18-gwd-ld-kd-1x")
     assert scaled_lr(recipe, 2) == pytest.approx(0.0025)
     assert scaled_lr(recipe, 8) == pytest.approx(0.0025 * 8 / 2)
-    assert scaled_lr(load_recipe("synthetic/baseline-r18-gwd"), 2) == pytest.approx(0.01 * 2 / 4)
+    synthetic = load_recipe("synthetic/baseline-r18-gwd")
+    lr, base = synthetic.get("schedule.lr"), synthetic.get("schedule.base_batch")
+    assert scaled_lr(synthetic, 2) == pytest.approx(lr * 2 / base)
+    assert scaled_lr(synthetic, base) == pytest.approx(lr)
     with pytest.raises(UsageError):
         scaled_lr(recipe, 0)
 
