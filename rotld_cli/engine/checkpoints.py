@@ -9,7 +9,6 @@ and `meta` holds only plain types (the RNG states, recipe text, classes, teacher
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rotld_cli.checkpoints import sha256_file  # noqa: F401  (re-exported: one hashing helper)
 from rotld_cli.errors import RotldError
 from rotld_cli.fileio import atomic_path
 
@@ -114,14 +114,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in cuda_states])
-
-
-def sha256_file(path: os.PathLike[str] | str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_state_dict(model: torch.nn.Module) -> OrderedDict:
