@@ -11,7 +11,20 @@ import typer
 
 from rotld_cli.cli import app
 
-# The launch options of both training commands (`rotld distill` reuses these).
+# The options both training commands share (`rotld distill` imports these).
+WORK_DIR = typer.Option(None, "--work-dir", help="Run folder (default: work_dirs/<recipe name>).")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth.")
+SET = typer.Option(None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable).")
+DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available).")
+AMP = typer.Option(False, "--amp", help="Mixed precision (fp16) training; CUDA only.")
+SEED = typer.Option(None, "--seed", help="Random seed (default: the recipe's runtime.seed).")
+DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic kernels (slower on GPU).")
+AUTO_SCALE_LR = typer.Option(False, "--auto-scale-lr", help="Scale the lr linearly with the total batch.")
+PRETRAINED = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use).")
+NO_PRETRAINED = typer.Option(False, "--no-pretrained", help="Random backbone init (no download).")
+NO_VALIDATE = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training.")
+
+# The launch options of both training commands.
 GPUS = typer.Option(None, "--gpus", help="GPUs on this machine; N > 1 starts one process per GPU (torchrun, NCCL). "
                     "0: CPU processes (gloo), see --nproc.")
 NPROC = typer.Option(None, "--nproc", help="CPU processes with --gpus 0 (e.g. --gpus 0 --nproc 2).")
@@ -58,19 +71,17 @@ def render_result(result) -> None:
 @app.command("train-teacher", help="Train a teacher (or baseline) detector from a YAML recipe.")
 def train_cmd(
     recipe: str = typer.Argument(..., help="Recipe file or bundled name (see `rotld recipes list`)."),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Run folder (default: work_dirs/<recipe name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth."),
-    overrides: Optional[list[str]] = typer.Option(
-        None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable)."
-    ),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision (fp16) training; CUDA only."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the recipe's runtime.seed)."),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels (slower on GPU)."),
-    auto_scale_lr: bool = typer.Option(False, "--auto-scale-lr", help="Scale the lr linearly with the total batch."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Local backbone checkpoint (offline use)."),
-    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random backbone init (no download)."),
-    no_validate: bool = typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training."),
+    work_dir: Optional[Path] = WORK_DIR,
+    resume: bool = RESUME,
+    overrides: Optional[list[str]] = SET,
+    device: Optional[str] = DEVICE,
+    amp: bool = AMP,
+    seed: Optional[int] = SEED,
+    deterministic: bool = DETERMINISTIC,
+    auto_scale_lr: bool = AUTO_SCALE_LR,
+    pretrained: Optional[Path] = PRETRAINED,
+    no_pretrained: bool = NO_PRETRAINED,
+    no_validate: bool = NO_VALIDATE,
     gpus: Optional[int] = GPUS,
     nproc: Optional[int] = NPROC,
     nnodes: Optional[int] = NNODES,
