@@ -74,14 +74,15 @@ TINY = {"model.neck.out_channels": 16, "model.head.feat_channels": 16, "model.he
         "data.img_scale": 128}
 
 
-def _tiny_model(recipe_name: str, tmp_path, with_teacher: bool = False):
+def _tiny_model(recipe_name: str, tmp_path, with_teacher: bool = False, extra: tuple[str, ...] = ()):
     """A small, randomly initialised detector of a bundled synthetic recipe (LD student: with its teacher)."""
     from mmrotate.models import build_detector
 
     from rotld_cli.engine.config import build_config
     from rotld_cli.recipes import load_recipe
 
-    overrides = [f"{k}={v}" for k, v in TINY.items()] + ["model.test.score_thr=0.0", "model.test.max_per_img=50"]
+    overrides = [f"{k}={v}" for k, v in TINY.items()] + ["model.test.score_thr=0.0", "model.test.max_per_img=50",
+                                                         *extra]
     if with_teacher:
         teacher = tmp_path / "teacher.yaml"
         teacher.write_text("base: synthetic/teacher-r34-gwd\nmodel:\n  neck: {out_channels: 16}\n"
@@ -128,11 +129,14 @@ def test_inference_on_the_gpu_gives_the_cpu_boxes(recipe, tmp_path):
             np.testing.assert_allclose(boxes_got, boxes_want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("recipe,with_teacher", [("synthetic/teacher-r34-gwd", False),
-                                                 ("synthetic/student-r18-gwd-ld-kd", True)])
-def test_training_losses_on_the_gpu_equal_the_cpu_losses(recipe, with_teacher, tmp_path):
-    """Anchors, assigner (RBboxOverlaps2D), coder, GWD, focal loss, LD region and KD/LD losses under CUDA rules."""
-    model = _tiny_model(recipe, tmp_path, with_teacher).train()
+@pytest.mark.parametrize("recipe,with_teacher,extra", [
+    ("synthetic/teacher-r34-gwd", False, ()),
+    ("synthetic/teacher-r34-gwd", False, ("model.head.loss_bbox.type=kld", "model.head.loss_bbox.weight=1.0")),
+    ("synthetic/student-r18-gwd-ld-kd", True, ()),
+])
+def test_training_losses_on_the_gpu_equal_the_cpu_losses(recipe, with_teacher, extra, tmp_path):
+    """Anchors, assigner (RBboxOverlaps2D), coder, GWD/KLD, focal loss, LD region and KD/LD losses under CUDA rules."""
+    model = _tiny_model(recipe, tmp_path, with_teacher, extra).train()
     want = model.forward_train(*_batch(lambda t: t))
     to_fake_gpu(model)
     with fake_gpu():

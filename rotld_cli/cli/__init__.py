@@ -13,6 +13,7 @@ import typer
 
 from rotld_cli import __version__, ui
 from rotld_cli.errors import RotldError
+from rotld_cli.quiet import silence_third_party
 
 app = typer.Typer(
     name="rotld",
@@ -55,6 +56,9 @@ __all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "p
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors and exit codes instead of tracebacks."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--debug" not in args and not ui.debug_enabled():
+        silence_third_party()  # before any command imports the engine stack
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)

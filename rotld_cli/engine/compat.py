@@ -17,21 +17,16 @@ Checkpoint loading (torch >= 2.6 defaults `torch.load` to `weights_only=True`), 
   explicit trust path for a file the user vouches for. A refused file raises a RotldError that
   names the file and the offending global instead of torch's multi-paragraph message.
 
-Noisy import-time messages are silenced by `quiet_imports()`, which must run *before* mmcv is
-imported (`load_engine()` does): mmcv's "MMCV will release v2.0.0" notice and its
-"MultiScaleDeformableAttention has been moved" ImportWarning, torch's
-cpp_extension "No CUDA runtime is found" log line (mmcv imports cpp_extension; we never compile),
-and torch's `torch.cuda.amp.*` FutureWarnings when raised from mmcv's fp16 code (it still works).
+Noisy import-time messages are silenced by `rotld_cli.quiet.silence_third_party()`, which the CLI
+runs before any command (and `load_engine()` again, for library use) — see that module for the list.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pickle
 import re
-import warnings
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -52,26 +47,9 @@ def _patch(owner: Any, name: str, new: Any, key: str) -> None:
 
 def quiet_imports() -> None:
     """Silence the harmless, noisy messages of importing the stack (call before importing mmcv)."""
-    warnings.filterwarnings("ignore", message=r"On January 1, 2023, MMCV will release v2\.0\.0", category=UserWarning)
-    warnings.filterwarnings(
-        "ignore", message=r"``MultiScaleDeformableAttention`` has been moved", category=ImportWarning
-    )
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated",
-        category=FutureWarning,
-        module=r"mmcv\.",
-    )
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    if not any(isinstance(f, _NoCudaRuntimeFilter) for f in logger.filters):
-        logger.addFilter(_NoCudaRuntimeFilter())
+    from rotld_cli.quiet import silence_third_party
 
-
-class _NoCudaRuntimeFilter(logging.Filter):
-    """Drop torch's 'No CUDA runtime is found, using CUDA_HOME=...' (mmcv imports cpp_extension)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No CUDA runtime is found")
+    silence_third_party()
 
 
 # --------------------------------------------------------------------------------------- devices
