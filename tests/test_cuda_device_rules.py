@@ -30,7 +30,7 @@ def test_the_fake_gpu_refuses_what_cuda_refuses():
         gpu + cpu
     with pytest.raises(RuntimeError, match="indices should be either on cpu"):
         cpu[gpu.long()]
-    with pytest.raises(TypeError, match="Use Tensor.cpu"):
+    with pytest.raises(TypeError, match=r"Use Tensor\.cpu"):
         gpu.numpy()
     assert on_fake_gpu(gpu * torch.tensor(2.0))  # a CPU scalar is fine, as on CUDA
     assert on_fake_gpu(gpu[torch.tensor([0, 2])])  # CPU indices into a GPU tensor are fine
