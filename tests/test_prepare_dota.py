@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -476,5 +477,6 @@ def test_source_without_images(tmp_path: Path, capsys) -> None:
 def test_benchmark_quick_runs(capsys) -> None:
     from bench.split import main as bench_main
 
-    ratio = bench_main(["--quick"])
-    assert ratio > 0 and "ratio prepare / floor" in capsys.readouterr().out
+    bench_main(["--quick"])  # it checks itself that prepare-dota and the floor write the same patches
+    out = capsys.readouterr().out
+    assert re.search(r"ratio prepare / floor, wall: \d+\.\d\dx", out)  # printed, never asserted on
