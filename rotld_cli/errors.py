@@ -35,4 +35,13 @@ class EngineMissingError(RotldError):
 
 def located(path: object, line: int | None, message: str) -> str:
     """Format 'file:line: message' the way compilers do, so editors can jump there."""
-    return f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
+    where = printable(str(path))
+    return f"{where}:{line}: {message}" if line is not None else f"{where}: {message}"
+
+
+def printable(text: str) -> str:
+    """`text` with control and undecodable characters escaped (`\\t`, `\\udcff`), so a file name
+    holding a newline or invalid UTF-8 still prints as one line on any terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -152,6 +152,27 @@ def patch_name(image_id: str, window: Sequence[int]) -> str:
     return f"{image_id}__{x_stop - x_start}__{x_start}___{y_start}"
 
 
+def image_id_problem(image_id: str) -> str | None:
+    """Why an image id cannot round-trip through its patch names and Task1 lines, or None.
+
+    Detections name a patch `{id}__{size}__{x}___{y}`; merging cuts the id at the first `__`
+    (MMRotate's rule) and Task1 lines are split on whitespace, so such ids would be evaluated
+    against the wrong image or not at all."""
+    from rotld_cli.dota.merge import split_patch_id
+
+    if any(ch.isspace() for ch in image_id):
+        return "contains whitespace, which a space-separated Task1 result line cannot hold"
+    if not image_id.isprintable():
+        return "contains a control or undecodable character"
+    if "__" in image_id:
+        return "contains '__', the separator of patch names (`{id}__{size}__{x}___{y}`)"
+    if image_id.endswith("_"):
+        return "ends with '_', which runs into the '__' separator of its patch names"
+    if split_patch_id(patch_name(image_id, (0, 0, 1024, 1024))) != (image_id, 0, 0):  # a safety net
+        return "its patch names would not map back to it"
+    return None
+
+
 def plan_patches(
     image_id: str,
     width: int,
