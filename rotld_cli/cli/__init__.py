@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 import traceback
+from typing import NoReturn
 
 import typer
 
 from rotld_cli import __version__, ui
-from rotld_cli.errors import RotldError
+from rotld_cli.errors import RotldError, describe_os_error
 
 app = typer.Typer(
     name="rotld",
@@ -68,19 +69,31 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         ui.error(str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:  # an output that is a file, a folder, under /proc, no permission, a full disk
+        if ui.debug_enabled():
+            traceback.print_exc()
+        message = describe_os_error(exc)
+        if message is None:
+            _internal_error(exc)
+        ui.error(message)
+        sys.exit(1)
     except Exception as exc:  # last resort: never a raw traceback by default
         if _is_usage_error(exc):
             exc.show()
             sys.exit(exc.exit_code)
         if ui.debug_enabled():
             traceback.print_exc()
-        ui.error(f"internal error: {type(exc).__name__}: {exc} (run `rotld --debug ...` for the traceback)")
-        sys.exit(1)
+        _internal_error(exc)
     # Without standalone mode, click returns a `typer.Exit(n)` code instead of raising it.
     rc = rc if isinstance(rc, int) else 0
     if rc == 130:
         ui.error("interrupted")
     sys.exit(rc)
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    ui.error(f"internal error: {type(exc).__name__}: {exc} (run `rotld --debug ...` for the traceback)")
+    sys.exit(1)
 
 
 def _is_usage_error(exc: Exception) -> bool:
