@@ -25,7 +25,8 @@ _state = {"debug": bool(os.environ.get("ROTLD_DEBUG"))}
 
 
 def set_debug(flag: bool) -> None:
-    _state["debug"] = flag or _state["debug"]
+    """Debug output for this invocation: `--debug` anywhere, or ROTLD_DEBUG set in the environment."""
+    _state["debug"] = flag or bool(os.environ.get("ROTLD_DEBUG"))
 
 
 def debug_enabled() -> bool:

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -35,9 +36,11 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks and third-party warnings (anywhere on the line)."
+    ),
 ) -> None:
-    ui.set_debug(debug)
+    """`main` takes `--debug` out of the line wherever it is; this option documents it."""
 
 
 from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app`)
@@ -56,7 +59,12 @@ __all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "p
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors and exit codes instead of tracebacks."""
+    from rotld_cli.cli.help import polish, strip_debug
+
+    argv, debug = strip_debug(sys.argv[1:] if argv is None else argv)
+    ui.set_debug(debug)
     command = typer.main.get_command(app)
+    polish(command)
     try:
         rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)
     except typer.Exit as exc:

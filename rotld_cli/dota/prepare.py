@@ -606,10 +606,11 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
             removed_stale += remove_stale_outputs(folder, out, jobs, folder_todo, options.ext)
             todo += folder_todo
         resumed = len(resumed_outcomes)
+        quiet = not show_progress  # --json: stdout holds the summary alone
         if resumed:
-            ui.info(f"resuming: {resumed} image(s) already split in {out}", stderr=not show_progress)
+            ui.info(f"resuming: {resumed} image(s) already split in {out}", stderr=quiet)
         if removed_stale:
-            ui.info(f"removed {removed_stale} patch(es) of images that left or changed in {src}", stderr=not show_progress)
+            ui.info(f"removed {removed_stale} patch(es) of images that left or changed in {src}", stderr=quiet)
         stopped = None
         for outcome in resumed_outcomes:
             _record(outcome, stats, problems)
