@@ -481,6 +481,7 @@ def test_an_empty_image_still_gives_the_json_summary_and_a_complete_manifest(dot
         ("my img", "contains whitespace"),
         ("my\timg", "contains whitespace"),
         ("img_", "ends with '_'"),
+        ("x" * 191, "is longer than 190 bytes"),
     ],
 )
 def test_image_names_that_cannot_round_trip_are_refused_one_by_one(
@@ -497,6 +498,27 @@ def test_image_names_that_cannot_round_trip_are_refused_one_by_one(
     assert len(warnings) == 1, err  # once: its label file is not reported as a label without an image
     assert warnings[0].startswith(f"warning: {shown}: image name {name!r} {reason}") and "rename it" in warnings[0]
     assert sorted(p.name for p in (out / "images").iterdir()) == ["P1888__1024__0___0.png"]
+
+
+@pytest.mark.parametrize("name", ["P1888.PNG", "P1888.jpeg", "P1888.tiff"])
+def test_an_image_extension_img_split_does_not_read_is_reported(name, dota_samples, tmp_path, capsys) -> None:
+    src = tmp_path / "src"
+    copy_sample(dota_samples, src, "P0706")
+    shutil.copy(dota_samples / "images" / "P1888.png", src / "images" / name)
+    code, _, err = rotld(capsys, "prepare-dota", src, tmp_path / "out", "--workers", "1")
+    assert code == 1
+    suffix = name.split(".")[1]
+    assert one_warning(err) == (
+        f"warning: {src / 'images' / name}: .{suffix} is not an extension img_split reads "
+        "(.jpg .JPG .png .tif .bmp); rename it to split it (skipped)"
+    )
+    assert {p.name.split("__")[0] for p in (tmp_path / "out" / "images").iterdir()} == {"P0706"}
+
+
+def one_warning(err: str) -> str:
+    warnings = [w for w in err.splitlines() if w.startswith("warning:")]
+    assert len(warnings) == 1, err
+    return warnings[0]
 
 
 def test_names_that_round_trip_are_split(dota_samples, tmp_path, capsys) -> None:

@@ -40,6 +40,7 @@ from rotld_cli.fileio import atomic_path, atomic_write_text
 
 # The image extensions img_split accepts (case-sensitive, as its `_load_dota_single`).
 IMAGE_EXTS = (".jpg", ".JPG", ".png", ".tif", ".bmp")
+IMAGE_LIKE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")  # reported when not spelt as above
 OUTPUT_EXTS = (".png", ".bmp", ".tif", ".jpg")
 DOTA_SPLITS = ("train", "val", "test")
 PRESETS: dict[str, dict[str, tuple]] = {
@@ -257,6 +258,9 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
     refused_ids: set[str] = set()
     for path in sorted(folder.images.iterdir()):
         if path.suffix not in IMAGE_EXTS:
+            if path.suffix.lower() in IMAGE_LIKE_EXTS:
+                problems.append(located(path, None, f"{path.suffix} is not an extension img_split reads "
+                                                    f"({' '.join(IMAGE_EXTS)}); rename it to split it (skipped)"))
             continue
         if not path.is_file():
             problems.append(located(path, None, "not a readable file (a folder or a broken link); skipped"))
