@@ -132,11 +132,17 @@ def table(title: str, columns: list[str], rows: list[list[object]], justify_numb
 
 def error(message: str) -> None:
     """One line on stderr, no traceback; the message is plain text (file names may hold brackets)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(_encodable(message))}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold yellow]warning:[/] {escape(_encodable(message))}", highlight=False, soft_wrap=True)
+
+
+def _encodable(message: str) -> str:
+    """A file name that is not valid UTF-8 reaches Python as lone surrogates, which no terminal
+    encoding can write: show them escaped (`\\udcff`) instead of failing while reporting."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def info(message: str, stderr: bool = False) -> None:

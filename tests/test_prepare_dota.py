@@ -515,6 +515,22 @@ def test_an_image_extension_img_split_does_not_read_is_reported(name, dota_sampl
     assert {p.name.split("__")[0] for p in (tmp_path / "out" / "images").iterdir()} == {"P0706"}
 
 
+def test_an_image_name_that_is_not_utf8_is_refused_on_one_line(dota_samples, tmp_path, capsys) -> None:
+    import os
+
+    src = tmp_path / "src"
+    copy_sample(dota_samples, src, "P1888")
+    bad = os.path.join(os.fsencode(src / "images"), b"bad\xff.png")
+    shutil.copy(dota_samples / "images" / "P1888.png", bad)
+    code, _, err = rotld(capsys, "prepare-dota", src, tmp_path / "out", "--workers", "1")
+    assert code == 1
+    assert one_warning(err) == (
+        f"warning: {src / 'images'}/bad\\udcff.png: image name 'bad\\udcff' contains a control or undecodable "
+        "character; rename it (skipped)"
+    )
+    assert [p.name for p in (tmp_path / "out" / "images").iterdir()] == ["P1888__1024__0___0.png"]
+
+
 def one_warning(err: str) -> str:
     warnings = [w for w in err.splitlines() if w.startswith("warning:")]
     assert len(warnings) == 1, err
