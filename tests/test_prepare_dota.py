@@ -663,6 +663,17 @@ def test_strict_stops_at_the_first_bad_label_line(dota_samples, tmp_path, capsys
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
 
 
+def test_strict_also_stops_at_a_line_an_earlier_run_skipped(dota_samples, tmp_path, capsys) -> None:
+    src = tmp_path / "src"
+    copy_sample(dota_samples, src, "P1888", "BAD")
+    label, bad_lines = _with_bad_lines(src)
+    out = tmp_path / "out"
+    assert rotld(capsys, "prepare-dota", src, out, "--workers", "1")[0] == 1  # lenient: split, lines skipped
+    code, _, err = rotld(capsys, "prepare-dota", src, out, "--workers", "1", "--strict")
+    assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: {label}:{bad_lines[0]}: ")
+    assert not list((out / "images").iterdir())  # the image is not accepted as it was split leniently
+
+
 def test_label_lines_policy_in_the_parser(tmp_path: Path) -> None:
     """The one policy `prepare-dota` and `evaluate` share: skip and record by default, raise when strict."""
     from rotld_cli.dota.formats import FormatError, read_label_file

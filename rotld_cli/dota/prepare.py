@@ -603,7 +603,7 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
             folder_todo = []
             for job in jobs:
                 done = completed_outcome(job)
-                if done is None:
+                if done is None or (options.strict and done.problems):  # --strict re-reads skipped lines
                     folder_todo.append(job)
                 else:
                     resumed_outcomes.append(done)
