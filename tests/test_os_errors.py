@@ -116,3 +116,11 @@ def test_the_reasons(code, expected, tmp_path):
 
 def test_an_error_without_a_path_is_not_described():
     assert describe_os_error(OSError(errno.EPIPE, "Broken pipe")) is None
+
+
+@pytest.mark.engine
+def test_publish_into_sys_names_the_output_not_the_temp_file(checkpoint, capsys):
+    code, _, err = rotld(capsys, "publish-model", checkpoint, "/sys/student.pth")
+    assert code == 1
+    line = one_error_line(err)  # also: no `/.student.pth.<random>` temp name
+    assert line.startswith("error: /sys/student-") and ".pth: " in line
