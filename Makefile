@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-quick test test-quick lint bench clean gpu-check
+.PHONY: setup demo demo-quick test test-quick test-numpy2 lint bench clean gpu-check
 
 $(BIN)/rotld: pyproject.toml rotld_cli/bootstrap.py
 	$(PYTHON) -m rotld_cli.bootstrap --venv $(VENV)
@@ -20,6 +20,16 @@ demo-quick: setup
 test: setup
 	$(BIN)/python -m ruff check rotld_cli tests bench
 	$(BIN)/python -m pytest -q
+
+# The suite again under numpy 2 + opencv >= 4.12 (an overlay venv over the shared engine env).
+test-numpy2: setup
+	test -x .venv-numpy2/bin/python || ($(PYTHON) -m venv .venv-numpy2 && \
+	  .venv-numpy2/bin/pip install -q "numpy>=2" "opencv-python-headless>=4.12" "pycocotools>=2.0.8" && \
+	  $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	    > "$$(.venv-numpy2/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_engine.pth" && \
+	  cat $$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_shared_env.pth \
+	    >> "$$(.venv-numpy2/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_engine.pth")
+	.venv-numpy2/bin/python -m pytest -q
 
 test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow"

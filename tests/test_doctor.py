@@ -92,16 +92,28 @@ def test_doctor_cli_json_exit_zero():
     assert _error_lines(proc) == []
 
 
-def test_numpy_2_is_refused(monkeypatch):
+def test_numpy_2_is_accepted_and_too_old_numpy_refused(monkeypatch):
     import numpy
 
     from rotld_cli.engine.doctor import CheckFailed, check_numpy
 
-    monkeypatch.setattr(numpy, "__version__", "2.1.3")
+    monkeypatch.setattr(numpy, "__version__", "2.5.2")
+    assert check_numpy() == "2.5.2"
+    monkeypatch.setattr(numpy, "__version__", "1.21.6")
     with pytest.raises(CheckFailed) as exc:
         check_numpy()
-    assert exc.value.fix == ("numpy 2.1.3 is too new for mmcv-full 1.7 / mmdet 2.x: install numpy<2 "
-                             "(run `python3 -m rotld_cli.bootstrap`)")
+    assert exc.value.fix == "numpy 1.21.6 is too old: install numpy>=1.23"
+
+
+def test_a_package_built_for_numpy_1_is_named_with_its_fix():
+    from rotld_cli.engine.doctor import FAIL, _run_one
+
+    def broken_import() -> str:  # the error numpy 2 raises for an extension built against numpy 1
+        raise ImportError("A module that was compiled using NumPy 1.x cannot be run in\nNumPy 2.4.6 as it may crash.")
+
+    check = _run_one("opencv", broken_import, "reinstall")
+    assert check.status == FAIL and check.detail.startswith("ImportError: A module that was compiled using NumPy 1.x")
+    assert "opencv-python-headless>=4.12" in check.fix and "numpy<2" in check.fix
 
 
 @pytest.mark.engine

@@ -213,7 +213,8 @@ def test_iof_matrix_equals_the_per_pair_formula_bit_for_bit() -> None:
         shape = Polygon(poly.astype(np.float64).reshape(4, 2))
         for j, (x0, y0, x1, y1) in enumerate(windows):
             inter = shape.intersection(Polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])).area
-            expected[i, j] = inter / max(np.float32(shape.area), np.float32(1e-6))
+            # img_split divides a float64 array by a float32 one: float64 under numpy 1 and 2 alike
+            expected[i, j] = np.float64(inter) / max(np.float32(shape.area), np.float32(1e-6))
     inside = np.abs(iofs - 1) < 1e-6  # exactly 1 only when float32(area) == area
     assert inside.sum() > n // 2 and ((iofs > 0) & ~inside).sum() > 100 and (iofs[inside] != 1).any()
     np.testing.assert_array_equal(iofs, expected)

@@ -214,14 +214,26 @@ def plan_patches(
     return patches
 
 
+def _plain_int_limit() -> int:
+    """Below this, numpy prints an integral float32 as '<int>.0' (numpy 1: up to 2**24; numpy 2: below 1e6)."""
+    for power in range(1, 9):
+        if str(np.float32(10**power)) != f"{10**power}.0":
+            return min(10**power, EXACT_FLOAT32_INT)
+    return EXACT_FLOAT32_INT
+
+
+PLAIN_INT_LIMIT = _plain_int_limit()
+
+
 def coords_text(polys: np.ndarray) -> list[str]:
     """'x1 y1 ... y4' per float32 row, exactly as img_split writes it (str(np.float32) per value).
 
     Integral coordinates (all of DOTA v1.0) take a fast path that prints '<int>.0' (3x faster,
-    same text); any other value (fractions, -0.0, |v| >= 2**24) goes through numpy's str.
+    same text); any other value (fractions, -0.0, values numpy prints in exponent form) goes
+    through numpy's str, so the text is img_split's under numpy 1 and numpy 2 alike.
     """
     ints = polys.astype(np.int64)
-    if np.array_equal(ints, polys) and np.abs(ints).max(initial=0) < EXACT_FLOAT32_INT:
+    if np.array_equal(ints, polys) and np.abs(ints).max(initial=0) < PLAIN_INT_LIMIT:
         if not np.signbit(polys[polys == 0]).any():
             return [" ".join([f"{v}.0" for v in row]) for row in ints.tolist()]
     return [" ".join([str(v) for v in row]) for row in polys]

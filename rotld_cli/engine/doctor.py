@@ -74,13 +74,15 @@ def check_python() -> str:
 
 
 def check_numpy() -> str:
+    """numpy 1.23+ and 2.x both work (the suite passes under 1.26 and 2.4 with opencv 5.0).
+
+    What breaks under numpy 2 is a compiled package built against numpy 1 (opencv < 4.10,
+    pycocotools): its own check below names it.
+    """
     import numpy
 
-    if _version_tuple(numpy.__version__) >= (2,):
-        raise CheckFailed(
-            f"numpy {numpy.__version__}",
-            f"numpy {numpy.__version__} is too new for mmcv-full 1.7 / mmdet 2.x: install numpy<2 ({BOOTSTRAP})",
-        )
+    if _version_tuple(numpy.__version__) < (1, 23):
+        raise CheckFailed(f"numpy {numpy.__version__}", f"numpy {numpy.__version__} is too old: install numpy>=1.23")
     return numpy.__version__
 
 
@@ -337,6 +339,9 @@ def _with_requirements(names: list[str]) -> set[str]:
     return wanted
 
 
+NUMPY_ABI = "compiled using NumPy 1.x cannot be run in"
+
+
 def _run_one(name: str, body: Callable[[], str], default_fix: str) -> Check:
     try:
         return Check(name, OK, body())
@@ -345,6 +350,10 @@ def _run_one(name: str, body: Callable[[], str], default_fix: str) -> Check:
     except NotApplicable as exc:
         return Check(name, NOT_APPLICABLE, str(exc))
     except Exception as exc:  # a broken install raises anything: report it, never crash
+        if NUMPY_ABI in str(exc):  # numpy 2 beside a package built for numpy 1
+            return Check(name, FAIL, _first_line(exc),
+                         f"a package {name} imports was built for numpy 1: reinstall it built for numpy 2 "
+                         "(e.g. opencv-python-headless>=4.12, pycocotools>=2.0.8) or install numpy<2")
         return Check(name, FAIL, _first_line(exc), default_fix)
 
 
