@@ -21,15 +21,14 @@ test: setup
 	$(BIN)/python -m ruff check rotld_cli tests bench
 	$(BIN)/python -m pytest -q
 
-# The suite again under numpy 2 + opencv >= 4.12 (an overlay venv over the shared engine env).
+# The suite again under numpy 2 + opencv >= 4.12: an overlay venv whose own numpy/opencv shadow
+# the shared engine environment's (seen through the same .pth file as .venv's).
+NP2 := .venv-numpy2
 test-numpy2: setup
-	test -x .venv-numpy2/bin/python || ($(PYTHON) -m venv .venv-numpy2 && \
-	  .venv-numpy2/bin/pip install -q "numpy>=2" "opencv-python-headless>=4.12" "pycocotools>=2.0.8" && \
-	  $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
-	    > "$$(.venv-numpy2/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_engine.pth" && \
-	  cat $$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_shared_env.pth \
-	    >> "$$(.venv-numpy2/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_rotld_engine.pth")
-	.venv-numpy2/bin/python -m pytest -q
+	test -x $(NP2)/bin/python || ($(PYTHON) -m venv $(NP2) && \
+	  $(NP2)/bin/pip install -q "numpy>=2" "opencv-python-headless>=4.12" "pycocotools>=2.0.8" && \
+	  cp $(VENV)/lib/python3*/site-packages/_rotld_shared_env.pth $(NP2)/lib/python3*/site-packages/)
+	PYTHONPATH=$(CURDIR) $(NP2)/bin/python -m pytest -q
 
 test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow"
