@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -72,3 +73,31 @@ def info(message: str) -> None:
 
 def is_interactive() -> bool:
     return sys.stdout.isatty()
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Renders the toolkit's and the engine's `logging` records (they never draw UI themselves).
+
+    WARNING and above become `warning:` lines on stderr, INFO plain lines on stdout.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(message)
+            else:
+                info(message)
+        except Exception:  # logging must never break a command
+            self.handleError(record)
+
+
+LOGGER = "rotld_cli"
+
+
+def install_log_handler() -> None:
+    """Route `rotld_cli.*` log records (INFO and above) to the console, once per process."""
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(h, ConsoleLogHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleLogHandler())
+    logger.setLevel(logging.INFO)

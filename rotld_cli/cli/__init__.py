@@ -55,6 +55,7 @@ __all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "p
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors and exit codes instead of tracebacks."""
+    ui.install_log_handler()  # the engine and the toolkit report through `logging`
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)

@@ -9,7 +9,6 @@ non-finite loss guard and atomic checkpoints, and with the teacher checked befor
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -153,7 +152,8 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     if ctx.is_main:
         (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
 
-    cfg = build_config(recipe, work_dir=work_dir)
+    # a checked teacher replaces the student's teacher.recipe; its weights are loaded below, strictly
+    cfg = build_config(recipe, work_dir=work_dir, teacher_model=None if teacher is None else teacher.model_cfg)
     seed = options.seed if options.seed is not None else cfg.get("seed")
     if seed is None:
         seed = random.randrange(2**31)
@@ -163,11 +163,6 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
         cfg.optimizer.lr = scaled_lr(recipe, total_batch)
     if options.amp:
         cfg.fp16 = dict(loss_scale="dynamic")
-    if teacher is not None:
-        from mmcv import ConfigDict
-
-        cfg.model.teacher_config = ConfigDict(model=copy.deepcopy(teacher.model_cfg))
-        cfg.model.teacher_ckpt = None  # loaded below, strictly, from the file we hashed
     if resume_state is None:
         check_pretrained(cfg)
     if ctx.is_main:
