@@ -23,15 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from rotld_cli import __version__, ui
+from rotld_cli import __version__
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
 from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
 from rotld_cli.engine.patch_eval import patch_evaluator
+from rotld_cli.engine.reporting import TrainReporter
 from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
 
+log = logging.getLogger(__name__)
 DOWNLOAD_HOST = ("download.pytorch.org", 443)
 DOWNLOAD_CHECK_TIMEOUT_S = 5.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
@@ -60,7 +62,7 @@ class TrainOptions:
     validate: bool = True
     teacher: Path | None = None
     teacher_recipe: str | None = None
-    live: bool | None = None  # Rich live display: None = when the console is a terminal
+    reporter: TrainReporter | None = None  # progress and tables (default: plain lines through `logging`)
 
 
 @dataclass
@@ -125,12 +127,12 @@ def _load_recipe(recipe_ref: str, options: TrainOptions):
 
 def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainResult:
     load_engine()
-    from rotld_cli.engine import distributed
     from rotld_cli.engine.config import build_config
     from rotld_cli.engine.devices import pick_device
+    from rotld_cli.engine.dist import group
     from rotld_cli.recipes import save_resolved, scaled_lr
 
-    ctx = distributed.info()  # the process group joined by `launch.maybe_launch` (rank 0 of 1 when alone)
+    ctx = group.info()  # the process group joined by `dist.launch.maybe_launch` (rank 0 of 1 when alone)
     device = ctx.device if ctx.enabled else pick_device(options.device)
     if options.amp and device != "cuda":
         raise UsageError("--amp: mixed precision (fp16) needs a CUDA GPU; drop --amp to train on the CPU")
@@ -157,8 +159,8 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     seed = options.seed if options.seed is not None else cfg.get("seed")
     if seed is None:
         seed = random.randrange(2**31)
-    seed = distributed.shared_seed(seed)
-    total_batch = distributed.total_batch(cfg.data.samples_per_gpu)
+    seed = group.shared_seed(seed)
+    total_batch = group.total_batch(cfg.data.samples_per_gpu)
     if options.auto_scale_lr:
         cfg.optimizer.lr = scaled_lr(recipe, total_batch)
     if options.amp:
@@ -173,7 +175,7 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     model = _build_model(cfg, init=resume_state is None)
     if teacher is not None:
         load_teacher_weights(model, teacher)
-    model = distributed.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
+    model = group.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
     runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device)
     resumed_from = None
     if resume_state is not None:
@@ -192,7 +194,7 @@ def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, la
             f"({recorded.get('path')}, sha256 {str(recorded.get('sha256'))[:12]}...)"
         )
     if meta.get("recipe") not in (None, recipe.to_yaml()):
-        ui.warn(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
+        log.warning(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
 
 
 def check_pretrained(cfg) -> None:
@@ -387,9 +389,9 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
                   seed: int, device: str):
     from mmcv.runner import Fp16OptimizerHook, build_optimizer
 
-    from rotld_cli.engine import distributed
+    from rotld_cli.engine.dist import group
 
-    ctx = distributed.info()
+    ctx = group.info()
     optimizer = build_optimizer(model, cfg.optimizer)
     runner = _runner_class()(
         model, optimizer=optimizer, work_dir=str(work_dir), logger=_run_logger(work_dir, write=ctx.is_main),
@@ -441,10 +443,10 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
     # only rank 0 evaluates, shows progress and writes logs and checkpoints
     runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record if run_log else None),
                          priority="HIGHEST")
-    sampler_seed = distributed.sampler_seed_hook()
+    sampler_seed = group.sampler_seed_hook()
     if sampler_seed is not None:
         runner.register_hook(sampler_seed)
-    runner.rotld_train_loader = distributed.build_loader(
+    runner.rotld_train_loader = group.build_loader(
         datasets["train"], cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, shuffle=True, seed=seed,
         worker_init_fn=_worker_init_fn,
     )
@@ -453,8 +455,9 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
     if "val" in datasets:
         val_loader = _data_loader(datasets["val"], cfg, shuffle=False)
         evaluate = patch_evaluator(datasets["val"], val_loader)
-        runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval), priority="LOW")
-    progress = ProgressHook(run_log, interval=cfg.log_config.interval, live=options.live)
+        runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval, reporter=options.reporter),
+                             priority="LOW")
+    progress = ProgressHook(run_log, interval=cfg.log_config.interval, reporter=options.reporter)
     runner.register_hook(progress, priority="VERY_LOW")
     runner.register_hook(
         AtomicCheckpointHook(work_dir, meta_fn, interval=cfg.checkpoint_config.interval,
@@ -498,15 +501,15 @@ def _resume(runner, state: dict[str, Any]) -> int:
 
 def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
     started = time.perf_counter()
-    from rotld_cli.engine import distributed
+    from rotld_cli.engine.dist import group
 
     progress = next((h for h in runner.hooks if isinstance(h, ProgressHook)), None)  # rank 0 only
     evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
     if resumed_from is not None:
         ckpt.restore_rng_state(runner.rotld_rng)
-        ui.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
+        log.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
     if runner.epoch >= runner.max_epochs:
-        ui.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
+        log.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
     try:
         runner.run([runner.rotld_train_loader], [("train", 1)])
     except KeyboardInterrupt:
@@ -529,7 +532,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
         evaluations=list(evaluator.results) if evaluator else [],
         teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
     )
-    if not distributed.is_main_process():
+    if not group.is_main_process():
         return result  # rank 0 writes the checkpoints and the done marker
     if not final.is_file():
         result.checkpoint = final = work_dir / ckpt.LATEST
