@@ -14,21 +14,22 @@ interleaved round by round and the medians compared, so drift on a shared machin
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from rotld_cli import threads
 
-import torch
+threads.configure()
 
-from rotld_cli import ui
-from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
-from rotld_cli.dota.split import SplitParams
-from rotld_cli.dota.synthetic import generate_dataset
-from rotld_cli.engine import load_engine
+import torch  # noqa: E402
+
+from rotld_cli import ui  # noqa: E402
+from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
+from rotld_cli.dota.split import SplitParams  # noqa: E402
+from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
+from rotld_cli.engine import load_engine  # noqa: E402
 
 TARGET = 1.10
 

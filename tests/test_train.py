@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = pytest.mark.engine
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
@@ -47,7 +46,7 @@ def recipe(split, tmp_path_factory) -> Path:
 def full_run(recipe, tmp_path_factory):
     """An uninterrupted 2-epoch run with the patch evaluation after epoch 2."""
     work = tmp_path_factory.mktemp("runs") / "full"
-    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", live=False))
+    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu"))
     return work, result
 
 
@@ -117,13 +116,13 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(full_run, recipe, tmp
 
     monkeypatch.setattr(hooks.ProgressHook, "after_train_iter", killed_after_iteration_3)
     with pytest.raises(Exception, match="interrupted at epoch 2"):
-        train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", live=False))
+        train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu"))
     assert torch.load(work / "latest.pth", weights_only=True)["meta"]["epoch"] == 1
     assert not (work / "done.json").exists()
     monkeypatch.setattr(hooks.ProgressHook, "after_train_iter", original)
     # Disturb every RNG: the resumed run must restore them from the checkpoint.
     random.seed(123), np.random.seed(123), torch.manual_seed(123)
-    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", resume=True, live=False))
+    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", resume=True))
     assert result.resumed_from == 1 and result.iters == 4
     full = torch.load(work_full / "latest.pth", weights_only=True)
     resumed = torch.load(work / "latest.pth", weights_only=True)

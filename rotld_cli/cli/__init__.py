@@ -41,7 +41,6 @@ def _root(
 
 from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app`)
     demo,
-    distill,
     doctor,
     evaluate,
     prepare,
@@ -50,7 +49,7 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     train,
 )
 
-__all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     ui.install_log_handler()  # the engine and the toolkit report through `logging`
     command = typer.main.get_command(app)
     try:
-        rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        # the training commands hand these to their worker processes (never this process's sys.argv)
+        rc = command.main(args=args, prog_name="rotld", standalone_mode=False, obj={"argv": args})
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

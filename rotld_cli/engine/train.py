@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
 from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
 from rotld_cli.engine.patch_eval import patch_evaluator
-from rotld_cli.engine.reporting import TrainReporter
 from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
+from rotld_cli.recipes import Recipe
+from rotld_cli.training import TrainOptions, teacher_checkpoint, training_recipe
 
 log = logging.getLogger(__name__)
 DOWNLOAD_HOST = ("download.pytorch.org", 443)
@@ -43,26 +44,6 @@ class Interrupted(RotldError):
     """Ctrl-C during training: checkpoints on disk are intact."""
 
     exit_code = 130
-
-
-@dataclass
-class TrainOptions:
-    """Everything `train-teacher` / `distill` take besides the recipe."""
-
-    overrides: list[str] = field(default_factory=list)
-    work_dir: Path | None = None
-    device: str | None = None
-    resume: bool = False
-    amp: bool = False
-    seed: int | None = None
-    deterministic: bool = False
-    auto_scale_lr: bool = False
-    pretrained: Path | None = None
-    no_pretrained: bool = False
-    validate: bool = True
-    teacher: Path | None = None
-    teacher_recipe: str | None = None
-    reporter: TrainReporter | None = None  # progress and tables (default: plain lines through `logging`)
 
 
 @dataclass
@@ -82,43 +63,17 @@ class TrainResult:
 # Entry points
 
 
-def train_teacher(recipe_ref: str, options: TrainOptions) -> TrainResult:
+def train_teacher(recipe: str | Recipe, options: TrainOptions) -> TrainResult:
     """`rotld train-teacher RECIPE`: train a (teacher or baseline) detector from a recipe."""
-    recipe = _load_recipe(recipe_ref, options)
-    if recipe.is_student:
-        raise UsageError(f"{recipe.label} is a student recipe (it has a teacher section): run it with `rotld distill`")
-    return _train(recipe, options, teacher=None)
+    return _train(training_recipe(recipe, options, student=False), options, teacher=None)
 
 
-def distill(recipe_ref: str, options: TrainOptions) -> TrainResult:
+def distill(recipe: str | Recipe, options: TrainOptions) -> TrainResult:
     """`rotld distill RECIPE --teacher CKPT`: train a student with LD/KD from a checked teacher."""
-    recipe = _load_recipe(recipe_ref, options)
-    if not recipe.is_student:
-        raise UsageError(
-            f"{recipe.label} has no teacher/distill sections: train it with `rotld train-teacher`, "
-            "or pick a student recipe (`rotld recipes list`)"
-        )
-    teacher_path = options.teacher or recipe.get("teacher.checkpoint", None)
-    if teacher_path is None:
-        raise UsageError("--teacher: required (the teacher checkpoint, e.g. work_dirs/<teacher>/latest.pth)")
+    recipe = training_recipe(recipe, options, student=True)
     load_engine()
-    teacher = check_teacher(recipe, Path(teacher_path), options.teacher_recipe)
+    teacher = check_teacher(recipe, teacher_checkpoint(recipe, options), options.teacher_recipe)
     return _train(recipe, options, teacher=teacher)
-
-
-def _load_recipe(recipe_ref: str, options: TrainOptions):
-    from rotld_cli.recipes import load_recipe
-
-    overrides = list(options.overrides)
-    if options.pretrained is not None and options.no_pretrained:
-        raise UsageError("--pretrained and --no-pretrained: choose one")
-    if options.pretrained is not None:
-        if not Path(options.pretrained).is_file():
-            raise UsageError(f"--pretrained {options.pretrained}: no such file")
-        overrides.append(f"model.backbone.pretrained={Path(options.pretrained).absolute()}")
-    elif options.no_pretrained:
-        overrides.append("model.backbone.pretrained=null")
-    return load_recipe(recipe_ref, overrides)
 
 
 # --------------------------------------------------------------------------------------------
