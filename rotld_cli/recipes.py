@@ -28,7 +28,7 @@ from rotld_cli.dota.classes import CLASSES_BY_VERSION
 from rotld_cli.errors import RotldError, UsageError, located
 from rotld_cli.fileio import atomic_write_text
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes_data"  # package data: shipped in the wheel
 """The bundled recipes (`dota1/*.yaml`, `synthetic/*.yaml`; `_base/` holds shared bases)."""
 
 RESOLVED_NAME = "recipe.yaml"

@@ -28,9 +28,10 @@ import pytest
 
 from rotld_cli.engine.dist import group, launch, slurm
 from rotld_cli.errors import RotldError, UsageError
+from rotld_cli.recipes import RECIPES_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECIPE = REPO_ROOT / "recipes" / "synthetic" / "baseline-r18-gwd.yaml"
+RECIPE = RECIPES_DIR / "synthetic" / "baseline-r18-gwd.yaml"
 TINY_OVERRIDES = [
     "data.img_scale=128",
     "data.samples_per_gpu=1",

@@ -148,7 +148,7 @@ def test_dota1_gwd_student_compiles_to_exactly_the_seed_values(tmp_path):
 def test_dota1_data_pipelines_and_paths():
     cfg = compile_recipe(load_recipe("dota1/teacher-r34-gwd-2x"))
     data = cfg["data"]
-    root = RECIPES_DIR.parent / "data" / "split_ss_dota1_0"
+    root = RECIPES_DIR.parent.parent / "data" / "split_ss_dota1_0"  # the checkout top
     assert (data["samples_per_gpu"], data["workers_per_gpu"]) == (2, 2)  # total batch 2 on one device
     train_pipeline = [
         dict(type="LoadImageFromFile"),
