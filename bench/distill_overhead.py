@@ -38,8 +38,7 @@ def make_split(root: Path, patch: int, batch: int) -> Path:
     """`batch` synthetic training patches (one per image), split by prepare-dota."""
     generate_dataset(root / "data", num_train=batch, num_val=1, image_size=patch, seed=0,
                      objects_per_image=(6, 10), distractors_per_image=(0, 3), difficult_fraction=0.0)
-    prepare_dota(root / "data", root / "split", PrepareOptions(split=SplitParams(sizes=(patch,), gaps=(0,))),
-                 show_progress=False)
+    prepare_dota(root / "data", root / "split", PrepareOptions(split=SplitParams(sizes=(patch,), gaps=(0,))))
     return root / "split"
 
 

@@ -174,7 +174,8 @@ def split_data(work_dir: Path, settings: DemoSettings):
 
     # One process: the images are few, and a fork after OpenCV has started its threads can hang.
     options = PrepareOptions(split=SplitParams(sizes=(settings.patch,), gaps=(settings.gap,)), workers=1)
-    return prepare_dota(work_dir / "data", work_dir / "split", options, show_progress=ui.is_interactive())
+    return prepare_dota(work_dir / "data", work_dir / "split", options,
+                        progress=ui.split_progress if ui.is_interactive() else None)
 
 
 def run_overrides(work_dir: Path, settings: DemoSettings, model: Model) -> list[str]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -47,6 +50,20 @@ def progress(*extra_columns, transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def split_progress(outcomes: Iterator[Any], total: int) -> Iterator[Any]:
+    """prepare-dota's bar: pass the image outcomes through, showing the patch count and patches/s."""
+    bar = progress(TextColumn("{task.fields[patches]} patches, {task.fields[rate]:.1f}/s"))
+    started = time.perf_counter()
+    patches = 0
+    with bar:
+        task = bar.add_task("splitting images", total=total, patches=0, rate=0.0)
+        for outcome in outcomes:
+            patches += outcome.stats.patches if outcome.stats else 0
+            rate = patches / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, patches=patches, rate=rate)
+            yield outcome
 
 
 def table(title: str, columns: list[str], rows: list[list[object]], justify_numbers: bool = True) -> Table:

@@ -422,8 +422,7 @@ def tiny_patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dist-data")
     generate_dataset(root / "raw", num_train=TRAIN_PATCHES, num_val=1, image_size=128, objects_per_image=(3, 6),
                      distractors_per_image=(0, 3))
-    prepare_dota(root / "raw", root / "patches", PrepareOptions(split=SplitParams(sizes=(128,), gaps=(0,))),
-                 show_progress=False)
+    prepare_dota(root / "raw", root / "patches", PrepareOptions(split=SplitParams(sizes=(128,), gaps=(0,))))
     assert len(list((root / "patches" / "train" / "annfiles").glob("*.txt"))) == TRAIN_PATCHES
     return root / "patches"
 

@@ -50,7 +50,7 @@ def world(tmp_path_factory) -> dict:
         data, num_train=2, num_val=2, image_size=256, seed=0, objects_per_image=(4, 7), distractors_per_image=(1, 3)
     )
     split = root / "split"
-    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(128,), gaps=(32,))), show_progress=False)
+    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(128,), gaps=(32,))))
     teacher_recipe = write_recipe(root / "teacher.yaml", split)
     student_recipe = write_student_recipe(root / "student.yaml", split, teacher_recipe)
     common = dict(device="cpu", validate=False, overrides=["schedule.epochs=1"])

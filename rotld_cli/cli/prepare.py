@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from rotld_cli import ui
 from rotld_cli.cli import app
 from rotld_cli.errors import RotldError, UsageError
 
@@ -86,7 +87,7 @@ def prepare_cmd(
         splits=_values("--splits", splits, str),
         overwrite=overwrite,
     )
-    summary = prepare_dota(src, out, options, show_progress=not as_json)
+    summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -97,8 +98,6 @@ def prepare_cmd(
 
 def _render(summary) -> None:
     from rich.markup import escape
-
-    from rotld_cli import ui
 
     total = summary.total
     rows = [
