@@ -319,10 +319,3 @@ def test_loader_accepts_numpy_metadata_without_trust(tmp_path):
     assert loaded["meta"]["ids"].tolist() == [0, 1, 2]
 
 
-def test_loader_and_publish_import_neither_torch_nor_mmcv_at_import_time():
-    code = (
-        "import sys, rotld_cli.checkpoints, rotld_cli.publish, rotld_cli.cli.publish\n"
-        "bad = [m for m in ('torch', 'mmcv', 'mmdet', 'mmrotate') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
