@@ -36,6 +36,7 @@ class TrainOptions:
     validate: bool = True
     teacher: Path | None = None
     teacher_recipe: str | None = None
+    trust_checkpoint: bool = False  # --teacher / --resume files may hold any pickled object (trusted files only)
     reporter: TrainReporter | None = None  # progress and tables (default: plain lines through `logging`)
 
 

@@ -117,4 +117,5 @@ def install_log_handler() -> None:
     logger = logging.getLogger(LOGGER)
     if not any(isinstance(h, ConsoleLogHandler) for h in logger.handlers):
         logger.addHandler(ConsoleLogHandler())
-    logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:  # a worker rank other than 0 has raised it already: keep that
+        logger.setLevel(logging.INFO)

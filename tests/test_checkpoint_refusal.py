@@ -73,3 +73,17 @@ def test_mmcv_loader_goes_through_the_same_refusal(evil):
         CheckpointLoader.load_checkpoint(str(path), map_location="cpu")
     _assert_refusal(str(info.value), path)
     assert not marker.exists()
+
+
+@pytest.mark.engine
+def test_distill_refuses_a_pickled_command_as_teacher_before_writing_anything(evil, tmp_path, capsys):
+    pytest.importorskip("mmrotate")
+    path, marker = evil
+    work = tmp_path / "student"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "synthetic/student-r18-gwd-ld-kd", "--teacher", str(path), "--work-dir", str(work)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 1
+    assert f"error: --teacher: {path}: holds Python objects that a safe load refuses" in err
+    assert err.endswith("pass --trust-checkpoint only if you trust the file's source")
+    assert not marker.exists() and not work.exists()

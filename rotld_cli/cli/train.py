@@ -35,6 +35,8 @@ TRAIN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("no_pretrained", bool, typer.Option(False, "--no-pretrained", help="Random backbone init (no download).")),
     ("no_validate", bool,
      typer.Option(False, "--no-validate", help="Skip the patch-level evaluation during training.")),
+    ("trust_checkpoint", bool, typer.Option(False, "--trust-checkpoint", help="Load the --teacher / --resume "
+                                            "checkpoint as a full pickle: only for files whose source you trust.")),
 ]
 LAUNCH_OPTIONS: list[tuple[str, Any, Any]] = [
     ("gpus", Optional[int], typer.Option(None, "--gpus", help="GPUs on this machine; N > 1 starts one process per GPU "
@@ -75,6 +77,7 @@ class TrainArgs:
     pretrained: Path | None = None
     no_pretrained: bool = False
     no_validate: bool = False
+    trust_checkpoint: bool = False
     gpus: int | None = None
     nproc: int | None = None
     nnodes: int | None = None
@@ -95,7 +98,8 @@ class TrainArgs:
             device=device if device is not None else self.device, amp=self.amp, seed=self.seed,
             deterministic=self.deterministic, auto_scale_lr=self.auto_scale_lr, pretrained=self.pretrained,
             no_pretrained=self.no_pretrained, validate=not self.no_validate, teacher=self.teacher,
-            teacher_recipe=self.teacher_recipe, reporter=ConsoleTrainReporter(),
+            teacher_recipe=self.teacher_recipe, trust_checkpoint=self.trust_checkpoint,
+            reporter=ConsoleTrainReporter(),
         )
 
     def launch_options(self) -> dict[str, Any]:

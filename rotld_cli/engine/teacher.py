@@ -89,7 +89,8 @@ def checked_teacher_recipe(student: Recipe) -> Recipe:
     return teacher
 
 
-def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | None = None) -> TeacherInfo:
+def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | None = None,
+                  trust: bool = False) -> TeacherInfo:
     """Refuse a teacher checkpoint that cannot teach this student; every mismatch is one line naming the field.
 
     What the weights say comes first: a distribution head has the `bbox_head.integral.project`
@@ -101,7 +102,7 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
     from rotld_cli.engine import checkpoints as ckpt
     from rotld_cli.engine.config import model_dict
 
-    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
+    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher", trust=trust)
     meta = loaded.get("meta") or {}
     state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
     where = f"--teacher {teacher_path}"

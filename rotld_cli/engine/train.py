@@ -72,7 +72,8 @@ def distill(recipe: str | Recipe, options: TrainOptions) -> TrainResult:
     """`rotld distill RECIPE --teacher CKPT`: train a student with LD/KD from a checked teacher."""
     recipe = training_recipe(recipe, options, student=True)
     load_engine()
-    teacher = check_teacher(recipe, teacher_checkpoint(recipe, options), options.teacher_recipe)
+    teacher = check_teacher(recipe, teacher_checkpoint(recipe, options), options.teacher_recipe,
+                            trust=options.trust_checkpoint)
     return _train(recipe, options, teacher=teacher)
 
 
@@ -98,7 +99,7 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     if options.resume:
         if not latest.is_file():
             raise UsageError(f"--resume: no {ckpt.LATEST} in {work_dir} (nothing to resume; drop --resume to start)")
-        resume_state = ckpt.load_checkpoint(latest, what="--resume")
+        resume_state = ckpt.load_checkpoint(latest, what="--resume", trust=options.trust_checkpoint)
         _check_resume(resume_state, recipe, teacher, latest)
     elif latest.exists():
         raise UsageError(
