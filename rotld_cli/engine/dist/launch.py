@@ -3,7 +3,7 @@
 Why here and not in each command: `train-teacher` and `distill` take the same launch options and
 must refuse the same bad requests (more GPUs than visible, a busy master port, world sizes that
 disagree with Slurm's) in one line before anything is built. The command calls
-`maybe_launch(sys.argv[1:], ...)` first:
+`maybe_launch(ARGV, ...)` first, ARGV being the arguments it was itself given (`rotld_cli.cli.main`'s):
 
 - `--launcher auto` (default): one process unless `--gpus N` (N > 1), `--gpus 0 --nproc N` or
   `--nnodes` ask for more; then rotld runs torchrun (`torch.distributed.run`) in a child process,
