@@ -9,6 +9,7 @@ it either; `_apply` is overridden so every device/dtype move of the student (`.c
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def build_teacher(teacher_config: Any, config_dir: str | Path | None = None) -> 
         raise RotldError(
             f"teacher_config {source}: expected a config with a 'model' key or a model dict with a 'type' key"
         )
-    return build_detector(mmcv.ConfigDict(teacher_config))
+    return build_detector(mmcv.ConfigDict(copy.deepcopy(teacher_config)))  # builders may edit their config
 
 
 @ROTATED_DETECTORS.register_module()
