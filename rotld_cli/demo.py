@@ -199,6 +199,7 @@ def train_model(work_dir: Path, settings: DemoSettings, model: Model, device: st
     options = TrainOptions(
         overrides=run_overrides(work_dir, settings, model), work_dir=run_dir, device=device,
         resume=(run_dir / ckpt.LATEST).is_file(), validate=False, seed=seed, teacher=teacher,
+        reporter=ui.TrainDisplay(),
     )
     result = distill(model.recipe, options) if model.distilled else train_teacher(model.recipe, options)
     return result.checkpoint, False

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -90,6 +90,44 @@ def info(message: str) -> None:
 
 def is_interactive() -> bool:
     return sys.stdout.isatty()
+
+
+class TrainDisplay:
+    """The training display: a live progress bar when `live` (default: stdout is a terminal), else lines.
+
+    It has the methods of `rotld_cli.engine.reporting.TrainReporter`; the engine's hooks call them
+    (the engine decides what to show, this draws it).
+    """
+
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = console.is_terminal if live is None else live
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, total: int, completed: int) -> None:
+        if self.live:
+            self._progress = progress(TextColumn("{task.fields[status]}"), TextColumn("{task.fields[speed]}"))
+            self._progress.start()
+            self._task = self._progress.add_task("starting", total=total, completed=completed, status="starting",
+                                                 speed="")
+
+    def update(self, completed: int, description: str, status: str, speed: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, description=description, status=status,
+                                  speed=speed)
+
+    def line(self, text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
+
+    def table(self, title: str, rows: Sequence[tuple[str, str]]) -> None:
+        tbl = table(title, ["metric", "value"], [list(row) for row in rows])
+        tbl.min_width = len(title) + 4
+        console.print(tbl)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 class ConsoleLogHandler(logging.Handler):

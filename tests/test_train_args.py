@@ -71,3 +71,23 @@ def test_a_bad_set_in_a_recipe_file_still_names_the_file(tmp_path):
 )
 def test_a_step_slower_than_a_second_shows_seconds_per_iteration(iters_per_s, text):
     assert rate_text(iters_per_s) == text
+
+
+def test_the_live_training_display_draws_what_the_hooks_report(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from rotld_cli import ui
+
+    screen = io.StringIO()
+    monkeypatch.setattr(ui, "console", Console(file=screen, force_terminal=True, width=160, color_system=None))
+    display = ui.TrainDisplay()
+    assert display.live  # a terminal: the bar, not periodic lines
+    display.start(total=4, completed=1)
+    display.update(2, "epoch 1/2", "it 2/2 loss 1.2500 (cls 1.0000 bbox 0.2500) lr 1.00e-02", rate_text(0.5))
+    display.stop()
+    display.table("Validation after epoch 1", [("ap50", "0.5000")])
+    text = screen.getvalue()
+    assert "epoch 1/2" in text and "it 2/2 loss 1.2500" in text and "2.00 s/it" in text and "2/4" in text
+    assert "Validation after epoch 1" in text and "ap50" in text and "0.5000" in text

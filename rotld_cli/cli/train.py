@@ -89,8 +89,8 @@ class TrainArgs:
     teacher_recipe: str | None = None
 
     def train_options(self, device: str | None = None):
-        """The engine's TrainOptions (engine-free), with the console's progress reporter."""
-        from rotld_cli.cli.progress import ConsoleTrainReporter
+        """The engine's TrainOptions (engine-free), with the console's training display."""
+        from rotld_cli import ui
         from rotld_cli.training import TrainOptions
 
         return TrainOptions(
@@ -99,7 +99,7 @@ class TrainArgs:
             deterministic=self.deterministic, auto_scale_lr=self.auto_scale_lr, pretrained=self.pretrained,
             no_pretrained=self.no_pretrained, validate=not self.no_validate, teacher=self.teacher,
             teacher_recipe=self.teacher_recipe, trust_checkpoint=self.trust_checkpoint,
-            reporter=ConsoleTrainReporter(),
+            reporter=ui.TrainDisplay(),
         )
 
     def launch_options(self) -> dict[str, Any]:

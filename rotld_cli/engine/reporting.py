@@ -3,7 +3,8 @@
 Why: the engine must not import the CLI or Rich's display. The hooks compute what to show
 (losses, lr, speed, ETA, validation metrics) and hand it to a `TrainReporter`; this base class
 writes plain lines through `logging` (what a library caller or a log file gets), and the CLI
-passes its own reporter that draws a live progress bar and tables (`rotld_cli.cli.progress`).
+passes any object with the same methods: `rotld_cli.ui.TrainDisplay` draws a live progress bar
+and tables.
 """
 
 from __future__ import annotations
