@@ -14,15 +14,16 @@ benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from rotld_cli import threads
 
-from rotld_cli import ui
-from rotld_cli.demo import FULL, MODELS, QUICK, claim_work_dir, evaluate_model, make_data, split_data, train_model
+threads.configure()
+
+from rotld_cli import ui  # noqa: E402
+from rotld_cli.demo import FULL, MODELS, QUICK, claim_work_dir, evaluate_model, make_data, split_data, train_model  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
+from rotld_cli import threads
+
+threads.configure()
+
+import cv2  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dota-samples"
 
@@ -33,8 +37,7 @@ def make_split(root: Path, size: int) -> Path:
 
         generate_dataset(root / "scenes", num_train=8, num_val=0, image_size=size, seed=0)
         source = root / "scenes" / "train"
-    prepare_dota(source, root / "split" / "train", PrepareOptions(split=SplitParams(sizes=(size,), gaps=(size // 5,))),
-                 show_progress=False)
+    prepare_dota(source, root / "split" / "train", PrepareOptions(split=SplitParams(sizes=(size,), gaps=(size // 5,))))
     return root / "split"
 
 

@@ -17,21 +17,22 @@ The device is the GPU when there is one (`--device cpu|cuda` to choose).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from rotld_cli import threads
 
-import torch
+threads.configure()
 
-from rotld_cli import ui
-from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
-from rotld_cli.dota.split import SplitParams
-from rotld_cli.dota.synthetic import generate_dataset
-from rotld_cli.engine import load_engine
+import torch  # noqa: E402
+
+from rotld_cli import ui  # noqa: E402
+from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
+from rotld_cli.dota.split import SplitParams  # noqa: E402
+from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
+from rotld_cli.engine import load_engine  # noqa: E402
 
 TARGET = 1.10
 RECIPES = {
@@ -44,8 +45,7 @@ def make_split(root: Path, patch: int, batch: int) -> Path:
     """`batch` synthetic training patches (one per image), split by prepare-dota."""
     generate_dataset(root / "data", num_train=batch, num_val=1, image_size=patch, seed=0,
                      objects_per_image=(6, 10), distractors_per_image=(0, 3), difficult_fraction=0.0)
-    prepare_dota(root / "data", root / "split", PrepareOptions(split=SplitParams(sizes=(patch,), gaps=(0,))),
-                 show_progress=False)
+    prepare_dota(root / "data", root / "split", PrepareOptions(split=SplitParams(sizes=(patch,), gaps=(0,))))
     return root / "split"
 
 

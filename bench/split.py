@@ -78,7 +78,7 @@ def io_floor(src: Path, out: Path, params: SplitParams, flags: list[int], worker
 
 def run_prepare(src: Path, out: Path, options: PrepareOptions) -> tuple[float, float, int]:
     start, cpu = time.perf_counter(), cpu_seconds()
-    summary = prepare_dota(src, out, options, show_progress=False)
+    summary = prepare_dota(src, out, options)
     return time.perf_counter() - start, cpu_seconds() - cpu, summary.total.patches
 
 

@@ -1,36 +1,45 @@
-"""Safe checkpoint loading and file hashing, shared by publish, distill and evaluate.
+"""The one safe checkpoint loader (and file hashing), shared by publish, distill, evaluate and the engine.
 
 A `.pth` file is a pickle: loading one with `weights_only=False` can run any code it holds.
-We load with `weights_only=True` (tensors, containers, plain scalars) plus numpy scalars and
-arrays, which MMCV runners leave in `meta` (e.g. `hook_msgs.best_score`) and which unpickle
-without calling arbitrary code. A full pickle needs an explicit `trust=True`
-(`--trust-checkpoint`), and then we warn.
+We load with `weights_only=True` (tensors, containers, plain scalars) plus the harmless types
+MMCV runners leave in `meta` (numpy scalars/arrays, e.g. `hook_msgs.best_score`, and datetimes),
+which unpickle without calling arbitrary code: `SAFE_GLOBALS` is the one allow-list. A full
+pickle needs an explicit `trust=True` or a `with trusted_checkpoints():` block
+(`--trust-checkpoint`), and then we warn. Every failure maps to one RotldError line naming the
+file (`torch_load`); the engine adapts mmcv's loaders to this function (engine/compat.py).
 
 torch is imported inside the functions: importing this module stays cheap and never pulls in
-mmcv, so commands that only hash or inspect files stay fast.
+mmcv, so commands that only hash or inspect files stay fast. Messages go through `logging`
+(rendered by the CLI), never through the UI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from rotld_cli import ui
 from rotld_cli.errors import EngineMissingError, RotldError
 
 TRUST_OPTION = "--trust-checkpoint"
 _CHUNK = 1 << 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TORCH_ENFORCE = re.compile(r"^\[enforce fail at [^\]]*\][\s.]*")
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch words a refused global two ways: "Unsupported global: GLOBAL x.y" and
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+_UNSUPPORTED_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?([\w.]+)", re.I)
 _WEIGHTS_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", re.S)
+_WEIGHTS_ONLY_FAILED = "Weights only load failed"
+
+log = logging.getLogger(__name__)
+_trust_depth = 0
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -42,15 +51,36 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _numpy_safe_globals() -> list[Any]:
-    """The numpy callables a pickled numpy scalar/array needs; they build data, never run user code."""
+def safe_globals() -> list[Any]:
+    """The allow-list: numpy scalars/arrays/dtypes and datetimes build data, they never run user code."""
+    import datetime
+
     import numpy as np
 
-    names = [np.core.multiarray.scalar, np.core.multiarray._reconstruct, np.ndarray, np.dtype]
+    names: list[Any] = [np.core.multiarray.scalar, np.core.multiarray._reconstruct, np.ndarray, np.dtype]
     dtypes_module = getattr(np, "dtypes", None)
     if dtypes_module is not None:
         names += [getattr(dtypes_module, n) for n in dir(dtypes_module) if n.endswith("DType")]
-    return names
+    else:  # numpy < 1.25: the dtype classes are only reachable through instances
+        names += sorted({type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                                      np.float16, np.float32, np.float64, np.str_)},
+                        key=lambda c: c.__name__)
+    return [*names, datetime.datetime, datetime.date, datetime.timedelta]
+
+
+@contextlib.contextmanager
+def trusted_checkpoints() -> Iterator[None]:
+    """Inside this block every load unpickles everything (`weights_only=False`): trusted files only."""
+    global _trust_depth
+    _trust_depth += 1
+    try:
+        yield
+    finally:
+        _trust_depth -= 1
+
+
+def checkpoints_trusted() -> bool:
+    return _trust_depth > 0
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -59,34 +89,36 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _unsafe_globals(torch: Any, path: Path, message: str) -> list[str]:
-    """Every global the safe loader refuses (all of them for zip checkpoints, else the first one)."""
+def _unsafe_globals(torch: Any, path: Path | None, message: str) -> list[str]:
+    """Every global the safe loader refuses (all of them for a local zip checkpoint, else the first one)."""
     lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-    if lister is not None:
-        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+    if lister is not None and path is not None and path.is_file():
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in safe_globals()}
         try:
             found = [g for g in lister(str(path)) if g not in allowed]
         except Exception:  # legacy, non-zip files: fall back to the error message
             found = []
         if found:
             return found
-    return _UNSUPPORTED_GLOBAL.findall(_ANSI.sub("", message))
+    return list(dict.fromkeys(_UNSUPPORTED_GLOBAL.findall(message)))
 
 
-def _not_a_checkpoint(path: Path, exc: BaseException) -> RotldError:
+def _not_a_checkpoint(source: str, path: Path | None, exc: BaseException) -> RotldError:
     message = _ANSI.sub("", str(exc))
     match = _WEIGHTS_UNPICKLER_DETAIL.search(message)
     if isinstance(exc, EOFError):
         reason = "the file is empty or truncated"
     elif "central directory" in message:
         reason = "truncated or corrupt zip archive"
-    elif zipfile.is_zipfile(path):
+    elif path is not None and zipfile.is_zipfile(path):
         reason = f"a zip archive that torch.save did not write: {_first_line(exc)}"
     elif match:
         reason = f"pickle data that torch.save did not write: {' '.join(match.group(1).split())}"
-    else:
+    elif path is not None:
         reason = "neither a torch.save zip archive nor a legacy torch pickle"
-    return RotldError(f"{path}: not a PyTorch checkpoint ({reason})")
+    else:
+        reason = _first_line(exc)
+    return RotldError(f"{source}: not a PyTorch checkpoint ({reason})")
 
 
 @contextlib.contextmanager
@@ -96,6 +128,47 @@ def _quiet_torch_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
         yield
+
+
+def torch_load(load: Callable[..., Any], source: str | os.PathLike[str], *args: Any, trust: bool = False,
+               **kwargs: Any) -> Any:
+    """Call a torch loader (`torch.load`, `torch.hub.load_state_dict_from_url`) the safe way.
+
+    `load(*args, weights_only=True, **kwargs)` under the allow-list, unless `trust` (or a
+    `trusted_checkpoints()` block). Every failure becomes one RotldError line starting with
+    `source`; a refused global is named, with the trust option to pass.
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        raise EngineMissingError(f"torch is not importable: {exc}") from exc
+    local = Path(source) if "://" not in str(source) else None
+    if trust or checkpoints_trusted():
+        log.warning("%s: loading as a full pickle (%s); this can run any code the file holds", source, TRUST_OPTION)
+        try:
+            with _quiet_torch_warnings():
+                return load(*args, weights_only=False, **kwargs)
+        except (ImportError, AttributeError) as exc:
+            raise RotldError(f"{source}: the checkpoint needs Python code that is not installed ({exc})") from exc
+        except OSError as exc:
+            raise RotldError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        except Exception as exc:  # any unpickling failure means: not a checkpoint
+            raise _not_a_checkpoint(str(source), local, exc) from exc
+    try:
+        with _quiet_torch_warnings(), torch.serialization.safe_globals(safe_globals()):
+            return load(*args, weights_only=True, **kwargs)
+    except OSError as exc:
+        raise RotldError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    except Exception as exc:  # classified below: unsafe content vs not a checkpoint
+        message = _ANSI.sub("", str(exc))
+        if _WEIGHTS_ONLY_FAILED in message or _UNSUPPORTED_GLOBAL.search(message):
+            names = _unsafe_globals(torch, local, message)
+            if names:
+                raise RotldError(
+                    f"{source}: holds Python objects that a safe load refuses ({', '.join(names)}); "
+                    f"pass {TRUST_OPTION} only if you trust the file's source"
+                ) from exc
+        raise _not_a_checkpoint(str(source), local, exc) from exc
 
 
 def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False) -> Any:
@@ -113,30 +186,4 @@ def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False) -> A
         import torch
     except ImportError as exc:
         raise EngineMissingError(f"torch is not importable: {exc}") from exc
-
-    if trust:
-        ui.warn(f"{path}: loading as a full pickle ({TRUST_OPTION}); this can run any code the file holds")
-        try:
-            with _quiet_torch_warnings():
-                return torch.load(path, map_location="cpu", weights_only=False)
-        except (ImportError, AttributeError) as exc:
-            raise RotldError(f"{path}: the checkpoint needs Python code that is not installed ({exc})") from exc
-        except OSError as exc:
-            raise RotldError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-        except Exception as exc:  # any unpickling failure means: not a checkpoint
-            raise _not_a_checkpoint(path, exc) from exc
-
-    allow = getattr(torch.serialization, "safe_globals", None)
-    try:
-        with _quiet_torch_warnings(), allow(_numpy_safe_globals()) if allow else contextlib.nullcontext():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise RotldError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except Exception as exc:  # classified below: unsafe content vs not a checkpoint
-        if "Unsupported global" in str(exc):
-            names = _unsafe_globals(torch, path, str(exc))
-            raise RotldError(
-                f"{path}: holds Python objects that a safe load refuses ({', '.join(names)}); "
-                f"pass {TRUST_OPTION} only if you trust the file's source"
-            ) from exc
-        raise _not_a_checkpoint(path, exc) from exc
+    return torch_load(torch.load, path, path, map_location="cpu", trust=trust)

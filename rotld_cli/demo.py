@@ -174,7 +174,8 @@ def split_data(work_dir: Path, settings: DemoSettings):
 
     # One process: the images are few, and a fork after OpenCV has started its threads can hang.
     options = PrepareOptions(split=SplitParams(sizes=(settings.patch,), gaps=(settings.gap,)), workers=1)
-    return prepare_dota(work_dir / "data", work_dir / "split", options, show_progress=ui.is_interactive())
+    return prepare_dota(work_dir / "data", work_dir / "split", options,
+                        progress=ui.split_progress if ui.is_interactive() else None)
 
 
 def run_overrides(work_dir: Path, settings: DemoSettings, model: Model) -> list[str]:
@@ -198,6 +199,7 @@ def train_model(work_dir: Path, settings: DemoSettings, model: Model, device: st
     options = TrainOptions(
         overrides=run_overrides(work_dir, settings, model), work_dir=run_dir, device=device,
         resume=(run_dir / ckpt.LATEST).is_file(), validate=False, seed=seed, teacher=teacher,
+        reporter=ui.TrainDisplay(),
     )
     result = distill(model.recipe, options) if model.distilled else train_teacher(model.recipe, options)
     return result.checkpoint, False

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 import yaml
 
@@ -28,7 +28,7 @@ from rotld_cli.dota.classes import CLASSES_BY_VERSION
 from rotld_cli.errors import RotldError, UsageError, located
 from rotld_cli.fileio import atomic_write_text
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes_data"  # package data: shipped in the wheel
 """The bundled recipes (`dota1/*.yaml`, `synthetic/*.yaml`; `_base/` holds shared bases)."""
 
 RESOLVED_NAME = "recipe.yaml"
@@ -610,33 +610,48 @@ def _check_required(tree: dict[str, Any], section: Section, prefix: str, label: 
             tree[key] = None
 
 
+def _blame(recipe: Recipe, keys: tuple[str, ...]) -> tuple[str, type[RotldError]]:
+    """Who set a key that breaks a constraint: the last `--set` touching it (a usage error), else the recipe."""
+    for item in reversed(recipe.overrides):
+        key = item.partition("=")[0].strip()
+        if any(key == k or k.startswith(key + ".") or key.startswith(k + ".") for k in keys):
+            return f"--set {item}", UsageError
+    return recipe.label, RotldError
+
+
 def _check_semantics(recipe: Recipe) -> None:
-    """Constraints between keys, named against the top recipe file."""
-    label, get = recipe.label, recipe.get
+    """Constraints between keys, named against the `--set` option that broke one, else the top recipe file."""
+    get = recipe.get
+
+    def fail(keys: tuple[str, ...], message: str) -> NoReturn:
+        where, error = _blame(recipe, keys)
+        raise error(f"{where}: {keys[0]}: {message}")
+
     if ("teacher" in recipe.data) != ("distill" in recipe.data):
         have, missing = ("teacher", "distill") if "teacher" in recipe.data else ("distill", "teacher")
-        raise RotldError(f"{label}: {missing}: missing section (a recipe with {have} is a student and needs both)")
+        fail((missing,), f"missing section (a recipe with {have} is a student and needs both)")
     classes = get("data.classes")
     if isinstance(classes, str) and classes not in CLASSES_BY_VERSION:
         versions = ", ".join(CLASSES_BY_VERSION)
-        raise RotldError(f"{label}: data.classes: unknown DOTA version {classes!r}; use one of {versions} or a list")
+        fail(("data.classes",), f"unknown DOTA version {classes!r}; use one of {versions} or a list")
     if isinstance(classes, list) and (not classes or len(set(classes)) != len(classes)):
-        raise RotldError(f"{label}: data.classes: expected a non-empty list of distinct class names")
+        fail(("data.classes",), "expected a non-empty list of distinct class names")
     flips, directions = get("data.flip_ratio"), get("data.flip_direction")
     if len(flips) != len(directions):
-        raise RotldError(f"{label}: data.flip_ratio: {len(flips)} ratios for {len(directions)} flip_direction entries")
+        fail(("data.flip_ratio", "data.flip_direction"),
+             f"{len(flips)} ratios for {len(directions)} flip_direction entries")
     if sum(flips) > 1.0 + 1e-9:
-        raise RotldError(f"{label}: data.flip_ratio: the ratios sum to {sum(flips):g} > 1")
+        fail(("data.flip_ratio",), f"the ratios sum to {sum(flips):g} > 1")
     bad = [d for d in directions if d not in ("horizontal", "vertical", "diagonal")]
     if bad:
-        raise RotldError(f"{label}: data.flip_direction: unknown direction {bad[0]!r} (horizontal, vertical, diagonal)")
+        fail(("data.flip_direction",), f"unknown direction {bad[0]!r} (horizontal, vertical, diagonal)")
     steps = get("schedule.lr_steps")
     if any(b <= a for a, b in zip(steps, steps[1:])):
-        raise RotldError(f"{label}: schedule.lr_steps: must be strictly increasing, got {steps}")
+        fail(("schedule.lr_steps",), f"must be strictly increasing, got {steps}")
     if len(get("model.anchors.strides")) != 5:
-        raise RotldError(f"{label}: model.anchors.strides: the FPN has 5 levels, got {get('model.anchors.strides')}")
+        fail(("model.anchors.strides",), f"the FPN has 5 levels, got {get('model.anchors.strides')}")
     if get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
-        raise RotldError(f"{label}: model.assigner.neg_iou_thr: must not exceed pos_iou_thr")
+        fail(("model.assigner.neg_iou_thr", "model.assigner.pos_iou_thr"), "must not exceed pos_iou_thr")
 
 
 def _canonical(tree: dict[str, Any], section: Section) -> dict[str, Any]:

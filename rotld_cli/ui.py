@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -121,6 +125,20 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def split_progress(outcomes: Iterator[Any], total: int) -> Iterator[Any]:
+    """prepare-dota's bar: pass the image outcomes through, showing the patch count and patches/s."""
+    bar = progress(TextColumn("{task.fields[patches]} patches, {task.fields[rate]:.1f}/s"))
+    started = time.perf_counter()
+    patches = 0
+    with bar:
+        task = bar.add_task("splitting images", total=total, patches=0, rate=0.0)
+        for outcome in outcomes:
+            patches += outcome.stats.patches if outcome.stats else 0
+            rate = patches / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, patches=patches, rate=rate)
+            yield outcome
+
+
 def table(title: str, columns: list[str], rows: list[list[object]], justify_numbers: bool = True) -> Table:
     tbl = Table(title=title, show_lines=False)
     for i, col in enumerate(columns):
@@ -152,3 +170,76 @@ def info(message: str, stderr: bool = False) -> None:
 
 def is_interactive() -> bool:
     return sys.stdout.isatty()
+
+
+class TrainDisplay:
+    """The training display: a live progress bar when `live` (default: stdout is a terminal), else lines.
+
+    It has the methods of `rotld_cli.engine.reporting.TrainReporter`; the engine's hooks call them
+    (the engine decides what to show, this draws it).
+    """
+
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = console.is_terminal if live is None else live
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, total: int, completed: int) -> None:
+        if self.live:
+            self._progress = progress(TextColumn("{task.fields[status]}"), TextColumn("{task.fields[speed]}"))
+            self._progress.start()
+            self._task = self._progress.add_task("starting", total=total, completed=completed, status="starting",
+                                                 speed="")
+
+    def update(self, completed: int, description: str, status: str, speed: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, description=description, status=status,
+                                  speed=speed)
+
+    def line(self, text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
+
+    def table(self, title: str, rows: Sequence[tuple[str, str]]) -> None:
+        tbl = table(title, ["metric", "value"], [list(row) for row in rows])
+        tbl.min_width = len(title) + 4
+        console.print(tbl)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Renders the toolkit's and the engine's `logging` records (they never draw UI themselves).
+
+    WARNING and above become `warning:` lines on stderr, INFO plain lines on stdout, or on stderr
+    after `status_to_stderr()` (a command printing --json keeps stdout for the JSON alone).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(message)
+            else:
+                info(message, stderr=_state.get("status_stderr", False))
+        except Exception:  # logging must never break a command
+            self.handleError(record)
+
+
+LOGGER = "rotld_cli"
+
+
+def status_to_stderr() -> None:
+    """Logged status lines go to stderr from now on (for --json output on stdout)."""
+    _state["status_stderr"] = True
+
+
+def install_log_handler() -> None:
+    """Route `rotld_cli.*` log records (INFO and above) to the console, once per process."""
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(h, ConsoleLogHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleLogHandler())
+    if logger.level == logging.NOTSET:  # a worker rank other than 0 has raised it already: keep that
+        logger.setLevel(logging.INFO)

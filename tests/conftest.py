@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# Before any test imports torch: idle OpenMP threads sleep instead of spin-waiting, which on a
-# busy 2-core machine made the training tests 10x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import pytest
+
+from rotld_cli import threads
+
+# Before any test imports torch: idle OpenMP threads sleep instead of spin-waiting, which on a
+# busy 2-core machine made the training tests 10x slower (one place: rotld_cli/threads.py).
+threads.configure()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"

@@ -46,19 +46,6 @@ def test_python_dash_m_entry_point():
     assert proc.stdout.strip() == f"rotld {__version__}"
 
 
-def test_help_imports_no_engine():
-    probe = (
-        "import sys\n"
-        "from rotld_cli.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'mmcv', 'mmdet', 'mmrotate') if m in sys.modules]\n"
-        "print('HEAVY=' + ','.join(heavy))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY=\n" in proc.stdout
-
-
 def test_exit_codes_raised_by_commands_reach_the_shell(capsys):
     import typer
 

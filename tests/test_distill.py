@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = pytest.mark.engine
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
@@ -95,13 +93,13 @@ def test_student_run_records_the_teacher_and_never_stores_its_weights(setup, tmp
     _, _, teacher_recipe, student_recipe = setup
     teacher_run = train_teacher(
         str(teacher_recipe),
-        TrainOptions(work_dir=tmp_path / "teacher", device="cpu", validate=False, live=False,
+        TrainOptions(work_dir=tmp_path / "teacher", device="cpu", validate=False,
                      overrides=["schedule.epochs=1"]),
     )
     teacher_ckpt = teacher_run.checkpoint
     result = distill(
         str(student_recipe),
-        TrainOptions(work_dir=tmp_path / "student", device="cpu", validate=False, live=False,
+        TrainOptions(work_dir=tmp_path / "student", device="cpu", validate=False,
                      overrides=["schedule.epochs=1"], teacher=teacher_ckpt),
     )
     sha = ckpt.sha256_file(teacher_ckpt)

@@ -4,8 +4,8 @@ The 2-process runs go through rotld's own launcher (`launch.run_launch`: the tor
 child process, our failure records) with a small worker defined at the bottom of this file
 (`python tests/test_distributed.py ...`, run by torchrun). The worker trains the synthetic
 ResNet-18 detector (128 px patches, 16-channel FPN/head) with mmcv's EpochBasedRunner, using the
-pieces training relies on: `distributed.build_loader` (sharded sampler), `distributed.wrap`
-(MMDistributedDataParallel on CPU), `distributed.sampler_seed_hook`, and rank 0's
+pieces training relies on: `group.build_loader` (sharded sampler), `group.wrap`
+(MMDistributedDataParallel on CPU), `group.sampler_seed_hook`, and rank 0's
 `AtomicCheckpointHook`. Each rank records what it saw (patch names, gradients, weights) so the
 tests can compare ranks.
 """
@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from rotld_cli.engine import distributed, launch
+from rotld_cli.engine.dist import group, launch, slurm
 from rotld_cli.errors import RotldError, UsageError
+from rotld_cli.recipes import RECIPES_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECIPE = REPO_ROOT / "recipes" / "synthetic" / "baseline-r18-gwd.yaml"
+RECIPE = RECIPES_DIR / "synthetic" / "baseline-r18-gwd.yaml"
 TINY_OVERRIDES = [
     "data.img_scale=128",
     "data.samples_per_gpu=1",
@@ -77,8 +78,8 @@ def test_multi_node_plan_names_rank_and_master() -> None:
         "--master-addr", "10.0.0.7", "--master-port", str(port),
     ]
     command = launch.agent_command(plan, ["train-teacher", "r.yaml", "--gpus", "4"])
-    assert command[1:3] == ["-m", "rotld_cli.engine.launch"]
-    assert command[-7:] == ["--", "--module", "rotld_cli.engine.worker", "train-teacher", "r.yaml", "--gpus", "4"]
+    assert command[1:3] == ["-m", "rotld_cli.engine.dist.launch"]
+    assert command[-7:] == ["--", "--module", "rotld_cli.cli.worker", "train-teacher", "r.yaml", "--gpus", "4"]
 
 
 def test_more_gpus_than_visible_is_refused() -> None:
@@ -88,6 +89,38 @@ def test_more_gpus_than_visible_is_refused() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(UsageError, match=r"--gpus 2: only 0 GPUs visible"):
         launch.plan_launch(gpus=2, gpu_count=lambda: 0)
+
+
+def test_nnodes_alone_names_the_option_the_user_passed() -> None:
+    # `--nnodes 2` alone asks for one GPU process per machine: the error must not blame `--gpus 1`
+    with pytest.raises(UsageError) as err:
+        launch.plan_launch(nnodes=2, master_addr="10.0.0.7", gpu_count=lambda: 0)
+    assert str(err.value).startswith("--nnodes 2 (one GPU process per machine): only 0 GPUs visible on this machine")
+    assert "--gpus" not in str(err.value).split(";")[0] and "--gpus 0 --nproc N" in str(err.value)
+    with pytest.raises(UsageError, match=r"^--device cpu with --nnodes 2 \(one GPU process per machine\): "):
+        launch.plan_launch(nnodes=2, master_addr="10.0.0.7", device="cpu", gpu_count=lambda: 0)
+
+
+def test_workers_rerun_the_arguments_given_to_main_not_sys_argv(monkeypatch, tmp_path) -> None:
+    """A programmatic `main([...])` launches its workers with its own arguments."""
+    from rotld_cli.cli import main
+
+    recipe = tmp_path / "teacher.yaml"
+    recipe.write_text("base: synthetic/teacher-r34-gwd\n")
+    seen = {}
+
+    def fake_launch(argv, **kwargs):
+        seen["argv"], seen["kwargs"] = list(argv), kwargs
+        return 0
+
+    monkeypatch.setattr(launch, "maybe_launch", fake_launch)
+    monkeypatch.setattr("sys.argv", ["pytest", "-q", "something-else"])
+    args = ["train-teacher", str(recipe), "--gpus", "0", "--nproc", "2", "--set", "schedule.epochs=1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    assert seen["argv"] == args
+    assert (seen["kwargs"]["gpus"], seen["kwargs"]["nproc"], seen["kwargs"]["launcher"]) == (0, 2, "auto")
 
 
 def test_busy_master_port_is_refused() -> None:
@@ -133,8 +166,8 @@ def test_unknown_launcher_is_refused() -> None:
 
 
 def test_total_batch_counts_every_process() -> None:
-    assert distributed.total_batch(4, world=3) == 12
-    assert distributed.total_batch(2, world=1) == 2
+    assert group.total_batch(4, world=3) == 12
+    assert group.total_batch(2, world=1) == 2
 
 
 def test_worker_device_follows_gpus() -> None:
@@ -146,13 +179,13 @@ def test_worker_device_follows_gpus() -> None:
 
 def test_env_ranks_are_checked() -> None:
     env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
-    assert distributed.env_ranks(env) == (1, 2, 1)
+    assert group.env_ranks(env) == (1, 2, 1)
     with pytest.raises(RotldError, match=r"MASTER_ADDR, MASTER_PORT not set"):
-        distributed.env_ranks({"RANK": "0", "WORLD_SIZE": "2"})
+        group.env_ranks({"RANK": "0", "WORLD_SIZE": "2"})
     with pytest.raises(RotldError, match=r"RANK=2 is not below WORLD_SIZE=2"):
-        distributed.env_ranks(dict(env, RANK="2"))
+        group.env_ranks(dict(env, RANK="2"))
     with pytest.raises(RotldError, match=r"WORLD_SIZE='two' is not an integer >= 1"):
-        distributed.env_ranks(dict(env, WORLD_SIZE="two"))
+        group.env_ranks(dict(env, WORLD_SIZE="two"))
 
 
 # ============================================================================================
@@ -172,22 +205,22 @@ SLURM_TASK = {
 
 
 def test_slurm_variables_are_read() -> None:
-    slurm = distributed.read_slurm_env(SLURM_TASK)
-    assert slurm == distributed.SlurmEnv(proc_id=5, ntasks=8, local_id=1, node_id=1, nnodes=2,
-                                         nodelist="gpu[07-08]", job_id="123456", tasks_per_node=(4, 4))
+    task = slurm.read_slurm_env(SLURM_TASK)
+    assert task == slurm.SlurmEnv(proc_id=5, ntasks=8, local_id=1, node_id=1, nnodes=2,
+                                  nodelist="gpu[07-08]", job_id="123456", tasks_per_node=(4, 4))
     # the step's own variables win over the job's (a step may use part of the allocation)
     step = dict(SLURM_TASK, SLURM_STEP_NUM_TASKS="4", SLURM_STEP_NODELIST="gpu08", SLURM_STEP_NUM_NODES="1",
                 SLURM_PROCID="3", SLURM_NODEID="0", SLURM_STEP_TASKS_PER_NODE="4")
-    slurm = distributed.read_slurm_env(step)
-    assert (slurm.ntasks, slurm.nnodes, slurm.nodelist, slurm.tasks_per_node) == (4, 1, "gpu08", (4,))
+    task = slurm.read_slurm_env(step)
+    assert (task.ntasks, task.nnodes, task.nodelist, task.tasks_per_node) == (4, 1, "gpu08", (4,))
 
 
 def test_missing_slurm_variable_names_it() -> None:
     env = {k: v for k, v in SLURM_TASK.items() if k != "SLURM_PROCID"}
     with pytest.raises(UsageError, match=r"^--launcher slurm: SLURM_PROCID is not set; start one task per GPU"):
-        distributed.read_slurm_env(env)
+        slurm.read_slurm_env(env)
     with pytest.raises(UsageError, match=r"SLURM_LOCALID='x' is not an integer"):
-        distributed.read_slurm_env(dict(SLURM_TASK, SLURM_LOCALID="x"))
+        slurm.read_slurm_env(dict(SLURM_TASK, SLURM_LOCALID="x"))
 
 
 @pytest.mark.parametrize(
@@ -195,7 +228,7 @@ def test_missing_slurm_variable_names_it() -> None:
     [("4", (4,)), ("4(x2)", (4, 4)), ("4(x2),3", (4, 4, 3)), ("2,1(x3)", (2, 1, 1, 1))],
 )
 def test_tasks_per_node(text: str, counts: tuple[int, ...]) -> None:
-    assert distributed.parse_tasks_per_node(text) == counts
+    assert slurm.parse_tasks_per_node(text) == counts
 
 
 @pytest.mark.parametrize(
@@ -210,30 +243,30 @@ def test_tasks_per_node(text: str, counts: tuple[int, ...]) -> None:
     ],
 )
 def test_first_host_of_a_nodelist(nodelist: str, first: str) -> None:
-    assert distributed.first_host_of(nodelist) == first
-    assert distributed.master_host(nodelist, scontrol="") == first  # no scontrol on this machine: our parser
+    assert slurm.first_host_of(nodelist) == first
+    assert slurm.master_host(nodelist, scontrol="") == first  # no scontrol on this machine: our parser
 
 
 def test_master_host_asks_scontrol_when_present(tmp_path: Path) -> None:
     fake = tmp_path / "scontrol"
     fake.write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "big-node-3\\nbig-node-4\\n"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    assert distributed.master_host("big-node-[3-4]", scontrol=str(fake)) == "big-node-3"
+    assert slurm.master_host("big-node-[3-4]", scontrol=str(fake)) == "big-node-3"
     broken = tmp_path / "broken"
     broken.write_text("#!/bin/sh\nexit 1\n")
     broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
-    assert distributed.master_host("big-node-[3-4]", scontrol=str(broken)) == "big-node-3"
+    assert slurm.master_host("big-node-[3-4]", scontrol=str(broken)) == "big-node-3"
 
 
 def test_slurm_task_becomes_torchrun_environment() -> None:
-    slurm = distributed.read_slurm_env(SLURM_TASK)
-    env = distributed.slurm_worker_env(slurm, "gpu07", 23456, gpu_count=4)
+    task = slurm.read_slurm_env(SLURM_TASK)
+    env = slurm.slurm_worker_env(task, "gpu07", 23456, gpu_count=4)
     assert env == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "NODE_RANK": "1", "MASTER_ADDR": "gpu07",
                    "MASTER_PORT": "23456", "LOCAL_WORLD_SIZE": "4"}
     # a task that sees only its own GPU (srun --gpus-per-task=1) drives index 0
-    assert distributed.slurm_worker_env(slurm, "gpu07", 23456, gpu_count=1)["LOCAL_RANK"] == "0"
-    assert distributed.slurm_port("123456") == 20000 + 123456 % 20000
-    assert distributed.slurm_port(None) == 29500
+    assert slurm.slurm_worker_env(task, "gpu07", 23456, gpu_count=1)["LOCAL_RANK"] == "0"
+    assert slurm.slurm_port("123456") == 20000 + 123456 % 20000
+    assert slurm.slurm_port(None) == 29500
 
 
 @pytest.mark.parametrize(
@@ -255,10 +288,11 @@ def test_slurm_world_size_mismatch_is_refused(kwargs: dict, message: str) -> Non
 _SLURM_TASK_SCRIPT = """
 import json, os
 from rotld_cli import ui
-from rotld_cli.engine import distributed, launch
-launch.join_slurm(gpus=0)
+from rotld_cli.cli.worker import quiet_other_ranks
+from rotld_cli.engine.dist import group, launch
+launch.join_slurm(gpus=0, on_join=quiet_other_ranks)  # the CLI quiets the console of ranks other than 0
 import torch, torch.distributed as dist
-info = distributed.info()
+info = group.info()
 total = torch.tensor([float(info.rank + 1)])
 dist.all_reduce(total)
 ui.console.print(f"printed by rank {info.rank}")
@@ -388,8 +422,7 @@ def tiny_patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dist-data")
     generate_dataset(root / "raw", num_train=TRAIN_PATCHES, num_val=1, image_size=128, objects_per_image=(3, 6),
                      distractors_per_image=(0, 3))
-    prepare_dota(root / "raw", root / "patches", PrepareOptions(split=SplitParams(sizes=(128,), gaps=(0,))),
-                 show_progress=False)
+    prepare_dota(root / "raw", root / "patches", PrepareOptions(split=SplitParams(sizes=(128,), gaps=(0,))))
     assert len(list((root / "patches" / "train" / "annfiles").glob("*.txt"))) == TRAIN_PATCHES
     return root / "patches"
 
@@ -576,8 +609,9 @@ def test_cli_refuses_a_busy_master_port(tmp_path: Path, capsys) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        code, _, err = _cli(["distill", str(RECIPE), "--work-dir", str(tmp_path / "w"), "--gpus", "0", "--nproc", "2",
-                             "--master-port", str(port)], capsys)
+        # train-teacher: the recipe is checked first, and RECIPE is not a student's
+        code, _, err = _cli(["train-teacher", str(RECIPE), "--work-dir", str(tmp_path / "w"), "--gpus", "0", "--nproc",
+                             "2", "--master-port", str(port)], capsys)
     assert code == 2 and err.strip() == f"error: --master-port {port}: already in use on this machine (another " \
                                         "run?); choose a free port"
     assert not (tmp_path / "w").exists()
@@ -657,7 +691,7 @@ def _worker_pid(root: int, rank: int) -> int | None:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"rotld_cli.engine.worker" in cmdline and f"RANK={rank}".encode() in environ:
+        if b"rotld_cli.cli.worker" in cmdline and f"RANK={rank}".encode() in environ:
             return pid
     return None
 
@@ -703,7 +737,7 @@ def test_cli_killed_worker_fails_the_run_and_resume_finishes_it(tiny_patches: Pa
 # The worker that torchrun starts (`python tests/test_distributed.py ...`)
 
 
-def _tiny_worker(ctx: distributed.DistInfo, opts: argparse.Namespace) -> int:
+def _tiny_worker(ctx: group.DistInfo, opts: argparse.Namespace) -> int:
     if opts.fail_rank == ctx.rank:
         raise UsageError(f"--fail-rank {opts.fail_rank}: refused on this rank")
     import logging
@@ -727,13 +761,13 @@ def _tiny_worker(ctx: distributed.DistInfo, opts: argparse.Namespace) -> int:
     records.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(RECIPE, [*TINY_OVERRIDES, f"data.root={opts.data}", f"schedule.epochs={opts.epochs}"])
     cfg = build_config(recipe, work_dir=opts.work_dir)
-    seed = distributed.shared_seed(1234 if ctx.is_main else 999)
+    seed = group.shared_seed(1234 if ctx.is_main else 999)
     torch.manual_seed(seed + ctx.rank)  # each rank builds different weights: DDP must start all from rank 0's
     dataset = build_dataset(cfg.data.train)
     model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
     model.init_weights()
     built = {n: p.detach().clone() for n, p in model.named_parameters()}
-    wrapped = distributed.wrap(model, "cpu")
+    wrapped = group.wrap(model, "cpu")
     wrapped_params = {n: p.detach().clone() for n, p in wrapped.module.named_parameters()}
     torch.save({"built": built, "wrapped": wrapped_params}, records / f"rank{ctx.rank}_init.pt")
 
@@ -757,7 +791,7 @@ def _tiny_worker(ctx: distributed.DistInfo, opts: argparse.Namespace) -> int:
     logger = logging.getLogger(f"tiny.rank{ctx.rank}")
     runner = Runner(wrapped, optimizer=optimizer, work_dir=str(opts.work_dir), logger=logger, max_epochs=opts.epochs)
     runner.register_training_hooks(cfg.lr_config, dict(grad_clip=None))
-    runner.register_hook(distributed.sampler_seed_hook())
+    runner.register_hook(group.sampler_seed_hook())
     runner.register_hook(_recorder(ctx.rank, records, opts.kill_rank, opts.kill_at_iter, wrap_model), priority="HIGH")
     if ctx.is_main:
         def meta_fn(r) -> dict:
@@ -771,7 +805,7 @@ def _tiny_worker(ctx: distributed.DistInfo, opts: argparse.Namespace) -> int:
                              priority="LOWEST")
     if opts.resume:
         runner.resume(str(Path(opts.work_dir) / ckpt.LATEST), map_location="cpu")
-    loader = distributed.build_loader(dataset, samples_per_gpu=1, workers_per_gpu=0, shuffle=True, seed=seed)
+    loader = group.build_loader(dataset, samples_per_gpu=1, workers_per_gpu=0, shuffle=True, seed=seed)
     runner.run([loader], [("train", 1)])
     module = runner.model.module
     torch.save({"params": {n: p.detach().clone() for n, p in module.named_parameters()},
@@ -827,7 +861,7 @@ def _recorder(rank: int, records: Path, kill_rank: int, kill_at_iter: int, wrap_
 
 
 def _worker_main(argv: list[str]) -> int:
-    from rotld_cli.engine.worker import run_worker
+    from rotld_cli.cli.worker import run_worker
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)

@@ -148,7 +148,7 @@ def test_dota1_gwd_student_compiles_to_exactly_the_seed_values(tmp_path):
 def test_dota1_data_pipelines_and_paths():
     cfg = compile_recipe(load_recipe("dota1/teacher-r34-gwd-2x"))
     data = cfg["data"]
-    root = RECIPES_DIR.parent / "data" / "split_ss_dota1_0"
+    root = RECIPES_DIR.parent.parent / "data" / "split_ss_dota1_0"  # the checkout top
     assert (data["samples_per_gpu"], data["workers_per_gpu"]) == (2, 2)  # total batch 2 on one device
     train_pipeline = [
         dict(type="LoadImageFromFile"),
@@ -237,7 +237,8 @@ def test_a_checked_teacher_model_replaces_the_teacher_recipe():
     # a student whose teacher was trained with a narrower FPN: the bundled teacher.recipe no longer
     # matches, but the caller passes the teacher model it has checked itself
     student = load_recipe("dota1/student-r18-gwd-ld-kd-1x", ["model.neck.out_channels=128"])
-    with pytest.raises(RotldError, match=r"model\.neck\.out_channels differs"):
+    mismatch = r"FPN width 256 does not match the student's 128 \(model\.neck\.out_channels\)"
+    with pytest.raises(RotldError, match=mismatch):
         compile_recipe(student)
     teacher = load_recipe("dota1/teacher-r34-gwd-2x", ["model.neck.out_channels=128"])
     cfg = compile_recipe(student, teacher_model=model_dict(teacher))
@@ -303,7 +304,8 @@ def test_synthetic_recipes_are_cpu_sized_and_teacher_student_line_up():
 )
 def test_a_teacher_that_does_not_line_up_is_refused(override, key):
     recipe = load_recipe("dota1/student-r18-gwd-ld-kd-1x", [override])
-    with pytest.raises(RotldError, match=rf"teacher\.recipe: {key} differs between the student .* and the teacher"):
+    mismatch = rf"teacher\.recipe \S+teacher-r34-gwd-2x\.yaml: .* not match the student's .* \({key}\)"
+    with pytest.raises(RotldError, match=mismatch):
         compile_recipe(recipe)
 
 
@@ -393,7 +395,10 @@ def test_teacher_model_cfg_and_the_kd_detector_reading_a_yaml_teacher(engine):
     with pytest.raises(RotldError, match="a student recipe cannot be a teacher"):
         teacher_model_cfg(RECIPES_DIR / "synthetic" / "student-r18-gwd-ld-kd.yaml")
     model_cfg = compile_recipe(load_recipe("synthetic/student-r18-gwd-ld-kd"))["model"]
-    model_cfg["teacher_config"] = str(path)  # the plugin compiles a YAML teacher through teacher_model_cfg
+    model_cfg["teacher_config"] = str(path)  # the plugin never compiles recipes: the config layer does
+    with pytest.raises(RotldError, match=r"teacher-r34-gwd\.yaml: expected an mmcv \.py config"):
+        engine(ConfigDict(model_cfg))
+    model_cfg["teacher_config"] = dict(model=teacher_model_cfg(path))
     model = engine(ConfigDict(model_cfg))
     assert len(model.teacher_model.backbone.layer3) == 6
 

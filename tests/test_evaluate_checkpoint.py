@@ -11,7 +11,6 @@ ground truth made of the model's own best detections, where the expected AP is c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
@@ -52,10 +50,10 @@ def world(tmp_path_factory) -> dict:
         data, num_train=2, num_val=2, image_size=256, seed=0, objects_per_image=(4, 7), distractors_per_image=(1, 3)
     )
     split = root / "split"
-    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(128,), gaps=(32,))), show_progress=False)
+    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(128,), gaps=(32,))))
     teacher_recipe = write_recipe(root / "teacher.yaml", split)
     student_recipe = write_student_recipe(root / "student.yaml", split, teacher_recipe)
-    common = dict(device="cpu", validate=False, live=False, overrides=["schedule.epochs=1"])
+    common = dict(device="cpu", validate=False, overrides=["schedule.epochs=1"])
     teacher = train_teacher(str(teacher_recipe), TrainOptions(work_dir=root / "teacher", **common)).checkpoint
     student = distill(str(student_recipe), TrainOptions(work_dir=root / "student", teacher=teacher, **common))
     (root / "published").mkdir()

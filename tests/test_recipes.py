@@ -351,7 +351,7 @@ def test_paths_in_a_file_resolve_against_the_file_paths_from_set_against_the_cwd
 
 
 def test_bundled_data_root_is_data_split_ss_dota1_0_at_the_checkout_top():
-    repo = RECIPES_DIR.parent
+    repo = RECIPES_DIR.parent.parent  # the checkout top (recipes are package data in rotld_cli/)
     assert load_recipe("dota1/teacher-r34-gwd-2x").get("data.root") == str(repo / "data" / "split_ss_dota1_0")
     student = load_recipe("dota1/student-r18-gwd-ld-kd-1x")
     assert student.get("teacher.recipe") == str(RECIPES_DIR / "dota1" / "teacher-r34-gwd-2x.yaml")

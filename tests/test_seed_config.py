@@ -8,7 +8,6 @@ instead of 256 to keep the test fast. The training step runs on a real DOTA crop
 
 from __future__ import annotations
 
-import sys
 import types
 
 import numpy as np
@@ -179,16 +178,21 @@ def test_teacher_config_path_is_relative_to_the_config(engine, tmp_path, monkeyp
 
 def test_teacher_config_from_a_yaml_recipe(engine, tmp_path, monkeypatch):
     import mmcv
+    from mmrotate.models import build_detector
+
+    from rotld_cli.engine import config
+    from rotld_cli.errors import RotldError
 
     teacher_model = mmcv.Config.fromfile(str(write_configs(tmp_path).parent / "teacher_gwd_r34.py")).model
     calls = []
-    fake = types.ModuleType("rotld_cli.engine.config")
-    fake.teacher_model_cfg = lambda p: calls.append(p) or {"model": teacher_model.to_dict()}
-    monkeypatch.setitem(sys.modules, "rotld_cli.engine.config", fake)
+    monkeypatch.setattr(config, "teacher_model_cfg", lambda p: calls.append(p) or teacher_model.to_dict())
     (tmp_path / "teacher.yaml").write_text("model: r34\n")
     path = write_configs(tmp_path, teacher="'teacher.yaml'", extra=f", config_dir={str(tmp_path)!r}")
-    assert build(path).teacher_model.backbone.depth == 34
+    # the config layer compiles a YAML teacher; the plugin itself never compiles recipes
+    assert build_detector(config.load_config(path).model).teacher_model.backbone.depth == 34
     assert calls == [tmp_path / "teacher.yaml"]
+    with pytest.raises(RotldError, match=r"teacher\.yaml: expected an mmcv \.py config"):
+        build(path)
 
 
 def test_bad_teacher_dict_is_refused(engine, tmp_path):
@@ -198,7 +202,7 @@ def test_bad_teacher_dict_is_refused(engine, tmp_path):
         build(write_configs(tmp_path, teacher="dict(depth=34)"))
 
 
-def test_teacher_checkpoint_loads_weights_only(engine, tmp_path):
+def test_teacher_checkpoint_loads_weights_only(engine, tmp_path, caplog):
     from rotld_cli.errors import RotldError
 
     source = build(write_configs(tmp_path / "a")).teacher_model.state_dict()
@@ -213,11 +217,13 @@ def test_teacher_checkpoint_loads_weights_only(engine, tmp_path):
 
     partial = {k: v for k, v in source.items() if k.startswith("backbone.")}
     torch.save({"state_dict": partial}, tmp_path / "partial.pth")
-    with pytest.warns(UserWarning, match="missing keys"):
+    with caplog.at_level("WARNING", logger="rotld_cli.engine.models.kd_detector"):
         build(write_configs(tmp_path, ckpt="partial.pth", extra=f", config_dir={str(tmp_path)!r}"))
+    assert "missing keys in source state_dict" in caplog.text
 
     torch.save({"state_dict": source, "meta": {"hook": types.SimpleNamespace(x=1)}}, tmp_path / "pickled.pth")
-    with pytest.raises(RotldError, match=r"refusing to unpickle `types\.SimpleNamespace`"):
+    with pytest.raises(RotldError, match=r"pickled\.pth: holds Python objects that a safe load refuses "
+                                         r"\(types\.SimpleNamespace\); pass --trust-checkpoint"):
         build(write_configs(tmp_path, ckpt="pickled.pth", extra=f", config_dir={str(tmp_path)!r}"))
 
 

@@ -11,12 +11,12 @@ import json
 import math
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = pytest.mark.engine
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
@@ -27,6 +27,7 @@ from rotld_cli.cli import main  # noqa: E402
 from rotld_cli.engine import checkpoints as ckpt  # noqa: E402
 from rotld_cli.engine import hooks  # noqa: E402
 from rotld_cli.engine.patch_eval import patch_ap50  # noqa: E402
+from rotld_cli.engine.reporting import TrainReporter  # noqa: E402
 from rotld_cli.engine.train import TrainOptions, check_pretrained, train_teacher  # noqa: E402
 
 BASE_LR = 0.01
@@ -43,12 +44,48 @@ def recipe(split, tmp_path_factory) -> Path:
     return write_recipe(tmp_path_factory.mktemp("recipes") / "tiny.yaml", split)
 
 
+class RecordingReporter(TrainReporter):
+    """What the hooks hand to a (non-live) display: lines and tables, in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def start(self, total, completed):
+        self.events.append(("start", total, completed))
+
+    def line(self, text):
+        self.events.append(("line", text))
+
+    def table(self, title, rows):
+        self.events.append(("table", title, [name for name, _ in rows]))
+
+    def stop(self):
+        self.events.append(("stop",))
+
+
 @pytest.fixture(scope="module")
 def full_run(recipe, tmp_path_factory):
     """An uninterrupted 2-epoch run with the patch evaluation after epoch 2."""
     work = tmp_path_factory.mktemp("runs") / "full"
-    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", live=False))
+    reporter = RecordingReporter()
+    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", reporter=reporter))
+    result.reported = reporter.events
     return work, result
+
+
+def test_progress_goes_through_the_reporter(full_run):
+    """The engine draws nothing: every progress line and the validation table reach the reporter."""
+    _, result = full_run
+    events = result.reported
+    assert events[0] == ("start", 4, 0) and events[-1] == ("stop",)
+    lines = [e[1] for e in events if e[0] == "line"]
+    step = re.compile(r"^epoch (\d)/2 it (\d)/2 loss \S+ \(.+\) lr \S+ \d+\.\d\d (it/s|s/it) ETA \d+:\d\d$")
+    steps = [step.match(line) for line in lines if " it " in line]
+    assert [(m.group(1), m.group(2)) for m in steps] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")], lines
+    done = [line for line in lines if " done in " in line]
+    assert [line.split(" done in ")[0] for line in done] == ["epoch 1/2", "epoch 2/2"]
+    tables = [e for e in events if e[0] == "table"]
+    assert tables == [("table", "Validation after epoch 2", list(result.evaluations[-1])[1:])]
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -117,13 +154,13 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(full_run, recipe, tmp
 
     monkeypatch.setattr(hooks.ProgressHook, "after_train_iter", killed_after_iteration_3)
     with pytest.raises(Exception, match="interrupted at epoch 2"):
-        train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", live=False))
+        train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu"))
     assert torch.load(work / "latest.pth", weights_only=True)["meta"]["epoch"] == 1
     assert not (work / "done.json").exists()
     monkeypatch.setattr(hooks.ProgressHook, "after_train_iter", original)
     # Disturb every RNG: the resumed run must restore them from the checkpoint.
     random.seed(123), np.random.seed(123), torch.manual_seed(123)
-    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", resume=True, live=False))
+    result = train_teacher(str(recipe), TrainOptions(work_dir=work, device="cpu", resume=True))
     assert result.resumed_from == 1 and result.iters == 4
     full = torch.load(work_full / "latest.pth", weights_only=True)
     resumed = torch.load(work / "latest.pth", weights_only=True)

@@ -21,7 +21,7 @@ def make_split(root: Path, num_train: int = 4, num_val: int = 2, seed: int = 0) 
     generate_dataset(data, num_train=num_train, num_val=num_val, image_size=PATCH, seed=seed,
                      objects_per_image=(3, 5), distractors_per_image=(1, 3))
     split = root / "split"
-    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(PATCH,), gaps=(0,))), show_progress=False)
+    prepare_dota(data, split, PrepareOptions(split=SplitParams(sizes=(PATCH,), gaps=(0,))))
     return split
 
 

@@ -46,7 +46,6 @@ def _root(
 
 from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app`)
     demo,
-    distill,
     doctor,
     evaluate,
     prepare,
@@ -55,21 +54,24 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     train,
 )
 
-__all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors and exit codes instead of tracebacks."""
     from rotld_cli.cli.help import polish, strip_debug
 
-    argv, debug = strip_debug(sys.argv[1:] if argv is None else argv)
+    args, debug = strip_debug(list(sys.argv[1:] if argv is None else argv))
     ui.set_debug(debug)
     if not ui.debug_enabled():
         silence_third_party()  # before any command imports the engine stack
+    ui.install_log_handler()  # the engine and the toolkit report through `logging`
     command = typer.main.get_command(app)
     polish(command)
     try:
-        rc = command.main(args=argv, prog_name="rotld", standalone_mode=False)
+        # the training commands hand these to their worker processes (never this process's sys.argv)
+        worker_args = ["--debug", *args] if debug else args
+        rc = command.main(args=args, prog_name="rotld", standalone_mode=False, obj={"argv": worker_args})
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,9 @@ def demo_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON after the table."),
 ) -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on busy CPUs
+    from rotld_cli import threads
+
+    threads.configure()  # before torch loads: no spin-waiting on busy CPUs
     from rotld_cli import ui
     from rotld_cli.demo import TABLE_COLUMNS, run_demo, table_rows
 

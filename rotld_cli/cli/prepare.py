@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from rotld_cli import ui
 from rotld_cli.cli import app
 from rotld_cli.errors import RotldError, UsageError
 
@@ -90,7 +91,9 @@ def prepare_cmd(
         overwrite=overwrite,
         strict=strict,
     )
-    summary = prepare_dota(src, out, options, show_progress=not as_json)
+    if as_json:
+        ui.status_to_stderr()
+    summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -104,8 +107,6 @@ def prepare_cmd(
 
 def _render(summary) -> None:
     from rich.markup import escape
-
-    from rotld_cli import ui
 
     total = summary.total
     rows = [

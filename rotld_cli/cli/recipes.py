@@ -27,7 +27,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print a JSON li
         typer.echo(json.dumps(rows, indent=2))
         return
     if not found:
-        ui.warn("no bundled recipes found (the recipes/ folder is missing from this installation)")
+        ui.warn("no bundled recipes found (rotld_cli/recipes_data/ is missing from this installation)")
         return
     rows = [[name, text] for name, _, text in found]
     ui.console.print(ui.table("Bundled recipes", ["name", "description"], rows, justify_numbers=False))

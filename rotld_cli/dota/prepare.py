@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import multiprocessing
 import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rotld_cli import __version__, ui
+from rotld_cli import __version__
 from rotld_cli.dota.classes import classes_for
 from rotld_cli.dota.formats import FormatError, read_label_file
 from rotld_cli.dota.split import (
@@ -37,6 +38,8 @@ from rotld_cli.dota.split import (
 )
 from rotld_cli.errors import RotldError, UsageError, located
 from rotld_cli.fileio import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # The image extensions img_split accepts (case-sensitive, as its `_load_dota_single`).
 IMAGE_EXTS = (".jpg", ".JPG", ".png", ".tif", ".bmp")
@@ -560,11 +563,16 @@ def image_runner(workers: int, n_jobs: int) -> Iterator:
         yield lambda jobs: pool.imap_unordered(split_image, jobs, chunksize=1)
 
 
-def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: bool = True) -> PrepareSummary:
+ProgressFn = Callable[[Iterator[ImageOutcome], int], Iterator[ImageOutcome]]
+"""`progress(outcomes, total)`: pass the outcomes through while showing progress (the CLI draws a bar)."""
+
+
+def prepare_dota(src: Path, out: Path, options: PrepareOptions, progress: ProgressFn | None = None) -> PrepareSummary:
     """Split SRC (a DOTA root or one split folder) into OUT; resumes an interrupted run.
 
     Bad inputs become `problems` (the run goes on with the other images); the caller decides
     the exit status. Raises UsageError for options that conflict with an existing OUT.
+    Each problem is also logged as a warning when found; `progress` wraps the image outcomes.
     """
     options.validate()
     start = time.perf_counter()
@@ -599,7 +607,7 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
         for folder in folders:
             jobs, problems[folder.name] = list_jobs(folder, out, options)
             for problem in problems[folder.name]:
-                ui.warn(problem)
+                log.warning(problem)
             folder_todo = []
             for job in jobs:
                 done = completed_outcome(job)
@@ -610,17 +618,17 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
             removed_stale += remove_stale_outputs(folder, out, jobs, folder_todo, options.ext)
             todo += folder_todo
         resumed = len(resumed_outcomes)
-        quiet = not show_progress  # --json: stdout holds the summary alone
         if resumed:
-            ui.info(f"resuming: {resumed} image(s) already split in {out}", stderr=quiet)
+            log.info(f"resuming: {resumed} image(s) already split in {out}")
         if removed_stale:
-            ui.info(f"removed {removed_stale} patch(es) of images that left or changed in {src}", stderr=quiet)
+            log.info(f"removed {removed_stale} patch(es) of images that left or changed in {src}")
         stopped = None
         for outcome in resumed_outcomes:
             _record(outcome, stats, problems)
 
         with image_runner(options.workers, len(todo)) as run:
-            for outcome in _with_progress(run(todo), len(todo), show_progress):
+            outcomes = run(todo)
+            for outcome in progress(outcomes, len(todo)) if progress is not None and todo else outcomes:
                 _record(outcome, stats, problems, quiet=outcome.stop)
                 if outcome.stop:
                     stopped = outcome.problems[0]
@@ -651,23 +659,4 @@ def _record(
     problems[outcome.split].extend(outcome.problems)
     if not quiet:
         for problem in outcome.problems:
-            ui.warn(problem)
-
-
-def _with_progress(outcomes: Iterator[ImageOutcome], total: int, show: bool) -> Iterator[ImageOutcome]:
-    """Pass outcomes through, advancing a bar of images with the patch count and patches/s."""
-    if not show or not total:
-        yield from outcomes
-        return
-    from rich.progress import TextColumn
-
-    bar = ui.progress(TextColumn("{task.fields[patches]} patches, {task.fields[rate]:.1f}/s"))
-    started = time.perf_counter()
-    patches = 0
-    with bar:
-        task = bar.add_task("splitting images", total=total, patches=0, rate=0.0)
-        for outcome in outcomes:
-            patches += outcome.stats.patches if outcome.stats else 0
-            rate = patches / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=1, patches=patches, rate=rate)
-            yield outcome
+            log.warning(problem)

@@ -6,8 +6,7 @@ torch 2.x shims once and registers rotld's plugins under the seed's type names.
 
 from __future__ import annotations
 
-import os
-
+from rotld_cli import threads
 from rotld_cli.errors import EngineMissingError
 
 _loaded = False
@@ -25,7 +24,7 @@ def load_engine() -> None:
     from rotld_cli.engine import compat
 
     compat.quiet_imports()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no OpenMP spin-waiting
+    threads.configure()  # before torch loads: no OpenMP spin-waiting
     try:
         import mmcv.ops  # fails without the compiled mmcv-full ops
         import mmcv.runner  # noqa: F401  (imports torchvision)

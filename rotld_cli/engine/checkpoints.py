@@ -160,13 +160,13 @@ def publish_latest(source: os.PathLike[str] | str, work_dir: os.PathLike[str] | 
     return latest
 
 
-def load_checkpoint(path: os.PathLike[str] | str, what: str = "checkpoint") -> dict[str, Any]:
-    """Load a checkpoint on CPU, weights only (rotld_cli.checkpoints' safe loader); one-line errors."""
+def load_checkpoint(path: os.PathLike[str] | str, what: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint on CPU, weights only unless `trust` (rotld_cli.checkpoints' loader); one-line errors."""
     from rotld_cli.checkpoints import load_checkpoint_file
 
     path = Path(path)
     try:
-        ckpt = load_checkpoint_file(path)
+        ckpt = load_checkpoint_file(path, trust=trust)
     except RotldError as exc:
         raise CheckpointError(f"{what}: {exc}") from None
     if not isinstance(ckpt, dict):

@@ -15,7 +15,9 @@ Checkpoint loading (torch >= 2.6 defaults `torch.load` to `weights_only=True`), 
   made safe too.
 - Full unpickling (`weights_only=False`) happens only inside `with trusted_checkpoints():`, the
   explicit trust path for a file the user vouches for. A refused file raises a RotldError that
-  names the file and the offending global instead of torch's multi-paragraph message.
+  names the file and the offending global instead of torch's multi-paragraph message. The
+  allow-list, the trust switch and that error mapping are `rotld_cli.checkpoints`' (one loader):
+  this module only routes mmcv's loaders through `rotld_cli.checkpoints.torch_load`.
 
 Noisy import-time messages are silenced by `rotld_cli.quiet.silence_third_party()`, which the CLI
 runs before any command (and `load_engine()` again, for library use) — see that module for the list.
@@ -23,20 +25,19 @@ runs before any command (and `load_engine()` again, for library use) — see tha
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import re
-from collections.abc import Iterator
 from typing import Any, Callable
 
-from rotld_cli.errors import RotldError
+from rotld_cli.checkpoints import (  # noqa: F401  (re-exported: the one loader's trust switch)
+    checkpoints_trusted,
+    torch_load,
+    trusted_checkpoints,
+)
 
 ORIGINALS: dict[str, Any] = {}
 APPLIED: list[str] = []
 
 _applied = False
-_trust_depth = 0
 
 
 def _patch(owner: Any, name: str, new: Any, key: str) -> None:
@@ -291,63 +292,8 @@ def _shim_numpy_aliases() -> None:
 # ----------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_safe_globals() -> list[Any]:
-    """The harmless non-tensor types mmcv checkpoints carry in `meta` (numpy scalars/arrays, datetimes)."""
-    import datetime
-
-    import numpy as np
-
-    dtype_classes = {type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                                 np.float16, np.float32, np.float64, np.str_)}
-    return [
-        np.core.multiarray.scalar,
-        np.core.multiarray._reconstruct,
-        np.ndarray,
-        np.dtype,
-        *sorted(dtype_classes, key=lambda c: c.__name__),
-        datetime.datetime,
-        datetime.date,
-        datetime.timedelta,
-    ]
-
-
-@contextlib.contextmanager
-def trusted_checkpoints() -> Iterator[None]:
-    """Inside this block mmcv's loaders unpickle everything (`weights_only=False`): trusted files only."""
-    global _trust_depth
-    _trust_depth += 1
-    try:
-        yield
-    finally:
-        _trust_depth -= 1
-
-
-def checkpoints_trusted() -> bool:
-    return _trust_depth > 0
-
-
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-
-
-def safe_torch_load(load: Callable[..., Any], source: str, *args: Any, **kwargs: Any) -> Any:
-    """Call `load(..., weights_only=...)` with the checkpoint allowlist; a refusal is one RotldError line."""
-    import torch
-
-    if checkpoints_trusted():
-        return load(*args, weights_only=False, **kwargs)
-    try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return load(*args, weights_only=True, **kwargs)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        found = _UNSUPPORTED_GLOBAL.search(str(exc))
-        if not found and "Weights only load failed" not in str(exc):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RotldError(f"{source}: not a readable PyTorch checkpoint ({first})") from exc
-        what = f"`{found.group(1)}`" if found else "objects other than tensors and plain data"
-        raise RotldError(
-            f"{source}: refusing to unpickle {what} from this checkpoint (torch weights_only loading); "
-            "load it as trusted only if you trust where it comes from"
-        ) from exc
+# The one allow-list, trust switch and error mapping live in rotld_cli.checkpoints; mmcv's
+# loaders are only adapted to it below.
 
 
 def _shim_checkpoint_loading() -> None:
@@ -367,11 +313,11 @@ def _shim_checkpoint_loading() -> None:
         filename = osp.expanduser(filename)
         if not osp.isfile(filename):
             raise FileNotFoundError(f"{filename} can not be found.")
-        return safe_torch_load(torch.load, filename, filename, map_location=map_location)
+        return torch_load(torch.load, filename, filename, map_location=map_location)
 
     def load_from_http(filename, map_location=None, model_dir=None):
         def fetch():
-            return safe_torch_load(
+            return torch_load(
                 torch.hub.load_state_dict_from_url, filename, filename, model_dir=model_dir, map_location=map_location
             )
 

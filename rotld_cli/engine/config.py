@@ -29,16 +29,6 @@ BBOX_LOSSES = {
     "gwd": lambda weight: dict(type="GDLoss", loss_type="gwd", loss_weight=weight),
     "kld": lambda weight: dict(type="GDLoss_v1", loss_type="kld", fun="log1p", tau=1.0, loss_weight=weight),
 }
-TEACHER_MATCH_KEYS = (
-    "model.angle_version",
-    "model.neck.out_channels",
-    "model.head.reg_max",
-    "model.anchors",
-    "data.classes",
-)
-"""What a teacher must share with its student: soft targets and features align anchor by anchor."""
-
-
 # --------------------------------------------------------------------------------------------
 # Public API
 
@@ -52,7 +42,8 @@ def build_config(
     """The mmcv Config for `recipe` (a student's teacher recipe is compiled and checked too).
 
     `teacher_model` replaces the compiled `teacher.recipe` for a student whose teacher the caller
-    has already checked (e.g. the recipe stored in the teacher's checkpoint).
+    has already checked (`engine.teacher.check_teacher`, e.g. from the recipe stored in the
+    teacher's checkpoint); the caller then loads its weights, unless `teacher_checkpoint` is given.
     """
     mmcv = _mmcv()
     cfg = compile_recipe(recipe, work_dir=work_dir, teacher_checkpoint=teacher_checkpoint, teacher_model=teacher_model)
@@ -138,9 +129,13 @@ def model_dict(
     head = _head_dict(recipe, width)
     model: dict[str, Any] = dict(type="RotatedRetinaNet", backbone=backbone, neck=neck, bbox_head=head)
     if recipe.is_student:
-        if teacher_model is None:
-            teacher_model = _teacher_model(recipe)
-        ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
+        if teacher_model is None:  # the one teacher check (engine/teacher.py) on the student's teacher.recipe
+            from rotld_cli.engine.teacher import checked_teacher_recipe
+
+            teacher_model = model_dict(checked_teacher_recipe(recipe))
+            ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
+        else:  # a teacher the caller has checked: it loads the weights too (strictly, from the hashed file)
+            ckpt = teacher_checkpoint
         head.update(_distill_args(recipe))
         head["type"] = "LDRotatedRetinaHead"
         model = dict(
@@ -274,7 +269,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
 
 
 def _resolve_teacher_paths(model: dict, config_dir: Path) -> None:
-    """Make a seed config's relative `teacher_config`/`teacher_ckpt` absolute.
+    """Make a seed config's relative `teacher_config`/`teacher_ckpt` absolute; compile a YAML teacher.
 
     The seed resolved them against the CWD (it had to be launched from its repo root). We look
     beside the config first, then in the CWD, so both layouts work from anywhere.
@@ -285,6 +280,9 @@ def _resolve_teacher_paths(model: dict, config_dir: Path) -> None:
             continue
         beside, in_cwd = config_dir / value, Path.cwd() / value
         model[key] = str(beside if beside.exists() or not in_cwd.exists() else in_cwd.resolve())
+    teacher = model.get("teacher_config")
+    if isinstance(teacher, str) and Path(teacher).suffix.lower() in (".yaml", ".yml") and Path(teacher).is_file():
+        model["teacher_config"] = dict(model=teacher_model_cfg(Path(teacher)))  # the plugin never compiles recipes
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,26 +342,6 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
         imitation_method=get("distill.imitation_method"),
         ld_region_box=get("distill.ld_region_box"),
     )
-
-
-def _teacher_model(student: Recipe) -> dict[str, Any]:
-    """Compile the student's teacher recipe, refusing one whose outputs would not line up."""
-    path = student.get("teacher.recipe")
-    if not Path(path).is_file():
-        raise RotldError(f"{student.label}: teacher.recipe: {display_path(path)}: no such recipe file")
-    teacher = load_recipe(path)
-    if teacher.is_student:
-        raise RotldError(f"{student.label}: teacher.recipe: {teacher.label} is itself a student recipe")
-    for key in TEACHER_MATCH_KEYS:
-        mine, theirs = student.get(key), teacher.get(key)
-        if key == "data.classes":
-            mine, theirs = list(student.classes), list(teacher.classes)
-        if mine != theirs:
-            raise RotldError(
-                f"{student.label}: teacher.recipe: {key} differs between the student ({mine}) and the "
-                f"teacher {teacher.label} ({theirs}); distillation needs them equal"
-            )
-    return model_dict(teacher)
 
 
 def _mmcv():

@@ -20,10 +20,9 @@ from typing import Any
 
 import torch
 from mmcv.runner import Hook
-from rich.progress import TextColumn
 
-from rotld_cli import ui
 from rotld_cli.engine import checkpoints as ckpt
+from rotld_cli.engine.reporting import TrainReporter, rate_text
 from rotld_cli.errors import RotldError
 from rotld_cli.fileio import atomic_write_text
 
@@ -224,11 +223,11 @@ class EvalHook(Hook):
     """Every `interval` epochs (and after the last one) run `evaluate_fn(model)` and log its metrics."""
 
     def __init__(self, evaluate_fn: Callable[[Any], dict[str, float]], run_log: RunLog, interval: int = 1,
-                 console=None) -> None:
+                 reporter: TrainReporter | None = None) -> None:
         self.evaluate_fn = evaluate_fn
         self.run_log = run_log
         self.interval = max(1, int(interval))
-        self.console = console or ui.console
+        self.reporter = reporter or TrainReporter()
         self.results: list[dict[str, Any]] = []
 
     def after_train_epoch(self, runner) -> None:
@@ -240,11 +239,8 @@ class EvalHook(Hook):
         self.results.append({"epoch": epoch, **metrics})
         self.run_log.record({"mode": "val", "epoch": epoch, "iter": runner.iter, **metrics})
         self.run_log.epoch_row({"epoch": epoch, "iter": runner.iter, **{f"val_{k}": v for k, v in metrics.items()}})
-        rows = [[name, f"{value:.4f}"] for name, value in metrics.items()]
-        title = f"Validation after epoch {epoch}"
-        tbl = ui.table(title, ["metric", "value"], rows)
-        tbl.min_width = len(title) + 4
-        self.console.print(tbl)
+        rows = [(name, f"{value:.4f}") for name, value in metrics.items()]
+        self.reporter.table(f"Validation after epoch {epoch}", rows)
 
 
 def _is_number(value: Any) -> bool:
@@ -252,19 +248,18 @@ def _is_number(value: Any) -> bool:
 
 
 class ProgressHook(Hook):
-    """Live Rich progress (epoch, iteration, every loss term, lr, it/s, ETA) and the run logs.
+    """Progress (epoch, iteration, every loss term, lr, it/s or s/it, ETA) and the run logs.
 
-    On a terminal the display updates every iteration; otherwise (CI, `nohup`, a pipe) one
-    plain line is printed every `interval` iterations so a log file still shows progress.
+    A live reporter (the CLI's progress bar on a terminal) is updated every iteration; otherwise
+    (CI, `nohup`, a pipe, a library caller) one plain line goes out every `interval` iterations
+    so a log file still shows progress. The hook never draws: its reporter does.
     """
 
-    def __init__(self, run_log: RunLog, interval: int = 50, console=None, live: bool | None = None) -> None:
+    def __init__(self, run_log: RunLog, interval: int = 50, reporter: TrainReporter | None = None) -> None:
         self.run_log = run_log
         self.interval = max(1, int(interval))
-        self.console = console or ui.console
-        self.live = self.console.is_terminal if live is None else live
-        self._progress = None
-        self._task = None
+        self.reporter = reporter or TrainReporter()
+        self._started = False
         self._window: dict[str, list[float]] = {}
         self._epoch_sums: dict[str, float] = {}
         self._epoch_iters = 0
@@ -281,17 +276,16 @@ class ProgressHook(Hook):
         self.run_log.start(runner.iter)
         self._run_start = time.perf_counter()
         self._start_iter = runner.iter
-        if self.live:
-            self._progress = ui.progress(TextColumn("{task.fields[status]}"), TextColumn("{task.fields[speed]}"))
-            self._progress.start()
+        self.reporter.start(runner.max_iters, runner.iter)
+        self._started = True
 
     def after_run(self, runner) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._started:
+            self.reporter.stop()
+            self._started = False
         self.run_log.close()
 
     # -- epoch -------------------------------------------------------------------------------
@@ -299,13 +293,6 @@ class ProgressHook(Hook):
         self._epoch_sums, self._epoch_iters, self._window = {}, 0, {}
         self._times, self._data_times = [], []
         self._epoch_start = self._last_tick = time.perf_counter()
-        description = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
-        if self._progress is not None:
-            if self._task is None:
-                self._task = self._progress.add_task(description, total=runner.max_iters, completed=runner.iter,
-                                                     status="starting", speed="")
-            else:
-                self._progress.update(self._task, description=description, total=runner.max_iters)
 
     def before_train_iter(self, runner) -> None:
         self._data_start = time.perf_counter()
@@ -324,9 +311,10 @@ class ProgressHook(Hook):
         done_in_run = runner.iter + 1 - self._start_iter
         speed = done_in_run / max(now - self._run_start, 1e-9)
         inner, per_epoch = runner.inner_iter + 1, len(runner.data_loader)
-        if self._progress is not None:
+        if self.reporter.live:
             status = f"it {inner}/{per_epoch} " + self._loss_text(log_vars) + f" lr {lr:.2e}"
-            self._progress.update(self._task, completed=runner.iter + 1, status=status, speed=f"{speed:.2f} it/s")
+            self.reporter.update(runner.iter + 1, f"epoch {runner.epoch + 1}/{runner.max_epochs}", status,
+                                 rate_text(speed))
         if inner % self.interval == 0 or inner == per_epoch:
             means = {k: sum(v) / len(v) for k, v in self._window.items()}
             record = {
@@ -340,12 +328,11 @@ class ProgressHook(Hook):
                 record["memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
             self.run_log.record(record)
             self._window, self._times, self._data_times = {}, [], []
-            if self._progress is None:
+            if not self.reporter.live:
                 remaining = (runner.max_iters - runner.iter - 1) / max(speed, 1e-9)
-                self.console.print(
+                self.reporter.line(
                     f"epoch {runner.epoch + 1}/{runner.max_epochs} it {inner}/{per_epoch} "
-                    f"{self._loss_text(means)} lr {lr:.2e} {speed:.2f} it/s ETA {_duration(remaining)}",
-                    highlight=False, soft_wrap=True,
+                    f"{self._loss_text(means)} lr {lr:.2e} {rate_text(speed)} ETA {_duration(remaining)}"
                 )
 
     def after_train_epoch(self, runner) -> None:
@@ -355,10 +342,7 @@ class ProgressHook(Hook):
         row = {"epoch": epoch, "iter": runner.iter, "lr": float(runner.current_lr()[0]), **means,
                "seconds": seconds, "it_per_s": self._epoch_iters / max(seconds, 1e-9)}
         self.run_log.epoch_row(row)
-        self.console.print(
-            f"epoch {epoch}/{runner.max_epochs} done in {_duration(seconds)}: {self._loss_text(means)}",
-            highlight=False, soft_wrap=True,
-        )
+        self.reporter.line(f"epoch {epoch}/{runner.max_epochs} done in {_duration(seconds)}: {self._loss_text(means)}")
 
     @staticmethod
     def _loss_text(values: Mapping[str, float]) -> str:

@@ -1,25 +1,46 @@
-"""The teacher of a distillation run: checked against the student before anything is built.
+"""The teacher of a distillation run: the one check that it can teach this student.
 
 Why a separate step: a teacher that cannot teach this student (a plain head, another reg_max,
-other classes or angle convention, other anchors) would either crash at the first iteration
-or, worse, train the student towards noise. Each mismatch is one line naming the field. The
-weights are then loaded strictly into the teacher model, from the very file whose SHA-256 the
-run records; they never enter the student's checkpoints.
+other classes or angle convention, other anchors or FPN width) would either crash at the first
+iteration or, worse, train the student towards noise. `check_lines_up` is the only comparison:
+the recipe compiler runs it on a student's `teacher.recipe`, and `check_teacher` runs it on a
+teacher checkpoint (what its weights and metadata say first). Each mismatch is one line naming
+the field. The weights are then loaded strictly into the teacher model, from the very file whose
+SHA-256 the run records; they never enter the student's checkpoints.
+
+torch is imported inside the functions: the recipe compiler calls `checked_teacher_recipe`
+without the engine.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rotld_cli.engine import checkpoints as ckpt
-from rotld_cli.engine.checkpoints import stored_recipe
 from rotld_cli.errors import RotldError
-from rotld_cli.recipes import Recipe, load_recipe
+from rotld_cli.recipes import Recipe, display_path, load_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+TEACHER_MATCH_KEYS = (
+    "model.head.reg_max",
+    "data.classes",
+    "model.angle_version",
+    "model.anchors",
+    "model.neck.out_channels",
+)
+"""What a teacher must share with its student: soft targets and features align anchor by anchor."""
+
+_MISMATCH = {
+    "model.head.reg_max": "reg_max {theirs} does not match the student's reg_max {mine}",
+    "data.classes": "classes {theirs} do not match the student's classes {mine}",
+    "model.angle_version": "angle version {theirs!r} does not match the student's {mine!r}",
+    "model.anchors": "anchors {theirs} do not match the student's {mine}",
+    "model.neck.out_channels": "FPN width {theirs} does not match the student's {mine}",
+}
 
 
 @dataclass
@@ -32,24 +53,59 @@ class TeacherInfo:
     state_dict: dict[str, torch.Tensor]
 
 
-def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | None = None) -> TeacherInfo:
-    """Refuse a teacher that cannot teach this student; every mismatch is one line naming the field.
+def _value(recipe: Recipe, key: str) -> Any:
+    return list(recipe.classes) if key == "data.classes" else recipe.get(key)
+
+
+def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[str, Any] | None = None) -> None:
+    """Refuse a teacher whose outputs would not line up with the student's: one line per mismatch.
+
+    `known` holds what a checkpoint says about a key (its weights, its metadata); it wins over
+    the teacher's recipe.
+    """
+    if teacher.is_student:
+        raise RotldError(f"{where}: {teacher.label} is itself a student recipe")
+    known = known or {}
+    for key in TEACHER_MATCH_KEYS:
+        theirs, mine = known.get(key, _value(teacher, key)), _value(student, key)
+        if key == "data.classes":
+            theirs = list(theirs)
+        if theirs != mine:
+            if key == "data.classes":
+                theirs, mine = _short_list(theirs), _short_list(mine)
+            raise RotldError(f"{where}: {_MISMATCH[key].format(theirs=theirs, mine=mine)} ({key})")
+
+
+def checked_teacher_recipe(student: Recipe) -> Recipe:
+    """The student's `teacher.recipe`, loaded and checked against the student."""
+    path = student.get("teacher.recipe")
+    where = f"{student.label}: teacher.recipe"
+    if not Path(path).is_file():
+        raise RotldError(f"{where}: {display_path(path)}: no such recipe file")
+    teacher = load_recipe(path)
+    if teacher.is_student:
+        raise RotldError(f"{where}: {teacher.label} is itself a student recipe")
+    check_lines_up(student, teacher, f"{where} {teacher.label}")
+    return teacher
+
+
+def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | None = None,
+                  trust: bool = False) -> TeacherInfo:
+    """Refuse a teacher checkpoint that cannot teach this student; every mismatch is one line naming the field.
 
     What the weights say comes first: a distribution head has the `bbox_head.integral.project`
     buffer, whose length is reg_max + 1 (a plain rotated RetinaNet head has none). Classes and the
     angle version come from the checkpoint's metadata, else from the teacher's recipe. That recipe
     (which builds the teacher model) is `--teacher-recipe`, else the one stored in the checkpoint,
-    else the student's `teacher.recipe`; its anchors and FPN width must match the student's, since
-    soft targets and features are compared anchor by anchor.
+    else the student's `teacher.recipe`; its anchors and FPN width must match the student's.
     """
+    from rotld_cli.engine import checkpoints as ckpt
     from rotld_cli.engine.config import model_dict
 
-    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
+    loaded = ckpt.load_checkpoint(teacher_path, what="--teacher", trust=trust)
     meta = loaded.get("meta") or {}
     state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
     where = f"--teacher {teacher_path}"
-    student_cfg = model_dict(without_teacher(student))
-    head_s = student_cfg["bbox_head"]
     project = state.get("bbox_head.integral.project")
     if project is None:
         kind = "a plain rotated RetinaNet head" if "bbox_head.retina_reg.weight" in state else "no RetinaNet head"
@@ -57,34 +113,17 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
             f"{where}: head is not a distribution head ({kind}: no bbox_head.integral.project); LD needs the "
             "teacher's box distributions: train it with `rotld train-teacher` and a distribution-head recipe"
         )
-    reg_t, reg_s = int(project.numel()) - 1, int(head_s.get("reg_max", 8))
-    if reg_t != reg_s:
-        raise RotldError(f"{where}: reg_max {reg_t} does not match the student's reg_max {reg_s} (model.head.reg_max)")
-    teacher = load_recipe(teacher_recipe) if teacher_recipe is not None else stored_recipe(meta, teacher_path)
+    known: dict[str, Any] = {"model.head.reg_max": int(project.numel()) - 1}
+    if meta.get("classes"):
+        known["data.classes"] = meta["classes"]
+    if meta.get("angle_version"):
+        known["model.angle_version"] = meta["angle_version"]
+    teacher = load_recipe(teacher_recipe) if teacher_recipe is not None else ckpt.stored_recipe(meta, teacher_path)
     if teacher is None:
         teacher = load_recipe(student.get("teacher.recipe"))
-    classes_t, classes_s = list(meta.get("classes") or teacher.classes), list(student.classes)
-    if classes_t != classes_s:
-        raise RotldError(f"{where}: classes {_short_list(classes_t)} do not match the student's classes "
-                         f"{_short_list(classes_s)} (data.classes)")
-    angle_t = meta.get("angle_version") or teacher.get("model.angle_version")
-    angle_s = student.get("model.angle_version")
-    if angle_t != angle_s:
-        raise RotldError(
-            f"{where}: angle version {angle_t!r} does not match the student's {angle_s!r} (model.angle_version)"
-        )
-    teacher_cfg = model_dict(without_teacher(teacher))
-    head_t = teacher_cfg["bbox_head"]
-    if head_t["anchor_generator"] != head_s["anchor_generator"]:
-        raise RotldError(f"{where}: anchors {head_t['anchor_generator']} do not match the student's "
-                         f"{head_s['anchor_generator']} (model.anchors)")
-    width_t, width_s = teacher_cfg["neck"]["out_channels"], student_cfg["neck"]["out_channels"]
-    if width_t != width_s:
-        raise RotldError(
-            f"{where}: FPN width {width_t} does not match the student's {width_s} (model.neck.out_channels)"
-        )
-    return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path), model_cfg=teacher_cfg,
-                       state_dict=state)
+    check_lines_up(student, teacher, where, known)
+    return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path),
+                       model_cfg=model_dict(teacher), state_dict=state)
 
 
 def _short_list(items: list[str], limit: int = 4) -> str:
@@ -111,6 +150,4 @@ def load_teacher_weights(model: Any, teacher: TeacherInfo) -> None:
 
 def without_teacher(recipe: Recipe) -> Recipe:
     """A copy of a student recipe without its teacher/distill sections (its plain model)."""
-    clone = copy.copy(recipe)
-    clone.data = {k: v for k, v in recipe.data.items() if k not in ("teacher", "distill")}
-    return clone
+    return recipe.without_teacher()

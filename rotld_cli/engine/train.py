@@ -9,7 +9,6 @@ non-finite loss guard and atomic checkpoints, and with the teacher checked befor
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -17,14 +16,14 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rotld_cli import __version__, ui
+from rotld_cli import __version__
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
 from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
@@ -32,7 +31,10 @@ from rotld_cli.engine.patch_eval import patch_evaluator
 from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
+from rotld_cli.recipes import Recipe
+from rotld_cli.training import TrainOptions, teacher_checkpoint, training_recipe
 
+log = logging.getLogger(__name__)
 DOWNLOAD_HOST = ("download.pytorch.org", 443)
 DOWNLOAD_CHECK_TIMEOUT_S = 5.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
@@ -42,26 +44,6 @@ class Interrupted(RotldError):
     """Ctrl-C during training: checkpoints on disk are intact."""
 
     exit_code = 130
-
-
-@dataclass
-class TrainOptions:
-    """Everything `train-teacher` / `distill` take besides the recipe."""
-
-    overrides: list[str] = field(default_factory=list)
-    work_dir: Path | None = None
-    device: str | None = None
-    resume: bool = False
-    amp: bool = False
-    seed: int | None = None
-    deterministic: bool = False
-    auto_scale_lr: bool = False
-    pretrained: Path | None = None
-    no_pretrained: bool = False
-    validate: bool = True
-    teacher: Path | None = None
-    teacher_recipe: str | None = None
-    live: bool | None = None  # Rich live display: None = when the console is a terminal
 
 
 @dataclass
@@ -81,43 +63,18 @@ class TrainResult:
 # Entry points
 
 
-def train_teacher(recipe_ref: str, options: TrainOptions) -> TrainResult:
+def train_teacher(recipe: str | Recipe, options: TrainOptions) -> TrainResult:
     """`rotld train-teacher RECIPE`: train a (teacher or baseline) detector from a recipe."""
-    recipe = _load_recipe(recipe_ref, options)
-    if recipe.is_student:
-        raise UsageError(f"{recipe.label} is a student recipe (it has a teacher section): run it with `rotld distill`")
-    return _train(recipe, options, teacher=None)
+    return _train(training_recipe(recipe, options, student=False), options, teacher=None)
 
 
-def distill(recipe_ref: str, options: TrainOptions) -> TrainResult:
+def distill(recipe: str | Recipe, options: TrainOptions) -> TrainResult:
     """`rotld distill RECIPE --teacher CKPT`: train a student with LD/KD from a checked teacher."""
-    recipe = _load_recipe(recipe_ref, options)
-    if not recipe.is_student:
-        raise UsageError(
-            f"{recipe.label} has no teacher/distill sections: train it with `rotld train-teacher`, "
-            "or pick a student recipe (`rotld recipes list`)"
-        )
-    teacher_path = options.teacher or recipe.get("teacher.checkpoint", None)
-    if teacher_path is None:
-        raise UsageError("--teacher: required (the teacher checkpoint, e.g. work_dirs/<teacher>/latest.pth)")
+    recipe = training_recipe(recipe, options, student=True)
     load_engine()
-    teacher = check_teacher(recipe, Path(teacher_path), options.teacher_recipe)
+    teacher = check_teacher(recipe, teacher_checkpoint(recipe, options), options.teacher_recipe,
+                            trust=options.trust_checkpoint)
     return _train(recipe, options, teacher=teacher)
-
-
-def _load_recipe(recipe_ref: str, options: TrainOptions):
-    from rotld_cli.recipes import load_recipe
-
-    overrides = list(options.overrides)
-    if options.pretrained is not None and options.no_pretrained:
-        raise UsageError("--pretrained and --no-pretrained: choose one")
-    if options.pretrained is not None:
-        if not Path(options.pretrained).is_file():
-            raise UsageError(f"--pretrained {options.pretrained}: no such file")
-        overrides.append(f"model.backbone.pretrained={Path(options.pretrained).absolute()}")
-    elif options.no_pretrained:
-        overrides.append("model.backbone.pretrained=null")
-    return load_recipe(recipe_ref, overrides)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,12 +83,12 @@ def _load_recipe(recipe_ref: str, options: TrainOptions):
 
 def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainResult:
     load_engine()
-    from rotld_cli.engine import distributed
     from rotld_cli.engine.config import build_config
     from rotld_cli.engine.devices import pick_device
+    from rotld_cli.engine.dist import group
     from rotld_cli.recipes import save_resolved, scaled_lr
 
-    ctx = distributed.info()  # the process group joined by `launch.maybe_launch` (rank 0 of 1 when alone)
+    ctx = group.info()  # the process group joined by `dist.launch.maybe_launch` (rank 0 of 1 when alone)
     device = ctx.device if ctx.enabled else pick_device(options.device)
     if options.amp and device != "cuda":
         raise UsageError("--amp: mixed precision (fp16) needs a CUDA GPU; drop --amp to train on the CPU")
@@ -142,7 +99,7 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     if options.resume:
         if not latest.is_file():
             raise UsageError(f"--resume: no {ckpt.LATEST} in {work_dir} (nothing to resume; drop --resume to start)")
-        resume_state = ckpt.load_checkpoint(latest, what="--resume")
+        resume_state = ckpt.load_checkpoint(latest, what="--resume", trust=options.trust_checkpoint)
         _check_resume(resume_state, recipe, teacher, latest)
     elif latest.exists():
         raise UsageError(
@@ -153,21 +110,17 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     if ctx.is_main:
         (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
 
-    cfg = build_config(recipe, work_dir=work_dir)
+    # a checked teacher replaces the student's teacher.recipe; its weights are loaded below, strictly
+    cfg = build_config(recipe, work_dir=work_dir, teacher_model=None if teacher is None else teacher.model_cfg)
     seed = options.seed if options.seed is not None else cfg.get("seed")
     if seed is None:
         seed = random.randrange(2**31)
-    seed = distributed.shared_seed(seed)
-    total_batch = distributed.total_batch(cfg.data.samples_per_gpu)
+    seed = group.shared_seed(seed)
+    total_batch = group.total_batch(cfg.data.samples_per_gpu)
     if options.auto_scale_lr:
         cfg.optimizer.lr = scaled_lr(recipe, total_batch)
     if options.amp:
         cfg.fp16 = dict(loss_scale="dynamic")
-    if teacher is not None:
-        from mmcv import ConfigDict
-
-        cfg.model.teacher_config = ConfigDict(model=copy.deepcopy(teacher.model_cfg))
-        cfg.model.teacher_ckpt = None  # loaded below, strictly, from the file we hashed
     if resume_state is None:
         check_pretrained(cfg)
     if ctx.is_main:
@@ -178,7 +131,7 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
     model = _build_model(cfg, init=resume_state is None)
     if teacher is not None:
         load_teacher_weights(model, teacher)
-    model = distributed.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
+    model = group.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
     runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device)
     resumed_from = None
     if resume_state is not None:
@@ -197,7 +150,7 @@ def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, la
             f"({recorded.get('path')}, sha256 {str(recorded.get('sha256'))[:12]}...)"
         )
     if meta.get("recipe") not in (None, recipe.to_yaml()):
-        ui.warn(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
+        log.warning(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
 
 
 def check_pretrained(cfg) -> None:
@@ -392,9 +345,9 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
                   seed: int, device: str):
     from mmcv.runner import Fp16OptimizerHook, build_optimizer
 
-    from rotld_cli.engine import distributed
+    from rotld_cli.engine.dist import group
 
-    ctx = distributed.info()
+    ctx = group.info()
     optimizer = build_optimizer(model, cfg.optimizer)
     runner = _runner_class()(
         model, optimizer=optimizer, work_dir=str(work_dir), logger=_run_logger(work_dir, write=ctx.is_main),
@@ -446,10 +399,10 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
     # only rank 0 evaluates, shows progress and writes logs and checkpoints
     runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record if run_log else None),
                          priority="HIGHEST")
-    sampler_seed = distributed.sampler_seed_hook()
+    sampler_seed = group.sampler_seed_hook()
     if sampler_seed is not None:
         runner.register_hook(sampler_seed)
-    runner.rotld_train_loader = distributed.build_loader(
+    runner.rotld_train_loader = group.build_loader(
         datasets["train"], cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, shuffle=True, seed=seed,
         worker_init_fn=_worker_init_fn,
     )
@@ -458,8 +411,9 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
     if "val" in datasets:
         val_loader = _data_loader(datasets["val"], cfg, shuffle=False)
         evaluate = patch_evaluator(datasets["val"], val_loader)
-        runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval), priority="LOW")
-    progress = ProgressHook(run_log, interval=cfg.log_config.interval, live=options.live)
+        runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval, reporter=options.reporter),
+                             priority="LOW")
+    progress = ProgressHook(run_log, interval=cfg.log_config.interval, reporter=options.reporter)
     runner.register_hook(progress, priority="VERY_LOW")
     runner.register_hook(
         AtomicCheckpointHook(work_dir, meta_fn, interval=cfg.checkpoint_config.interval,
@@ -503,15 +457,15 @@ def _resume(runner, state: dict[str, Any]) -> int:
 
 def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
     started = time.perf_counter()
-    from rotld_cli.engine import distributed
+    from rotld_cli.engine.dist import group
 
     progress = next((h for h in runner.hooks if isinstance(h, ProgressHook)), None)  # rank 0 only
     evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
     if resumed_from is not None:
         ckpt.restore_rng_state(runner.rotld_rng)
-        ui.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
+        log.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
     if runner.epoch >= runner.max_epochs:
-        ui.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
+        log.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
     try:
         runner.run([runner.rotld_train_loader], [("train", 1)])
     except KeyboardInterrupt:
@@ -534,7 +488,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
         evaluations=list(evaluator.results) if evaluator else [],
         teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
     )
-    if not distributed.is_main_process():
+    if not group.is_main_process():
         return result  # rank 0 writes the checkpoints and the done marker
     if not final.is_file():
         result.checkpoint = final = work_dir / ckpt.LATEST

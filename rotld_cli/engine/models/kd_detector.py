@@ -10,20 +10,20 @@ it either; `_apply` is overridden so every device/dtype move of the student (`.c
 from __future__ import annotations
 
 import copy
-import pickle
-import warnings
+import logging
 from pathlib import Path
 from typing import Any
 
 import mmcv
 import torch
+from mmcv.runner import load_checkpoint
 from mmrotate.models.builder import ROTATED_DETECTORS, build_detector
 from mmrotate.models.detectors.single_stage import RotatedSingleStageDetector
 from torch import nn
 
 from rotld_cli.errors import RotldError
 
-YAML_SUFFIXES = (".yaml", ".yml")
+log = logging.getLogger(__name__)
 
 
 def resolve_path(path: str | Path, config_dir: str | Path | None) -> Path:
@@ -34,70 +34,33 @@ def resolve_path(path: str | Path, config_dir: str | Path | None) -> Path:
     return path
 
 
-def _model_dict(config: Any, source: str) -> mmcv.ConfigDict:
-    """Accept a full config (with a 'model' key) or a model dict (with a 'type' key).
+def build_teacher(teacher_config: Any, config_dir: str | Path | None = None) -> nn.Module:
+    """The teacher as mmdet's KD detector builds it: a built model passes through, a config is built.
 
-    The result is a ConfigDict: mmrotate reads train_cfg/test_cfg by attribute.
+    `teacher_config` is a built detector, an mmcv Python config path, or a dict (a full config
+    with 'model' or a model dict with 'type'). rotld YAML teacher recipes are compiled (and
+    checked against the student) by the config layer before they get here.
     """
-    if isinstance(config, mmcv.Config):
-        config = config._cfg_dict
-    if isinstance(config, dict) and "model" in config:
-        return mmcv.ConfigDict(copy.deepcopy(config["model"]))
-    if isinstance(config, dict) and "type" in config:
-        return mmcv.ConfigDict(copy.deepcopy(config))
-    raise RotldError(f"teacher_config {source}: expected a config with a 'model' key or a model dict with a 'type' key")
-
-
-def _yaml_teacher_model_cfg(path: Path) -> dict:
-    """rotld YAML recipes are translated by the engine's config module (imported only when needed)."""
-    from rotld_cli.engine.config import teacher_model_cfg
-
-    return teacher_model_cfg(path)
-
-
-def teacher_model_cfg(teacher_config: Any, config_dir: str | Path | None = None) -> dict:
-    """The teacher's model dict from a path (mmcv Python config or rotld YAML recipe) or a dict."""
-    if not isinstance(teacher_config, (str, Path)):
-        return _model_dict(teacher_config, "(dict)")
-    path = resolve_path(teacher_config, config_dir)
-    if not path.is_file():
-        raise RotldError(f"teacher_config: file not found: {path}")
-    if path.suffix.lower() in YAML_SUFFIXES:
-        return _model_dict(_yaml_teacher_model_cfg(path), str(path))
-    return _model_dict(mmcv.Config.fromfile(str(path)), str(path))
-
-
-def load_teacher_checkpoint(model: nn.Module, path: Path) -> None:
-    """Load weights only (compat's allowlist; full unpickling only under `trusted_checkpoints()`).
-
-    Missing or unexpected keys warn, as mmcv's `load_checkpoint(strict=False)` did for the seed;
-    a tensor whose shape does not fit the teacher is an error.
-    """
-    from rotld_cli.engine.compat import safe_torch_load
-
-    if not path.is_file():
-        raise RotldError(f"teacher_ckpt: file not found: {path}")
-    try:
-        checkpoint = safe_torch_load(torch.load, f"teacher_ckpt {path}", str(path), map_location="cpu")
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RotldError(f"teacher_ckpt {path}: not a readable PyTorch checkpoint ({detail})") from exc
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict):
-        raise RotldError(f"teacher_ckpt {path}: no state_dict found")
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:
+    if isinstance(teacher_config, nn.Module):
+        return teacher_config
+    source = "(dict)"
+    if isinstance(teacher_config, (str, Path)):
+        path = resolve_path(teacher_config, config_dir)
+        if not path.is_file():
+            raise RotldError(f"teacher_config: file not found: {teacher_config}")
+        if path.suffix.lower() != ".py":
+            raise RotldError(f"teacher_config {path}: expected an mmcv .py config (rotld recipes are compiled by "
+                             "`rotld_cli.engine.config.load_config`)")
+        teacher_config, source = mmcv.Config.fromfile(str(path)), str(path)
+    if isinstance(teacher_config, mmcv.Config):
+        teacher_config = teacher_config._cfg_dict
+    if isinstance(teacher_config, dict) and "model" in teacher_config:
+        teacher_config = teacher_config["model"]
+    if not (isinstance(teacher_config, dict) and "type" in teacher_config):
         raise RotldError(
-            f"teacher_ckpt {path}: does not fit the teacher model ({str(exc).splitlines()[-1].strip()})"
-        ) from exc
-    if missing or unexpected:
-        warnings.warn(
-            f"teacher_ckpt {path}: {len(missing)} missing keys {missing[:3]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:3]}",
-            stacklevel=2,
+            f"teacher_config {source}: expected a config with a 'model' key or a model dict with a 'type' key"
         )
+    return build_detector(mmcv.ConfigDict(copy.deepcopy(teacher_config)))  # builders may edit their config
 
 
 @ROTATED_DETECTORS.register_module()
@@ -105,11 +68,12 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
     """Rotated single-stage student distilled from a frozen teacher run on the same batch.
 
     Args:
-        teacher_config: path to the teacher's config (mmcv Python config or rotld YAML recipe), or
-            a dict: the teacher's full config (with 'model') or its model dict.
+        teacher_config: the built teacher, the path of its mmcv Python config, or a dict: its full
+            config (with 'model') or its model dict (rotld passes the teacher it has checked).
         output_feature: accepted for seed configs; the teacher's features are always passed to
             the head (the seed's False path shifted the head's arguments).
-        teacher_ckpt: teacher weights, loaded weights-only; None keeps the teacher as built.
+        teacher_ckpt: teacher weights, loaded with mmcv's `load_checkpoint` (weights only, through
+            rotld's safe loader); None keeps the teacher as built.
         eval_teacher: keep the teacher in eval mode (BN running statistics) during training.
         config_dir: directory of the config that named teacher_config/teacher_ckpt; relative
             paths are resolved against it (against the working directory when None).
@@ -133,9 +97,13 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
         super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, pretrained, init_cfg)
         self.eval_teacher = eval_teacher
         self.output_feature = output_feature
-        self.teacher_model = build_detector(teacher_model_cfg(teacher_config, config_dir))
+        self.teacher_model = build_teacher(teacher_config, config_dir)
         if teacher_ckpt is not None:
-            load_teacher_checkpoint(self.teacher_model, resolve_path(teacher_ckpt, config_dir))
+            try:  # mmcv's loader, routed through rotld's one safe loader (engine/compat.py)
+                load_checkpoint(self.teacher_model, str(resolve_path(teacher_ckpt, config_dir)), map_location="cpu",
+                                logger=log)
+            except (RotldError, OSError, RuntimeError) as exc:
+                raise RotldError(f"teacher_ckpt {exc}".splitlines()[0]) from exc
         self.teacher_model.train(not eval_teacher)
 
     def __setattr__(self, name: str, value: Any) -> None:

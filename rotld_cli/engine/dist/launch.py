@@ -3,11 +3,11 @@
 Why here and not in each command: `train-teacher` and `distill` take the same launch options and
 must refuse the same bad requests (more GPUs than visible, a busy master port, world sizes that
 disagree with Slurm's) in one line before anything is built. The command calls
-`maybe_launch(sys.argv[1:], ...)` first:
+`maybe_launch(ARGV, ...)` first, ARGV being the arguments it was itself given (`rotld_cli.cli.main`'s):
 
 - `--launcher auto` (default): one process unless `--gpus N` (N > 1), `--gpus 0 --nproc N` or
   `--nnodes` ask for more; then rotld runs torchrun (`torch.distributed.run`) in a child process,
-  whose workers (`python -m rotld_cli.engine.worker ARGV...`) each re-run the same command line.
+  whose workers (`python -m rotld_cli.cli.worker ARGV...`) each re-run the same command line.
 - `--launcher torchrun`: this process was started by the user's torchrun (RANK etc. are set).
 - `--launcher slurm`: this process is one `srun` task; SLURM_* give the ranks and rank 0's host.
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rotld_cli.engine import distributed
+from rotld_cli.engine.dist import group, slurm
 from rotld_cli.errors import RotldError, UsageError
 
 LAUNCHERS = ("auto", "torchrun", "slurm")
-WORKER_MODULE = "rotld_cli.engine.worker"
+WORKER_MODULE = "rotld_cli.cli.worker"  # the CLI layer: the engine never imports the CLI
 FAILURE_DIR_ENV = "ROTLD_FAILURE_DIR"
 AGENT_RECORD = "agent.json"
 DEFAULT_MULTINODE_PORT = 29500
@@ -155,14 +155,17 @@ def plan_launch(gpus: int | None = None, nproc: int | None = None, nnodes: int |
     if per_node * nodes == 1:
         return None
     if not cpu:
+        # name what the user passed: `--nnodes 2` alone runs one GPU process per machine
+        asked = f"--gpus {gpus}" if gpus is not None else f"--nnodes {nodes} (one GPU process per machine)"
         if device == "cpu":
-            raise UsageError(f"--device cpu with --gpus {per_node}: for CPU processes use --gpus 0 --nproc N")
+            raise UsageError(f"--device cpu with {asked}: for CPU processes use --gpus 0 --nproc N")
         visible = gpu_count()
         if visible < per_node:
             shown = os.environ.get("CUDA_VISIBLE_DEVICES")
             where = f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else ""
-            raise UsageError(f"--gpus {per_node}: only {visible} GPU{'s' if visible != 1 else ''} visible on this "
-                             f"machine{where}; lower --gpus, or use --gpus 0 --nproc N for CPU processes")
+            fix = "lower --gpus" if gpus is not None else "run on GPU machines"
+            raise UsageError(f"{asked}: only {visible} GPU{'s' if visible != 1 else ''} visible on this "
+                             f"machine{where}; {fix}, or use --gpus 0 --nproc N for CPU processes")
     rank = node_rank or 0
     if nodes > 1:
         if not master_addr:
@@ -199,32 +202,31 @@ def agent_command(plan: LaunchPlan, worker_argv: Sequence[str], entry: Sequence[
     torchrun (its argparse would take `--nproc` for an abbreviation of `--nproc-per-node`).
     """
     entry = list(entry) if entry is not None else ["--module", WORKER_MODULE]
-    return [sys.executable, "-m", "rotld_cli.engine.launch", *torchrun_args(plan), "--", *entry, *worker_argv]
+    return [sys.executable, "-m", "rotld_cli.engine.dist.launch", *torchrun_args(plan), "--", *entry, *worker_argv]
 
 
 def _split_agent_argv(argv: Sequence[str]) -> tuple[list[str], bool, str, list[str]]:
     """(torchrun options, run as module, script or module, its arguments) from the agent's command line."""
     argv = list(argv)
     if "--" not in argv:
-        raise UsageError("rotld_cli.engine.launch: expected TORCHRUN_OPTIONS -- [--module] ENTRY [ARGS...]")
+        raise UsageError("rotld_cli.engine.dist.launch: expected TORCHRUN_OPTIONS -- [--module] ENTRY [ARGS...]")
     cut = argv.index("--")
     options, rest = argv[:cut], argv[cut + 1:]
     module = bool(rest) and rest[0] == "--module"
     rest = rest[1:] if module else rest
     if not rest:
-        raise UsageError("rotld_cli.engine.launch: no script or module after `--`")
+        raise UsageError("rotld_cli.engine.dist.launch: no script or module after `--`")
     return options, module, rest[0], rest[1:]
 
 
-def agent_env(plan: LaunchPlan, record_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def agent_env(plan: LaunchPlan, record_dir: Path, base: Mapping[str, str] | None = None,
+              debug: bool = False) -> dict[str, str]:
     """The agent's (and so the workers') environment: worker marker, device, failure records, quiet agent."""
-    from rotld_cli import ui
-
     env = dict(os.environ if base is None else base)
-    env[distributed.WORKER_ENV] = "1"
-    env[distributed.DEVICE_ENV] = plan.device
+    env[group.WORKER_ENV] = "1"
+    env[group.DEVICE_ENV] = plan.device
     env[FAILURE_DIR_ENV] = str(record_dir)
-    if not ui.debug_enabled():
+    if not debug:
         env["LOGLEVEL"] = "CRITICAL"  # torch elastic's loggers: we report failures ourselves
     if "OMP_NUM_THREADS" not in env:
         threads = max(1, (os.cpu_count() or 1) // plan.nproc_per_node) if plan.device == "cpu" else 1
@@ -232,7 +234,8 @@ def agent_env(plan: LaunchPlan, record_dir: Path, base: Mapping[str, str] | None
     return env
 
 
-def run_launch(plan: LaunchPlan, worker_argv: Sequence[str], entry: Sequence[str] | None = None) -> int:
+def run_launch(plan: LaunchPlan, worker_argv: Sequence[str], entry: Sequence[str] | None = None,
+               debug: bool = False) -> int:
     """Run the torchrun agent and wait: 0 when every worker succeeded.
 
     A failure raises WorkerFailed with one line naming the rank that caused it, or returns the
@@ -240,7 +243,8 @@ def run_launch(plan: LaunchPlan, worker_argv: Sequence[str], entry: Sequence[str
     """
     record_dir = Path(tempfile.mkdtemp(prefix="rotld-launch-"))
     try:
-        process = subprocess.Popen(agent_command(plan, worker_argv, entry), env=agent_env(plan, record_dir))
+        env = agent_env(plan, record_dir, debug=debug)
+        process = subprocess.Popen(agent_command(plan, worker_argv, entry), env=env)
         interrupted = False
         try:
             code = process.wait()
@@ -389,12 +393,15 @@ def agent_main(argv: Sequence[str]) -> int:
 # Joining a run started elsewhere (srun tasks, the user's torchrun)
 
 
-def _join(device: str, environ_update: Mapping[str, str] | None = None) -> None:
+def _join(device: str, environ_update: Mapping[str, str] | None = None,
+          on_join: Callable[[int], None] | None = None) -> None:
     if environ_update:
         os.environ.update(environ_update)
-    ctx = distributed.init_from_env(device)
-    distributed.silence_other_ranks(ctx.rank)
-    atexit.register(distributed.destroy)
+    ctx = group.init_from_env(device)
+    group.silence_other_ranks(ctx.rank)
+    if on_join is not None:
+        on_join(ctx.rank)
+    atexit.register(group.destroy)
 
 
 def _default_device(gpus: int | None, device: str | None) -> str:
@@ -406,7 +413,8 @@ def _default_device(gpus: int | None, device: str | None) -> str:
 
 def join_slurm(gpus: int | None = None, nproc: int | None = None, nnodes: int | None = None,
                node_rank: int | None = None, master_addr: str | None = None, master_port: int | None = None,
-               device: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+               device: str | None = None, environ: Mapping[str, str] | None = None,
+               on_join: Callable[[int], None] | None = None) -> None:
     """This process is one srun task: check the allocation against the options, then join the group.
 
     World size = SLURM_NTASKS (one task per GPU, or per CPU process with --gpus 0); rank =
@@ -417,15 +425,17 @@ def join_slurm(gpus: int | None = None, nproc: int | None = None, nnodes: int | 
     _check_common(gpus, nproc, nnodes, None, master_port, "slurm")
     if node_rank is not None:
         raise UsageError("--node-rank: not used with --launcher slurm (Slurm numbers the nodes)")
-    slurm = distributed.read_slurm_env(environ)
-    if nnodes is not None and nnodes != slurm.nnodes:
-        raise UsageError(f"--nnodes {nnodes} does not match the Slurm step's {slurm.nnodes} node(s) (SLURM_NNODES)")
+    allocation = slurm.read_slurm_env(environ)
+    if nnodes is not None and nnodes != allocation.nnodes:
+        raise UsageError(
+            f"--nnodes {nnodes} does not match the Slurm step's {allocation.nnodes} node(s) (SLURM_NNODES)"
+        )
     per_node = nproc if gpus == 0 else gpus
-    if per_node is not None and per_node * slurm.nnodes != slurm.ntasks:
+    if per_node is not None and per_node * allocation.nnodes != allocation.ntasks:
         option = f"--nproc {nproc}" if gpus == 0 else f"--gpus {gpus}"
         raise UsageError(
-            f"{option} × {slurm.nnodes} node(s) = {per_node * slurm.nnodes} processes, but Slurm started "
-            f"SLURM_NTASKS={slurm.ntasks} tasks; ask srun for --ntasks-per-node={per_node} or drop {option}"
+            f"{option} × {allocation.nnodes} node(s) = {per_node * allocation.nnodes} processes, but Slurm started "
+            f"SLURM_NTASKS={allocation.ntasks} tasks; ask srun for --ntasks-per-node={per_node} or drop {option}"
         )
     chosen = _default_device(gpus, device)
     gpu_count = visible_gpus() if chosen == "cuda" else 0
@@ -433,50 +443,55 @@ def join_slurm(gpus: int | None = None, nproc: int | None = None, nnodes: int | 
         raise UsageError("--launcher slurm: no GPU visible to this task; request GPUs from Slurm (--gpus-per-task=1) "
                          "or run CPU processes with --gpus 0")
     env = os.environ if environ is None else environ
-    port = master_port or int(env.get("MASTER_PORT") or distributed.slurm_port(slurm.job_id))
-    addr = master_addr or distributed.master_host(slurm.nodelist)
-    if slurm.proc_id == 0:
+    port = master_port or int(env.get("MASTER_PORT") or slurm.slurm_port(allocation.job_id))
+    addr = master_addr or slurm.master_host(allocation.nodelist)
+    if allocation.proc_id == 0:
         check_port_free(port)
-    _join(chosen, distributed.slurm_worker_env(slurm, addr, port, gpu_count))
+    _join(chosen, slurm.slurm_worker_env(allocation, addr, port, gpu_count), on_join)
 
 
 def join_torchrun(gpus: int | None = None, nproc: int | None = None, nnodes: int | None = None,
-                  device: str | None = None) -> None:
+                  device: str | None = None, on_join: Callable[[int], None] | None = None) -> None:
     """This process was started by the user's torchrun: check WORLD_SIZE against the options, then join."""
-    _, world, _ = distributed.env_ranks()
+    _, world, _ = group.env_ranks()
     nodes = nnodes or 1
     per_node = nproc if gpus == 0 else gpus
     if per_node is not None and per_node * nodes != world:
         raise UsageError(f"--launcher torchrun: {per_node} process(es) × {nodes} node(s) asked, but torchrun "
                          f"started WORLD_SIZE={world}; drop --gpus/--nproc/--nnodes (torchrun's options decide)")
-    _join(_default_device(gpus, device))
+    _join(_default_device(gpus, device), on_join=on_join)
 
 
 def maybe_launch(argv_for_worker: Sequence[str], gpus: int | None = None, nproc: int | None = None,
                  nnodes: int | None = None, node_rank: int | None = None, master_addr: str | None = None,
-                 master_port: int | None = None, launcher: str = "auto", device: str | None = None) -> int | None:
+                 master_port: int | None = None, launcher: str = "auto", device: str | None = None,
+                 debug: bool = False, on_join: Callable[[int], None] | None = None) -> int | None:
     """Start or join a distributed run. None: go on in this process (alone, or as one rank of the group).
 
     An int: torchrun ran the workers in child processes; the command exits with it (0 = success).
-    `argv_for_worker` is this command line without the program name (`sys.argv[1:]`): each
-    worker re-runs it, and inside a worker this function joins the group and returns None.
+    `argv_for_worker` is the command line the workers re-run (the caller's arguments, without
+    the program name); inside a worker this function joins the group and returns None.
+    `on_join(rank)` runs once this process has joined a group (the CLI quiets its console on
+    ranks other than 0); `debug` keeps torchrun's own log lines.
     """
-    if os.environ.get(distributed.WORKER_ENV) == "1":
-        ctx = distributed.init_from_env(os.environ.get(distributed.DEVICE_ENV, "cpu"))
-        distributed.silence_other_ranks(ctx.rank)
+    if os.environ.get(group.WORKER_ENV) == "1":
+        ctx = group.init_from_env(os.environ.get(group.DEVICE_ENV, "cpu"))
+        group.silence_other_ranks(ctx.rank)
+        if on_join is not None:
+            on_join(ctx.rank)
         return None
     if launcher == "slurm":
-        join_slurm(gpus, nproc, nnodes, node_rank, master_addr, master_port, device)
+        join_slurm(gpus, nproc, nnodes, node_rank, master_addr, master_port, device, on_join=on_join)
         return None
     if launcher == "torchrun":
         _check_common(gpus, nproc, nnodes, node_rank, master_port, launcher)
-        join_torchrun(gpus, nproc, nnodes, device)
+        join_torchrun(gpus, nproc, nnodes, device, on_join=on_join)
         return None
     _check_common(gpus, nproc, nnodes, node_rank, master_port, launcher)
     plan = plan_launch(gpus, nproc, nnodes, node_rank, master_addr, master_port, device)
     if plan is None:
         return None
-    return run_launch(plan, argv_for_worker)
+    return run_launch(plan, argv_for_worker, debug=debug)
 
 
 if __name__ == "__main__":

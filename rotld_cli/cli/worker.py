@@ -1,4 +1,4 @@
-"""`python -m rotld_cli.engine.worker ARGV...`: one process of a run that `rotld ... --gpus N` started.
+"""`python -m rotld_cli.cli.worker ARGV...`: one process of a run that `rotld ... --gpus N` started.
 
 torchrun starts this module once per process with the user's command line (ARGV, e.g.
 `train-teacher RECIPE --gpus 4 ...`). It joins the process group, silences every rank but 0,
@@ -18,7 +18,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rotld_cli.engine import distributed, launch
+from rotld_cli import ui
+from rotld_cli.engine.dist import group, launch
 from rotld_cli.errors import RotldError
 
 
@@ -28,8 +29,6 @@ def _record_errors(rank: int) -> list[str]:
     `ui.error` is the one place rotld renders an error (the CLI's `main` and this module call it),
     so the worker's failure record carries exactly the line a user would have seen.
     """
-    from rotld_cli import ui
-
     seen: list[str] = []
     show = ui.error
 
@@ -42,6 +41,12 @@ def _record_errors(rank: int) -> list[str]:
     if rank != 0:
         ui.err_console.quiet = True
     return seen
+
+
+def quiet_other_ranks(rank: int) -> None:
+    """The console is rank 0's: the other ranks of a run print no progress or tables."""
+    if rank != 0:
+        ui.console.quiet = True
 
 
 PEER_LOST_SIGNS = (
@@ -77,22 +82,22 @@ def record_failure(rank: int, exit_code: int, message: str, printed: bool, rotld
     })
 
 
-def run_worker(body: Callable[[distributed.DistInfo], int | None]) -> int:
+def run_worker(body: Callable[[group.DistInfo], int | None]) -> int:
     """Join the group from the environment, run `body(info)`, turn its outcome into an exit code.
 
     A RotldError is one line (on rank 0's stderr, in the record elsewhere); any other exception
     is an internal error line (with the traceback under `rotld --debug`). A failed worker leaves
     the group without a farewell barrier: torchrun stops the others.
     """
-    from rotld_cli import ui
     from rotld_cli.engine import compat
 
     compat.quiet_imports()  # before anything imports mmcv: its notices would print once per process
     rank = int(os.environ.get("RANK", 0))
     errors = _record_errors(rank)
-    distributed.silence_other_ranks(rank)
+    group.silence_other_ranks(rank)
+    quiet_other_ranks(rank)
     try:
-        ctx = distributed.init_from_env(os.environ.get(distributed.DEVICE_ENV, "cpu"))
+        ctx = group.init_from_env(os.environ.get(group.DEVICE_ENV, "cpu"))
         code = body(ctx) or 0
     except SystemExit as exc:
         code = _exit_code(exc)
@@ -114,7 +119,7 @@ def run_worker(body: Callable[[distributed.DistInfo], int | None]) -> int:
         record_failure(rank, code, message, printed=rank == 0 and not peer_lost, rotld_error=rotld_error,
                        peer_lost=peer_lost)
         return code
-    distributed.destroy()
+    group.destroy()
     return 0
 
 
