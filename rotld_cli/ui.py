@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -231,9 +232,15 @@ class ConsoleLogHandler(logging.Handler):
 LOGGER = "rotld_cli"
 
 
-def status_to_stderr() -> None:
-    """Logged status lines go to stderr from now on (for --json output on stdout)."""
-    _state["status_stderr"] = True
+@contextlib.contextmanager
+def status_on_stderr(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, logged status lines go to stderr (a command's --json keeps stdout alone)."""
+    before = _state.get("status_stderr", False)
+    _state["status_stderr"] = enabled or before
+    try:
+        yield
+    finally:
+        _state["status_stderr"] = before
 
 
 def install_log_handler() -> None:

@@ -91,9 +91,8 @@ def prepare_cmd(
         overwrite=overwrite,
         strict=strict,
     )
-    if as_json:
-        ui.status_to_stderr()
-    summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
+    with ui.status_on_stderr(as_json):
+        summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
