@@ -161,15 +161,15 @@ def _raw_strips(path: Path) -> tuple[int, int, list[tuple[int, int, int]], str] 
         strips, rawmodes = [], set()
         for tile in image.tile:
             x0, y0, x1, y1 = tile.extents
-            rawmode, stride, ystep = (tuple(tile.args) + (0, 1))[:3]
-            if tile.codec_name != "raw" or x0 != 0 or x1 != width or ystep != 1:
+            rawmode, stride, ystep = (*tuple(tile.args), 0, 1)[:3]
+            layout = RAW_LAYOUTS.get(rawmode)
+            if tile.codec_name != "raw" or layout is None or x0 != 0 or x1 != width or ystep != 1:
                 return None
-            if stride not in (0, width * RAW_LAYOUTS.get(rawmode, (0, np.dtype("u1")))[0]
-                              * RAW_LAYOUTS.get(rawmode, (0, np.dtype("u1")))[1].itemsize):
+            if stride not in (0, width * layout[0] * layout[1].itemsize):
                 return None
             strips.append((y0, y1, tile.offset))
             rawmodes.add(rawmode)
-    if len(rawmodes) != 1 or next(iter(rawmodes)) not in RAW_LAYOUTS:
+    if len(rawmodes) != 1:
         return None
     return width, height, sorted(strips), rawmodes.pop()
 

@@ -23,7 +23,7 @@ def write_striped_tiff(
     row_bytes = width * 3
     counts = [(min(y + rows_per_strip, height) - y) * row_bytes for y in strips]
     data_start = 8  # after the header
-    offsets = np.cumsum([data_start] + counts[:-1]).tolist()
+    offsets = np.cumsum([data_start, *counts[:-1]]).tolist()
     ifd_at = data_start + sum(counts)
     n_strips = len(strips)
     arrays_at = ifd_at + 2 + 11 * 12 + 4
