@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -47,11 +48,14 @@ RAW_LAYOUTS = {
 
 @contextlib.contextmanager
 def _no_pixel_limit() -> Iterator[None]:
-    """Pillow refuses headers above ~179 MP as 'decompression bombs'; huge aerial images are the point here."""
+    """Pillow refuses headers above ~179 MP as 'decompression bombs'; huge aerial images are the point here.
+Its warnings about damaged headers are silenced: the failure is reported with the file's name."""
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        yield
+        with warnings.catch_warnings():  # e.g. "Corrupt EXIF data" of a damaged TIFF: its error is ours to report
+            warnings.simplefilter("ignore")
+            yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 
