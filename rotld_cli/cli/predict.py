@@ -87,6 +87,10 @@ def predict_cmd(
         raise UsageError(f"--out {out}: exists and is not a directory")
     summary = run_predict(model, paths, out, options, device, batch_size, show_progress=not as_json)
     if as_json:
+        from rotld_cli import ui
+
+        for problem in summary.problems:  # the progress bar reports them as they happen
+            ui.warn(f"{problem} (skipped)")
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         render(summary)
