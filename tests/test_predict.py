@@ -137,6 +137,14 @@ def test_16bit_and_gray_images_follow_the_stated_rule(tmp_path):
     got = open_image(tmp_path / "g16.png").read((0, 0, 50, 40), PAD)
     expected = np.floor(gray16.astype(np.float64) * 255 / gray16.max() + 0.5).astype(np.uint8)
     assert np.array_equal(got, np.repeat(expected[:, :, None], 3, axis=2))
+    # the same 16-bit pixels as a TIFF: read from the file's strips, or decoded whole by OpenCV, alike
+    from PIL import Image
+
+    Image.fromarray(gray16).save(tmp_path / "g16.tif")
+    strips, whole = open_image(tmp_path / "g16.tif", window_read_pixels=10), open_image(tmp_path / "g16.tif")
+    assert isinstance(strips, StripTiffImage) and isinstance(whole, ArrayImage)
+    assert np.array_equal(strips.read((0, 0, 64, 64), PAD), whole.read((0, 0, 64, 64), PAD))
+    assert np.array_equal(strips.read((0, 0, 50, 40), PAD), got)
     gray8 = rng.integers(0, 256, size=(40, 50), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "g8.png"), gray8)
     assert np.array_equal(open_image(tmp_path / "g8.png").read((0, 0, 50, 40), PAD), np.dstack([gray8] * 3))
