@@ -28,8 +28,7 @@ DEVICES = ("auto", "cuda", "cpu")
 
 @app.command(
     "predict",
-    help="Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS."
-    + EXAMPLES,
+    help="Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS." + EXAMPLES,
 )
 def predict_cmd(
     model: Path = typer.Argument(..., help="A rotld checkpoint (.pth)."),

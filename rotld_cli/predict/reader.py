@@ -49,7 +49,7 @@ RAW_LAYOUTS = {
 @contextlib.contextmanager
 def _no_pixel_limit() -> Iterator[None]:
     """Pillow refuses headers above ~179 MP as 'decompression bombs'; huge aerial images are the point here.
-Its warnings about damaged headers are silenced: the failure is reported with the file's name."""
+    Its warnings about damaged headers are silenced: the failure is reported with the file's name."""
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
