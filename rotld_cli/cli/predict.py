@@ -13,26 +13,18 @@ from rotld_cli.cli import app
 from rotld_cli.cli.prepare import _values
 from rotld_cli.errors import RotldError, UsageError
 
-EXAMPLES = """
-Examples:
-
-  rotld predict student.pth scenes/ --out predictions/
-
-  rotld predict student.pth 'mosaics/**/*.tif' big.png --out pred/ --preset ms --save-vis
-
-  rotld predict student.pth DOTA/val/images --out pred/ && rotld evaluate --results pred/ --ann-dir DOTA/val/labelTxt
-"""
-
 DEVICES = ("auto", "cuda", "cpu")
 
 
 @app.command(
     "predict",
-    help="Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS." + EXAMPLES,
+    help="Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS.",
 )
 def predict_cmd(
-    model: Path = typer.Argument(..., help="A rotld checkpoint (.pth)."),
-    sources: list[str] = typer.Argument(..., help="Image files, folders or glob patterns (PNG, JPEG, TIFF, BMP)."),
+    model: Path = typer.Argument(..., metavar="CKPT", help="A rotld checkpoint (.pth)."),
+    sources: list[str] = typer.Argument(
+        ..., metavar="SOURCE...", help="Image files, folders or glob patterns (PNG, JPEG, TIFF, BMP)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder: Task1_<class>.txt, images/<id>.json, vis/."),
     preset: str = typer.Option("ss", "--preset", metavar="ss|ms", help="Windows as prepare-dota's presets."),
     sizes: Optional[list[str]] = typer.Option(None, "--sizes", metavar="SIZE,...", help="Window sizes."),
@@ -42,7 +34,7 @@ def predict_cmd(
     padding_value: Optional[list[str]] = typer.Option(
         None, "--padding-value", metavar="B,G,R", help="Fill of windows past the image (default: 104,116,124)."
     ),
-    device: str = typer.Option("auto", "--device", help="cuda, cpu or auto."),
+    device: str = typer.Option("auto", "--device", help="auto: the GPU when there is one."),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="Windows per forward (default: 1 on the CPU, 4 with a GPU)."
     ),
