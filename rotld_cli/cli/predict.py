@@ -77,14 +77,18 @@ def predict_cmd(
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     summary = run_predict(model, paths, out, options, device, batch_size, show_progress=not as_json)
-    if as_json:
-        from rotld_cli import ui
+    from rotld_cli import ui
 
+    if as_json:
         for problem in summary.problems:  # the progress bar reports them as they happen
             ui.warn(f"{problem} (skipped)")
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         render(summary)
+    skipped = summary.to_dict()["no_picture"]
+    if skipped:
+        ui.warn(f"--save-vis: no picture of {len(skipped)} image(s) read by windows (too large to draw): "
+                + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
     if summary.problems:
         raise RotldError(f"{len(summary.problems)} image(s) could not be read; the others are in {out}")
 

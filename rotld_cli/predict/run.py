@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class ImageOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     problem: str | None = None
+    no_picture: bool = False  # --save-vis, but the image is read by windows: too large to draw
 
 
 @dataclass
@@ -126,6 +128,7 @@ class PredictSummary:
             "images_per_s": round(len(run) / self.seconds, 3) if self.seconds > 0 else 0.0,
             "windows_per_s": round(windows / self.seconds, 3) if self.seconds > 0 else 0.0,
             "problems": self.problems,
+            "no_picture": [o.image_id for o in self.outcomes if o.no_picture],
             "task1_files": [str(p) for p in self.written],
         }
 
@@ -155,14 +158,27 @@ def detect_windows(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[list[np.ndarray]]:
-    """Per window, per class (n, 6) boxes in window pixels; windows are read one batch at a time."""
+    """Per window, per class (n, 6) boxes in window pixels.
+
+    Windows are read one batch at a time, the next batch in a thread while the model runs on this
+    one (file reads and OpenCV release the GIL), so at most two batches of pixels are held."""
     padding = params.padding_value if params.padding else None
+    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
     results: list[list[np.ndarray]] = []
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start : start + batch_size]
-        results.extend(detector.detect([reader.read(w, padding) for w in chunk]))
-        if on_batch is not None:
-            on_batch(len(chunk))
+
+    def read(chunk: np.ndarray) -> list[np.ndarray]:
+        return [reader.read(w, padding) for w in chunk]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, chunks[0])
+        for index, chunk in enumerate(chunks):
+            pixels = pending.result()
+            if index + 1 < len(chunks):
+                pending = pool.submit(read, chunks[index + 1])
+            results.extend(detector.detect(pixels))
+            del pixels
+            if on_batch is not None:
+                on_batch(len(chunk))
     return results
 
 
@@ -283,7 +299,8 @@ def predict_image(
             settings,
         )
         if options.save_vis:
-            _save_vis(reader, data, out_dir / VIS_DIR / f"{path.stem}.png", detector.classes, options.vis_score_thr)
+            final = out_dir / VIS_DIR / f"{path.stem}.png"
+            outcome.no_picture = not _save_vis(reader, data, final, detector.classes, options.vis_score_thr)
     except ImageReadError as exc:
         outcome.problem = str(exc)
         return outcome
@@ -294,7 +311,7 @@ def predict_image(
     return outcome
 
 
-def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr: float) -> None:
+def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr: float) -> bool:
     """The image with its detections drawn (images held in memory only: a window-read one is skipped)."""
     import cv2
 
@@ -303,12 +320,13 @@ def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr
 
     pixels = reader.whole()
     if pixels is None:
-        return
+        return False
     dets = [(d["class"], d["score"], d["polygon"]) for d in data["detections"]]
     drawn = draw_detections(pixels, dets, classes, score_thr)
     with atomic_path(final) as tmp:
         if not cv2.imwrite(str(tmp), drawn):
             raise ImageReadError(f"{final}: cannot write the picture")
+    return True
 
 
 def plan_windows(paths: Sequence[Path], params: SplitParams) -> dict[Path, int]:
