@@ -138,3 +138,27 @@ def test_cuda_without_a_gpu_is_one_line(world, tmp_path):
         pytest.skip("this machine has a GPU")
     code, _, err = _main(["predict", world["model"], world["images"], "--out", tmp_path / "o", "--device", "cuda"])
     assert code == 2 and "--device cuda: no usable GPU" in err and "Traceback" not in err
+
+
+def test_a_window_read_tiff_gives_the_same_detections_as_the_decoded_png(world, tmp_path):
+    import cv2
+
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.predict.reader import StripTiffImage, open_image
+    from rotld_cli.predict.tiff import write_striped_tiff
+
+    png = sorted(world["images"].glob("*.png"))[0]
+    rgb = cv2.imread(str(png))[:, :, ::-1]
+    tiff = tmp_path / "tiff" / f"{png.stem}.tif"
+    tiff.parent.mkdir()
+    write_striped_tiff(tiff, rgb.shape[1], rgb.shape[0], lambda y0, y1: rgb[y0:y1], rows_per_strip=10)
+    assert isinstance(open_image(tiff, window_read_pixels=1000), StripTiffImage)
+    detector = EngineDetector.from_checkpoint(world["model"], device="cpu")
+    for key, value in TEST_CFG.items():
+        setattr(detector.test_cfg, key, value)
+    results = []
+    for path, limit in ((png, 10**9), (tiff, 1000)):
+        out = tmp_path / path.suffix[1:]
+        predict(detector, [path], out, PredictOptions(split=WINDOWS, window_read_pixels=limit), {"file": "t"})
+        results.append(json.loads((out / "images" / f"{png.stem}.json").read_text())["detections"])
+    assert results[0] == results[1] and len(results[0]) > 0
