@@ -48,13 +48,14 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     demo,
     doctor,
     evaluate,
+    predict,
     prepare,
     publish,
     recipes,
     train,
 )
 
-__all__ = ["app", "demo", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "doctor", "evaluate", "main", "predict", "prepare", "publish", "recipes", "train"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ METAVARS: dict[object, str] = {
     "--set": "KEY=VALUE",
     "--device": "cpu|cuda",
     ("evaluate", "--device"): "auto|cpu|cuda",
+    ("predict", "--device"): "auto|cpu|cuda",
     "--launcher": "auto|torchrun|slurm",
     "--metric": "voc07|area",
     "--dota-version": "v1.0|v1.5|v2.0",
@@ -64,6 +65,13 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "rotld evaluate work_dirs/student/latest.pth --split-dir split/val --ann-dir DOTA/val/labelTxt"),
         ("mAP of Task1 result files, as JSON", "rotld evaluate --results results/ --ann-dir DOTA/val/labelTxt --json"),
         ("A DOTA server submission", "rotld evaluate --results results/ --zip submission.zip"),
+    ],
+    "predict": [
+        ("Detect on every image of a folder", "rotld predict student.pth scenes/ --out predictions/"),
+        ("Huge TIFF mosaics and a PNG, multi-scale windows, with pictures",
+         "rotld predict student.pth 'mosaics/**/*.tif' big.png --out pred/ --preset ms --save-vis"),
+        ("DOTA val, then `rotld evaluate --results pred/ --ann-dir DOTA/val/labelTxt` for its AP",
+         "rotld predict student.pth DOTA/val/images --out pred/ --json"),
     ],
     "publish-model": [
         ("Strip a checkpoint for release (writes student-<sha256[:8]>.pth)",

@@ -311,8 +311,10 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
 # One image
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """BGR uint8 pixels as cv2.imread gives them; a truncated PNG/JPEG is an error, not a gray tail."""
+def decode_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """BGR uint8 pixels as cv2.imread gives them; a truncated PNG/JPEG is an error, not a gray tail.
+
+    `flags` adds to the decode (predict passes IMREAD_ANYDEPTH to see 16-bit pixels)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -324,7 +326,7 @@ def decode_image(path: Path) -> np.ndarray:
     if path.suffix in (".jpg", ".JPG") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise ImageReadError(located(path, None, "truncated JPEG image (no end marker after the last scan)"))
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error:  # OpenCV asserts on some inputs instead of returning None
         image = None
     if image is None:

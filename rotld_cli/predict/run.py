@@ -1,0 +1,387 @@
+"""Predict on whole images: windows as prepare-dota cuts them, batched detection, one merge.
+
+Per image: the windows of `dota.split.sliding_windows` (same sizes, gaps, rates, padding), read
+one batch at a time, go through `Detector.detect`; every box becomes its MMRotate polygon rounded
+as a Task1 file stores it, shifted to the image by its window origin, and the boxes of all windows
+are merged with the rotated NMS of `rotld evaluate`'s merge (`dota.rotated_nms.nms_quads`, per
+class unless class-agnostic, rounded with `dota.merge.round_like_task1`), in the order the patch
+files of prepare-dota would be read. So `predict` then `evaluate --results` equals `evaluate CKPT`.
+
+Engine-free: the model arrives as a `Detector`; progress goes to callbacks, not to a UI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rotld_cli.detector import Detector
+from rotld_cli.dota.merge import round_like_task1
+from rotld_cli.dota.prepare import ImageReadError
+from rotld_cli.dota.rotated_nms import nms_quads
+from rotld_cli.dota.split import SplitParams, patch_name, sliding_windows
+from rotld_cli.errors import UsageError
+from rotld_cli.fileio import atomic_write_text
+from rotld_cli.predict.outputs import IMAGES_DIR, write_task1_from_results
+from rotld_cli.predict.polygons import ANGLE_VERSIONS, rboxes_to_polygons
+from rotld_cli.predict.reader import DEFAULT_WINDOW_READ_PIXELS, image_size, open_image
+
+RESULT_FORMAT = "rotld-predict/1"
+VIS_DIR = "vis"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How windows are cut, merged and filtered; everything here is recorded in each image's JSON."""
+
+    split: SplitParams = field(default_factory=SplitParams)
+    merge_iou: float = 0.1
+    score_thr: float = 0.0
+    max_per_img: int | None = None
+    class_agnostic: bool = False
+    batch_size: int = 1
+    save_vis: bool = False
+    vis_score_thr: float = 0.3
+    window_read_pixels: int = DEFAULT_WINDOW_READ_PIXELS
+    redo: bool = False  # recompute images already done
+
+    def validate(self) -> None:
+        if not 0.0 < self.merge_iou <= 1.0:
+            raise UsageError(f"--merge-iou must be in (0, 1], got {self.merge_iou}")
+        if not 0.0 <= self.score_thr < 1.0:
+            raise UsageError(f"--score-thr must be in [0, 1), got {self.score_thr}")
+        if self.max_per_img is not None and self.max_per_img < 1:
+            raise UsageError(f"--max-per-img must be at least 1, got {self.max_per_img}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.vis_score_thr <= 1.0:
+            raise UsageError(f"--vis-score-thr must be in [0, 1], got {self.vis_score_thr}")
+
+    def settings(self, model: dict) -> dict:
+        """What makes a finished image's result reusable: the model and every result-shaping option."""
+        split = asdict(self.split)
+        del split["iof_thr"]  # assigns labels to patches; no effect on detection
+        return {
+            "model": model,
+            "split": json.loads(json.dumps(split)),
+            "merge_iou": self.merge_iou,
+            "score_thr": self.score_thr,
+            "max_per_img": self.max_per_img,
+            "class_agnostic": self.class_agnostic,
+        }
+
+
+@dataclass
+class Merged:
+    """One image's final detections: polygons as Task1 stores them, their rotated boxes, class, score."""
+
+    polys: np.ndarray  # (n, 8)
+    rboxes: np.ndarray  # (n, 5) cx, cy, w, h, angle in image pixels
+    labels: np.ndarray  # (n,) class index
+    scores: np.ndarray  # (n,)
+
+
+@dataclass
+class ImageOutcome:
+    path: Path
+    image_id: str
+    windows: int = 0
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+    problem: str | None = None
+    no_picture: bool = False  # --save-vis, but the image is read by windows: too large to draw
+
+
+@dataclass
+class PredictSummary:
+    out_dir: Path
+    outcomes: list[ImageOutcome]
+    classes: tuple[str, ...]
+    seconds: float
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return [o.problem for o in self.outcomes if o.problem]
+
+    def to_dict(self) -> dict:
+        done = [o for o in self.outcomes if not o.problem]
+        run = [o for o in done if not o.resumed]
+        windows = sum(o.windows for o in run)
+        per_class = {name: sum(o.counts.get(name, 0) for o in done) for name in self.classes}
+        return {
+            "out": str(self.out_dir),
+            "images": len(self.outcomes),
+            "predicted": len(run),
+            "resumed": len(done) - len(run),
+            "failed": len(self.outcomes) - len(done),
+            "windows": windows,
+            "detections": per_class,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(len(run) / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "windows_per_s": round(windows / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "problems": self.problems,
+            "no_picture": [o.image_id for o in self.outcomes if o.no_picture],
+            "task1_files": [str(p) for p in self.written],
+        }
+
+
+class Callbacks:
+    """Progress hooks (no-ops); the CLI overrides them to draw its bar."""
+
+    def planned(self, images: int, windows: int) -> None: ...
+
+    def windows_done(self, count: int) -> None: ...
+
+    def image_done(self, outcome: ImageOutcome, planned_windows: int) -> None: ...
+
+
+def image_windows(width: int, height: int, params: SplitParams) -> np.ndarray:
+    """The windows prepare-dota cuts from a width x height image, in its patch files' sorted order."""
+    windows = sliding_windows(width, height, params.window_specs(), params.img_rate_thr)
+    names = [patch_name("", w) for w in windows]
+    return windows[sorted(range(len(windows)), key=names.__getitem__)]
+
+
+def detect_windows(
+    detector: Detector,
+    reader,
+    windows: np.ndarray,
+    params: SplitParams,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[np.ndarray]]:
+    """Per window, per class (n, 6) boxes in window pixels.
+
+    Windows are read one batch at a time, the next batch in a thread while the model runs on this
+    one (file reads and OpenCV release the GIL), so at most two batches of pixels are held."""
+    padding = params.padding_value if params.padding else None
+    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    results: list[list[np.ndarray]] = []
+
+    def read(chunk: np.ndarray) -> list[np.ndarray]:
+        return [reader.read(w, padding) for w in chunk]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, chunks[0])
+        for index, chunk in enumerate(chunks):
+            pixels = pending.result()
+            if index + 1 < len(chunks):
+                pending = pool.submit(read, chunks[index + 1])
+            results.extend(detector.detect(pixels))
+            del pixels
+            if on_batch is not None:
+                on_batch(len(chunk))
+    return results
+
+
+def merge_windows(
+    windows: np.ndarray, per_window: Sequence[Sequence[np.ndarray]], angle_version: str, options: PredictOptions
+) -> Merged:
+    """Window detections -> image detections, as `rotld evaluate` merges patch Task1 files."""
+    polys, rboxes, labels, scores = [], [], [], []
+    for window, per_class in zip(windows, per_window):
+        x, y = float(window[0]), float(window[1])
+        for label, boxes in enumerate(per_class):
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+            if not len(boxes):
+                continue
+            # the patch file's polygon (%.2f), shifted by the patch origin: evaluate's merge input
+            polys.append(round_like_task1(rboxes_to_polygons(boxes, angle_version)) + np.tile([x, y], 4))
+            rboxes.append(boxes[:, :5] + np.array([x, y, 0.0, 0.0, 0.0]))
+            labels.append(np.full(len(boxes), label, dtype=np.int64))
+            scores.append(boxes[:, 5])
+    if not polys:
+        return Merged(np.zeros((0, 8)), np.zeros((0, 5)), np.zeros(0, dtype=np.int64), np.zeros(0))
+    polys, rboxes = np.concatenate(polys), np.concatenate(rboxes)
+    labels, scores = np.concatenate(labels), np.concatenate(scores)
+    groups = np.zeros_like(labels) if options.class_agnostic else labels
+    keep = nms_quads(polys, scores, groups, options.merge_iou)
+    keep = keep[scores[keep] >= options.score_thr]
+    if options.max_per_img is not None and len(keep) > options.max_per_img:  # the best, in merge order
+        keep = keep[np.sort(np.argsort(-scores[keep], kind="stable")[: options.max_per_img])]
+    return Merged(round_like_task1(polys[keep]), rboxes[keep], labels[keep], scores[keep])
+
+
+def result_json(
+    path: Path,
+    image_id: str,
+    size: tuple[int, int],
+    windows: int,
+    seconds: float,
+    merged: Merged,
+    classes: Sequence[str],
+    settings: dict,
+) -> dict:
+    """The per-image JSON: polygons (Task1 values), rotated boxes, class and score of every detection."""
+    detections = [
+        {
+            "class": classes[label],
+            "score": score,
+            "polygon": poly,
+            "rbox": dict(zip(("cx", "cy", "w", "h", "angle"), rbox)),
+        }
+        for poly, rbox, label, score in zip(
+            merged.polys.tolist(), merged.rboxes.tolist(), merged.labels.tolist(), merged.scores.tolist()
+        )
+    ]
+    return {
+        "format": RESULT_FORMAT,
+        "image": str(path.resolve()),
+        "image_id": image_id,
+        "width": size[0],
+        "height": size[1],
+        "windows": windows,
+        "seconds": round(seconds, 4),
+        "classes": list(classes),
+        "settings": settings,
+        "detections": detections,
+    }
+
+
+def finished_result(json_path: Path, settings: dict) -> dict | None:
+    """The stored result of an image when it was made with the same settings (else it is redone)."""
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT or data.get("settings") != settings:
+        return None
+    return data
+
+
+def _counts(detections: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for det in detections:
+        counts[det["class"]] = counts.get(det["class"], 0) + 1
+    return counts
+
+
+def predict_image(
+    detector: Detector,
+    path: Path,
+    out_dir: Path,
+    options: PredictOptions,
+    settings: dict,
+    callbacks: Callbacks,
+) -> ImageOutcome:
+    """Detect, merge and write one image's JSON (last, atomically); a bad image becomes a problem."""
+    started = time.perf_counter()
+    outcome = ImageOutcome(path, path.stem)
+    try:
+        reader = open_image(path, options.window_read_pixels)
+    except ImageReadError as exc:
+        outcome.problem = str(exc)
+        return outcome
+    try:
+        windows = image_windows(reader.width, reader.height, options.split)
+        per_window = detect_windows(
+            detector, reader, windows, options.split, options.batch_size, callbacks.windows_done
+        )
+        merged = merge_windows(windows, per_window, detector.angle_version, options)
+        outcome.seconds = time.perf_counter() - started
+        outcome.windows = len(windows)
+        data = result_json(
+            path,
+            path.stem,
+            (reader.width, reader.height),
+            len(windows),
+            outcome.seconds,
+            merged,
+            detector.classes,
+            settings,
+        )
+        if options.save_vis:
+            final = out_dir / VIS_DIR / f"{path.stem}.png"
+            outcome.no_picture = not _save_vis(reader, data, final, detector.classes, options.vis_score_thr)
+    except ImageReadError as exc:
+        outcome.problem = str(exc)
+        return outcome
+    finally:
+        reader.close()
+    atomic_write_text(out_dir / IMAGES_DIR / f"{path.stem}.json", json.dumps(data))
+    outcome.counts = _counts(data["detections"])
+    return outcome
+
+
+def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr: float) -> bool:
+    """The image with its detections drawn (images held in memory only: a window-read one is skipped)."""
+    import cv2
+
+    from rotld_cli.dota.visualize import draw_detections
+    from rotld_cli.fileio import atomic_path
+
+    pixels = reader.whole()
+    if pixels is None:
+        return False
+    dets = [(d["class"], d["score"], d["polygon"]) for d in data["detections"]]
+    drawn = draw_detections(pixels, dets, classes, score_thr)
+    with atomic_path(final) as tmp:
+        if not cv2.imwrite(str(tmp), drawn):
+            raise ImageReadError(f"{final}: cannot write the picture")
+    return True
+
+
+def plan_windows(paths: Sequence[Path], params: SplitParams) -> dict[Path, int]:
+    """Windows per image from the file headers (nothing decoded), for the progress bar's total."""
+    counts = {}
+    for path in paths:
+        try:
+            width, height = image_size(path)
+        except ImageReadError:
+            counts[path] = 0  # reported when the image is opened
+            continue
+        counts[path] = len(sliding_windows(width, height, params.window_specs(), params.img_rate_thr))
+    return counts
+
+
+def predict(
+    detector: Detector,
+    paths: Sequence[Path],
+    out_dir: Path,
+    options: PredictOptions,
+    model: dict,
+    callbacks: Callbacks | None = None,
+) -> PredictSummary:
+    """Every image not already done with these settings -> its JSON; then the Task1 files from all JSONs."""
+    if detector.angle_version not in ANGLE_VERSIONS:
+        raise UsageError(f"the model's angle version {detector.angle_version!r} is not one of {ANGLE_VERSIONS}")
+    callbacks = callbacks or Callbacks()
+    settings = options.settings(model)
+    started = time.perf_counter()
+    outcomes: list[ImageOutcome] = []
+    todo = []
+    for path in paths:
+        data = None if options.redo else finished_result(out_dir / IMAGES_DIR / f"{path.stem}.json", settings)
+        if data is not None and data.get("image") == str(path.resolve()):
+            outcome = ImageOutcome(
+                path,
+                path.stem,
+                windows=data["windows"],
+                seconds=data["seconds"],
+                counts=_counts(data["detections"]),
+                resumed=True,
+            )
+            outcomes.append(outcome)
+        else:
+            todo.append(path)
+    windows = plan_windows(todo, options.split)
+    callbacks.planned(len(todo), sum(windows.values()))
+    for path in todo:
+        outcome = predict_image(detector, path, out_dir, options, settings, callbacks)
+        outcomes.append(outcome)
+        callbacks.image_done(outcome, windows[path])
+    by_path = {o.path: o for o in outcomes}
+    ordered = [by_path[p] for p in paths]
+    summary = PredictSummary(out_dir, ordered, tuple(detector.classes), time.perf_counter() - started)
+    summary.written = write_task1_from_results(
+        out_dir, [o.image_id for o in ordered if not o.problem], detector.classes
+    )
+    return summary

@@ -1,0 +1,59 @@
+"""SOURCE arguments -> the image files to predict on: files, folders (not recursive) and globs."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from rotld_cli.errors import UsageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_GLOB_CHARS = set("*?[")
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def expand_source(source: str) -> list[Path]:
+    """The images one SOURCE names, sorted; a SOURCE that names none is a usage error."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise UsageError(f"{source}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if _is_image(p))
+        if not found:
+            raise UsageError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return found
+    if _GLOB_CHARS & set(source):
+        found = sorted(p for p in map(Path, glob.glob(source, recursive=True)) if _is_image(p))
+        if not found:
+            raise UsageError(f"{source}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
+        return found
+    raise UsageError(f"{source}: no such file, folder or pattern")
+
+
+def collect_sources(sources: list[str]) -> list[Path]:
+    """Every image of every SOURCE, each once, in argument order.
+
+    The image id (the file's stem) names the image in the Task1 files, so two files with the same
+    stem would mix their detections: that is refused up front, naming both files.
+    """
+    images: list[Path] = []
+    seen: set[Path] = set()
+    by_id: dict[str, Path] = {}
+    for source in sources:
+        for path in expand_source(source):
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            other = by_id.setdefault(path.stem, path)
+            if other is not path:
+                raise UsageError(f"{other} and {path}: two images with the id {path.stem!r} (image ids are file stems)")
+            images.append(path)
+    if not images:
+        raise UsageError("no SOURCE images given")
+    return images

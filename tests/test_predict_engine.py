@@ -1,0 +1,164 @@
+"""`rotld predict` with a real (tiny, trained here) model: equal to `rotld evaluate CKPT`, bad images, resume.
+
+Synthetic 256 px images are cut by prepare-dota into nine 128 px patches (stride 96), a ResNet-18
+with a 16-channel head is trained for one epoch on them, and `evaluate CKPT` runs on the patch
+files while `predict` runs on the full images with the same windows: the merged Task1 files and
+every AP must be identical. The 1-epoch model needs `score_thr 0 / max_per_img 10` (set on both)
+to produce boxes to merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+torch = pytest.importorskip("torch")
+pytest.importorskip("mmrotate")
+
+from train_helpers import write_recipe  # noqa: E402
+
+from rotld_cli.cli import main  # noqa: E402
+from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
+from rotld_cli.dota.split import SplitParams  # noqa: E402
+from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
+from rotld_cli.evaluation import EvaluateOptions, evaluate  # noqa: E402
+from rotld_cli.predict.run import PredictOptions, predict  # noqa: E402
+
+WINDOWS = SplitParams(sizes=(128,), gaps=(32,))
+TEST_CFG = {"score_thr": 0.0, "max_per_img": 10}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    from rotld_cli.engine.train import TrainOptions, train_teacher
+
+    root = tmp_path_factory.mktemp("predict")
+    data = root / "data"
+    generate_dataset(data, num_train=2, num_val=2, image_size=256, seed=0, objects_per_image=(4, 7),
+                     distractors_per_image=(1, 3))  # fmt: skip
+    split = root / "split"
+    prepare_dota(data, split, PrepareOptions(split=WINDOWS), show_progress=False)
+    recipe = write_recipe(root / "teacher.yaml", split)
+    options = TrainOptions(work_dir=root / "teacher", device="cpu", validate=False, live=False,
+                           overrides=["schedule.epochs=1"])  # fmt: skip
+    teacher = train_teacher(str(recipe), options).checkpoint
+    return {"root": root, "val": split / "val", "ann": data / "val" / "labelTxt", "images": data / "val" / "images",
+            "model": teacher}  # fmt: skip
+
+
+def _main(argv: list) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    return exc.value.code, out.getvalue(), err.getvalue()
+
+
+def test_polygons_equal_mmrotates_obb2poly(world):
+    from mmrotate.core import obb2poly_np
+
+    from rotld_cli.predict.polygons import rboxes_to_polygons
+
+    rng = np.random.default_rng(0)
+    boxes = np.column_stack([rng.uniform(0, 500, (300, 2)), rng.uniform(1, 200, (300, 2)),
+                             rng.uniform(-np.pi, np.pi, 300), rng.uniform(0, 1, 300)]).astype(np.float32)  # fmt: skip
+    boxes[:20, 4] = np.float32(np.pi / 2)  # exact right angles: ties between start corners
+    boxes = boxes.astype(np.float64)
+    for version in ("oc", "le90", "le135"):
+        assert np.array_equal(rboxes_to_polygons(boxes, version), obb2poly_np(boxes, version)[:, :8]), version
+
+
+def test_predict_then_evaluate_equals_evaluate_checkpoint(world, tmp_path):
+    from rotld_cli.engine.checkpoint_eval import CheckpointEvalOptions, evaluate_checkpoint
+    from rotld_cli.engine.detector import EngineDetector
+
+    by_checkpoint = evaluate_checkpoint(
+        CheckpointEvalOptions(checkpoint=world["model"], split_dir=world["val"], ann_dir=world["ann"],
+                              out_dir=tmp_path / "eval", device="cpu", show_progress=False, **TEST_CFG)
+    )  # fmt: skip
+    detector = EngineDetector.from_checkpoint(world["model"], device="cpu")
+    for key, value in TEST_CFG.items():
+        setattr(detector.test_cfg, key, value)
+    out = tmp_path / "pred"
+    paths = sorted(world["images"].glob("*.png"))
+    summary = predict(detector, paths, out, PredictOptions(split=WINDOWS), {"file": "teacher"})
+    assert summary.problems == [] and summary.to_dict()["windows"] == 18
+    assert sum(summary.to_dict()["detections"].values()) > 10
+    merged = tmp_path / "eval" / "merged"
+    for task1 in sorted(merged.glob("Task1_*.txt")):
+        assert (out / task1.name).read_text() == task1.read_text(), task1.name
+    by_results = evaluate(EvaluateOptions(results=out, ann_dir=world["ann"], classes=detector.classes)).report
+    assert by_results["merged"] is False and by_checkpoint.report["merged"] is True
+    for key in ("AP", "AP50", "AP75", "per_class", "num_images"):
+        assert by_results[key] == by_checkpoint.report[key], key
+    one = json.loads((out / "images" / f"{paths[0].stem}.json").read_text())
+    assert one["width"] == one["height"] == 256 and one["windows"] == 9
+    det = one["detections"][0]
+    assert set(det) == {"class", "score", "polygon", "rbox"} and len(det["polygon"]) == 8
+
+
+def test_a_corrupt_image_among_good_ones_then_resume(world, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(world["images"], images)
+    good = sorted(images.glob("*.png"))
+    (images / "broken.png").write_bytes(good[0].read_bytes()[:500])
+    out = tmp_path / "out"
+    argv = ["predict", world["model"], images, "--out", out, "--device", "cpu", "--save-vis", "--json"]
+    code, stdout, err = _main(argv)
+    assert code == 1, err
+    assert "broken.png" in err and "Traceback" not in err
+    summary = json.loads(stdout)
+    assert (summary["images"], summary["predicted"], summary["failed"]) == (3, 2, 1)
+    assert any("broken.png" in p for p in summary["problems"])
+    assert sorted(p.stem for p in (out / "images").glob("*.json")) == [p.stem for p in good]
+    assert sorted(p.stem for p in (out / "vis").glob("*.png")) == [p.stem for p in good]
+    task1 = {p.name: p.read_text() for p in out.glob("Task1_*.txt")}
+    assert task1
+
+    (images / "broken.png").unlink()  # the second run resumes: nothing is predicted again
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").glob("*.json")}
+    code, stdout, err = _main(argv)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert (summary["predicted"], summary["resumed"], summary["failed"]) == (0, 2, 0)
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").glob("*.json")} == stamps
+    assert {p.name: p.read_text() for p in out.glob("Task1_*.txt")} == task1
+
+    code, stdout, _ = _main([*argv, "--merge-iou", "0.5"])  # other settings: the images are predicted again
+    assert code == 0 and json.loads(stdout)["predicted"] == 2
+
+
+def test_cuda_without_a_gpu_is_one_line(world, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = _main(["predict", world["model"], world["images"], "--out", tmp_path / "o", "--device", "cuda"])
+    assert code == 2 and "--device cuda: no usable GPU" in err and "Traceback" not in err
+
+
+def test_a_window_read_tiff_gives_the_same_detections_as_the_decoded_png(world, tmp_path):
+    import cv2
+
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.predict.reader import StripTiffImage, open_image
+    from rotld_cli.predict.tiff import write_striped_tiff
+
+    png = sorted(world["images"].glob("*.png"))[0]
+    rgb = cv2.imread(str(png))[:, :, ::-1]
+    tiff = tmp_path / "tiff" / f"{png.stem}.tif"
+    tiff.parent.mkdir()
+    write_striped_tiff(tiff, rgb.shape[1], rgb.shape[0], lambda y0, y1: rgb[y0:y1], rows_per_strip=10)
+    assert isinstance(open_image(tiff, window_read_pixels=1000), StripTiffImage)
+    detector = EngineDetector.from_checkpoint(world["model"], device="cpu")
+    for key, value in TEST_CFG.items():
+        setattr(detector.test_cfg, key, value)
+    results = []
+    for path, limit in ((png, 10**9), (tiff, 1000)):
+        out = tmp_path / path.suffix[1:]
+        predict(detector, [path], out, PredictOptions(split=WINDOWS, window_read_pixels=limit), {"file": "t"})
+        results.append(json.loads((out / "images" / f"{png.stem}.json").read_text())["detections"])
+    assert results[0] == results[1] and len(results[0]) > 0
