@@ -45,7 +45,7 @@ def test_windows_are_prepare_dotas_and_cover_every_pixel(preset, size):
 def test_windows_are_pixel_identical_to_prepare_dota_patches(dota_samples, tmp_path):
     params = SplitParams(sizes=(512,), gaps=(100,))
     out = tmp_path / "split"
-    prepare_dota(dota_samples, out, PrepareOptions(split=params, workers=1), show_progress=False)
+    prepare_dota(dota_samples, out, PrepareOptions(split=params, workers=1))
     for image_path in sorted((dota_samples / "images").glob("*.png")):
         reader = open_image(image_path)
         assert isinstance(reader, ArrayImage)

@@ -43,7 +43,7 @@ def world(tmp_path_factory) -> dict:
     generate_dataset(data, num_train=2, num_val=2, image_size=256, seed=0, objects_per_image=(4, 7),
                      distractors_per_image=(1, 3))  # fmt: skip
     split = root / "split"
-    prepare_dota(data, split, PrepareOptions(split=WINDOWS), show_progress=False)
+    prepare_dota(data, split, PrepareOptions(split=WINDOWS))
     recipe = write_recipe(root / "teacher.yaml", split)
     options = TrainOptions(work_dir=root / "teacher", device="cpu", validate=False, live=False,
                            overrides=["schedule.epochs=1"])  # fmt: skip
