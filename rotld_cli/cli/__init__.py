@@ -44,13 +44,14 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     distill,
     doctor,
     evaluate,
+    export,
     prepare,
     publish,
     recipes,
     train,
 )
 
-__all__ = ["app", "demo", "distill", "doctor", "evaluate", "main", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "distill", "doctor", "evaluate", "export", "main", "prepare", "publish", "recipes", "train"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -306,6 +306,8 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
         report = compare_detections(engine.detect(images), onnx_detector.detect(images), meta.classes,
                                     meta.test_cfg.score_thr, options.tolerance, names)
         score_diff, logit_diff = raw_differences(model, onnx_detector, images)
+        if score_diff > options.tolerance.score:
+            report.problems.insert(0, f"class scores of some anchor differ by {score_diff:.2g} before post-processing")
         if not report.ok:
             raise RotldError(f"{options.out}: not written, onnxruntime disagrees with torch beyond the tolerance "
                              f"({options.tolerance.describe()}): {report.problems[0]}")
@@ -316,7 +318,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
     )  # fmt: skip
 
 
-def as_json(result: ExportResult) -> dict[str, Any]:
+def as_json_dict(result: ExportResult) -> dict[str, Any]:
     p = result.parity
     return {
         "out": str(result.out), "sha256": result.sha256, "bytes": result.size_bytes, "opset": result.metadata.opset,
