@@ -18,7 +18,7 @@ FORMAT = 1
 
 
 @dataclass
-class TestSettings:
+class DetectionSettings:
     """The head's test_cfg: top-k per level, score threshold, class-aware rotated NMS, cap."""
 
     nms_pre: int = 2000
@@ -73,7 +73,7 @@ class ModelMetadata:
     integral_angle_project: list[float]
     num_anchors: int
     input: InputSettings = field(default_factory=InputSettings)
-    test_cfg: TestSettings = field(default_factory=TestSettings)
+    test_cfg: DetectionSettings = field(default_factory=DetectionSettings)
     anchors: AnchorSettings = field(default_factory=AnchorSettings)
     coder: CoderSettings = field(default_factory=CoderSettings)
     rotld_version: str = ""
@@ -93,7 +93,7 @@ class ModelMetadata:
             data = json.loads(text)
             parts = {
                 "input": InputSettings(**data.pop("input")),
-                "test_cfg": TestSettings(**data.pop("test_cfg")),
+                "test_cfg": DetectionSettings(**data.pop("test_cfg")),
                 "anchors": AnchorSettings(**data.pop("anchors")),
                 "coder": CoderSettings(**data.pop("coder")),
             }

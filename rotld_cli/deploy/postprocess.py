@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rotld_cli.deploy.metadata import AnchorSettings, CoderSettings, ModelMetadata, TestSettings
+from rotld_cli.deploy.metadata import AnchorSettings, CoderSettings, DetectionSettings, ModelMetadata
 from rotld_cli.dota.rotated_nms import nms_quads
 
 
@@ -104,7 +104,7 @@ def obb_corners(boxes: np.ndarray) -> np.ndarray:
                      x + wx + hx, y + wy + hy, x - wx + hx, y - wy + hy], axis=-1)
 
 
-def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, settings: TestSettings) -> list[np.ndarray]:
+def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, settings: DetectionSettings) -> list[np.ndarray]:
     """mmrotate `multiclass_nms_rotated` + `rbbox2result`: (M, 5) boxes, (M, C) scores → C arrays (n, 6).
 
     Pairs (anchor, class) above `score_thr`, NMS within each class, then the `max_per_img` best

@@ -33,9 +33,9 @@ from rotld_cli.deploy.metadata import (
     METADATA_KEY,
     AnchorSettings,
     CoderSettings,
+    DetectionSettings,
     InputSettings,
     ModelMetadata,
-    TestSettings,
 )
 from rotld_cli.deploy.onnx_detector import INPUT_NAME, OnnxDetector, output_names
 from rotld_cli.deploy.parity import ParityReport, Tolerance, compare_detections
@@ -180,7 +180,7 @@ def build_metadata(model: Any, cfg: Any, recipe: Any, checkpoint: Path, options:
         reg_max=int(head.reg_max), integral_project=head.integral.project.tolist(),
         integral_angle_project=head.integral_angle.project.tolist(), num_anchors=int(head.num_anchors),
         input=_pipeline_settings(cfg, options.size, where),
-        test_cfg=TestSettings(
+        test_cfg=DetectionSettings(
             nms_pre=int(test_cfg.get("nms_pre", -1)), score_thr=float(test_cfg.score_thr),
             iou_thr=float(test_cfg.nms.iou_thr), max_per_img=int(test_cfg.max_per_img),
         ),
