@@ -102,12 +102,16 @@ def compare_detections(reference: Sequence[Sequence[np.ndarray]], candidate: Seq
                     f"{name}, {cls}: {int((~good).sum())} detection(s) differ beyond the tolerance, e.g. "
                     f"{np.round(ref[r[worst]], 4).tolist()} vs {np.round(cand[c[worst]], 4).tolist()}"
                 )
-            lonely = np.concatenate([np.delete(ref, r, axis=0)[:, 5], np.delete(cand, c, axis=0)[:, 5]])
+            ref_only, cand_only = np.delete(ref, r, axis=0)[:, 5], np.delete(cand, c, axis=0)[:, 5]
+            lonely = np.concatenate([ref_only, cand_only])
             near = np.abs(lonely - score_thr) <= tol.score
             report.borderline += int(near.sum())
             if not near.all():
+                tied = np.intersect1d(ref_only, cand_only).size > 0
                 report.problems.append(
                     f"{name}, {cls}: {int((~near).sum())} detection(s) found by one backend only "
                     f"(best score {float(lonely[~near].max()):.4f})"
+                    + ("; equal scores, which torch and numpy order differently (an image padded with zeros "
+                       "under a barely trained model?)" if tied else "")
                 )
     return report

@@ -145,6 +145,9 @@ def _pipeline_settings(cfg: Any, size: int | None, where: str) -> InputSettings:
                          "cannot be reproduced outside the engine")
     norm = transforms["Normalize"]
     resize = transforms.get("RResize") or transforms.get("Resize") or {}
+    if size is not None and size < max(scale):
+        raise UsageError(f"--size {size} is smaller than the model's test scale {max(scale)} (every image is "
+                         f"resized to fit {scale[0]}x{scale[1]} first); use --size {max(scale)} or more")
     return InputSettings(
         img_scale=[int(v) for v in scale], keep_ratio=bool(resize.get("keep_ratio", True)),
         mean=[float(v) for v in norm["mean"]], std=[float(v) for v in norm["std"]],
