@@ -167,3 +167,23 @@ def test_metadata_round_trip_and_bad_files(tmp_path) -> None:
     with pytest.raises(RotldError, match=r"bad\.onnx: not a loadable ONNX model") as exc:
         OnnxDetector.from_file(bad)
     assert "\n" not in str(exc.value)
+
+
+def test_runner_modules_import_no_engine(repo_root) -> None:
+    """The whole engine-free layer (and the `rotld export --help` path) loads without torch/mmcv/mmdet/mmrotate."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import rotld_cli.deploy.onnx_detector, rotld_cli.deploy.split_inference, rotld_cli.deploy.parity\n"
+        "from rotld_cli.cli import main\n"
+        "try:\n    main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'mmcv', 'mmdet', 'mmrotate'})))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "rotld export" in proc.stdout
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
