@@ -18,6 +18,7 @@ renamed onto OUT once the check passes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -282,6 +283,20 @@ def raw_differences(model: Any, onnx_detector: OnnxDetector, images: Sequence[np
     return score_diff, logit_diff
 
 
+def padded_like(cfg: Any, settings: InputSettings) -> Any:
+    """The config with the export's padding: a fixed-size graph pads every image to size², the engine
+    to a multiple of 32; the parity check must compare the same input, so the engine pads like the graph."""
+    if settings.fixed_size is None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    for step in cfg.data.test.pipeline:
+        for transform in step.get("transforms", []):
+            if transform["type"] == "Pad":
+                transform.pop("size_divisor", None)
+                transform["size"] = (settings.fixed_size, settings.fixed_size)
+    return cfg
+
+
 def export_model(options: ExportOptions, on_step: Callable[[str], None] | None = None) -> ExportResult:
     """Load, export, check parity, then (only then) write OUT atomically."""
     step = on_step or (lambda _: None)
@@ -305,7 +320,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
         export_graph(model, tmp, meta, options.opset)
         step(f"parity check on {len(images)} image(s): torch vs onnxruntime")
         onnx_detector = OnnxDetector.from_file(tmp)
-        engine = EngineDetector(wrapped, cfg, meta.classes, meta.angle_version, "cpu", batch_size=1)
+        engine = EngineDetector(wrapped, padded_like(cfg, meta.input), meta.classes, meta.angle_version, "cpu")
         report = compare_detections(engine.detect(images), onnx_detector.detect(images), meta.classes,
                                     meta.test_cfg.score_thr, options.tolerance, names)
         score_diff, logit_diff = raw_differences(model, onnx_detector, images)
