@@ -80,34 +80,40 @@ def quick_demo_student(work: Path) -> Path:
     return train_model(work, QUICK, models["student"], "cpu", teacher=teacher)[0]
 
 
-def demo_student(demo_dir: Path) -> Path:
+def demo_run(demo_dir: Path, run: str) -> Path:
     import json
 
-    marker = demo_dir / "runs" / "student" / "done.json"
+    marker = demo_dir / "runs" / run / "done.json"
     if not marker.is_file():
-        raise SystemExit(f"{demo_dir}: no finished student run (runs/student/done.json); run `rotld demo` first")
+        raise SystemExit(f"{demo_dir}: no finished {run} run (runs/{run}/done.json); run `rotld demo` first")
     return marker.parent / json.loads(marker.read_text())["checkpoint"]
 
 
 def accuracy(root: Path, args: argparse.Namespace) -> None:
-    from rotld_cli.deploy.split_inference import detect_split_onnx
+    from rotld_cli.deploy.onnx_detector import OnnxDetector
+    from rotld_cli.deploy.split_inference import detect_split
+    from rotld_cli.engine.detector import EngineDetector
     from rotld_cli.engine.export import ExportOptions, export_model
-    from rotld_cli.engine.infer import infer_split
     from rotld_cli.evaluation import EvaluateOptions, evaluate_results
 
     work = args.demo_dir or root / "demo-quick"
-    checkpoint = demo_student(args.demo_dir) if args.demo_dir else quick_demo_student(work)
+    checkpoint = demo_run(args.demo_dir, args.run) if args.demo_dir else quick_demo_student(work)
     val = work / "split" / "val"
     model = root / "demo-student.onnx"
     export_model(ExportOptions(checkpoint, model, check_images=val, check_count=2))
-    engine = infer_split(checkpoint, val, out_dir=root / "torch", device="cpu", show_progress=False)
-    onnx = detect_split_onnx(model, val, root / "onnx", threads=args.threads)
-    aps = {}
-    for name, folder in (("torch engine", root / "torch"), ("onnxruntime", root / "onnx")):
-        report = evaluate_results(EvaluateOptions(results=folder, ann_dir=work / "data" / "val" / "labelTxt",
-                                                  classes=engine.classes))
-        aps[name] = report
-    print(f"AP of {checkpoint} on {engine.images} val patches of {work} (merged, DOTA devkit rules):")
+    detectors = {"torch engine": EngineDetector.from_checkpoint(checkpoint, device="cpu"),
+                 "onnxruntime": OnnxDetector.from_file(model, threads=args.threads)}
+    aps, runs = {}, {}
+    for name, detector in detectors.items():
+        if args.ap_score_thr is not None:  # the same test settings for both backends
+            detector.test_cfg.score_thr = args.ap_score_thr
+        folder = root / name.split()[0]
+        runs[name] = detect_split(detector, val, folder)
+        aps[name] = evaluate_results(EvaluateOptions(results=folder, ann_dir=work / "data" / "val" / "labelTxt",
+                                                     classes=detectors[name].classes))
+    onnx = runs["onnxruntime"]
+    thr = "" if args.ap_score_thr is None else f", score_thr {args.ap_score_thr:g} for both"
+    print(f"AP of {checkpoint} on {onnx.images} val patches of {work} (merged, DOTA devkit rules{thr}):")
     for name, report in aps.items():
         print(f"  {name:13s} AP {100 * report['AP']:6.2f}  AP50 {100 * report['AP50']:6.2f}  "
               f"AP75 {100 * report['AP75']:6.2f}  ({sum(c['num_det'] for c in report['per_class'].values())} "
@@ -128,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count(),
                         help="CPU threads of both backends (default: $OMP_NUM_THREADS, else all cores)")
     parser.add_argument("--demo-dir", type=Path, default=None, help="a finished `rotld demo` folder for the AP part")
+    parser.add_argument("--run", default="student", help="AP part: which run of --demo-dir (default: student)")
+    parser.add_argument("--ap-score-thr", type=float, default=None,
+                        help="AP part: score threshold of both backends (default: the model's own)")
+    parser.add_argument("--part", choices=("all", "speed", "ap"), default="all", help="run only one part")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 2)
     size = args.size or (128 if args.quick else 1024)
@@ -137,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     load_engine()
     with tempfile.TemporaryDirectory(prefix="rotld-bench-export-") as tmp:
         root = Path(tmp)
-        throughput(root / "speed", args, size, args.patches or 4)
-        accuracy(root / "ap", args)
+        if args.part in ("all", "speed"):
+            throughput(root / "speed", args, size, args.patches or 4)
+        if args.part in ("all", "ap"):
+            accuracy(root / "ap", args)
 
 
 if __name__ == "__main__":
