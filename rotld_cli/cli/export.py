@@ -17,10 +17,7 @@ HELP = (
     "(its metadata: classes, angle version, normalisation, test settings, source SHA-256) runs wherever "
     "onnxruntime does, without torch or MMRotate. The file is written only if the same images give the same "
     f"detections through torch and onnxruntime (boxes within {BOX_TOL:g} px + {REL_TOL:g}·|value|, angles "
-    f"{ANGLE_TOL:g} rad, scores {SCORE_TOL:g}).\n\n"
-    "Examples:\n\n"
-    "  rotld export work/student/latest.pth student.onnx\n\n"
-    "  rotld export student.pth student-1024.onnx --size 1024 --check-images OUT/val --check-count 8"
+    f"{ANGLE_TOL:g} rad, scores {SCORE_TOL:g})."
 )
 
 
