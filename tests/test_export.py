@@ -248,3 +248,15 @@ def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys) -
         assert not out.exists()
     code, _, err = run(["export", foreign, tmp_path / "model.pt"], capsys)
     assert code == 2 and "must end in .onnx" in err
+
+
+def test_bench_runs_and_both_backends_agree(demo_student, capsys) -> None:
+    """`bench/export.py --quick` end to end: both parts run; the AP part on the demo --quick student."""
+    from bench.export import main as bench_main
+
+    bench_main(["--quick", "--patches", "2", "--threads", "1", "--demo-dir", str(demo_student["work"])])
+    out = capsys.readouterr().out
+    assert "onnxruntime / torch:" in out and "2 patches of 128x128 px" in out
+    assert "(must be <= 0.1: met)" in out
+    merged = [line for line in out.splitlines() if "merged detections" in line]
+    assert len(merged) == 2 and merged[0].split("(")[-1] == merged[1].split("(")[-1]  # same detection count
