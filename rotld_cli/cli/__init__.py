@@ -48,6 +48,7 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     demo,
     doctor,
     evaluate,
+    export,
     predict,
     prepare,
     publish,
@@ -55,7 +56,8 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     train,
 )
 
-__all__ = ["app", "demo", "doctor", "evaluate", "main", "predict", "prepare", "publish", "recipes", "train"]
+__all__ = ["app", "demo", "doctor", "evaluate", "export", "main", "predict", "prepare", "publish", "recipes",
+           "train"]
 
 
 def main(argv: list[str] | None = None) -> None:

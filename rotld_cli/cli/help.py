@@ -78,6 +78,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "rotld publish-model work_dirs/student/latest.pth student.pth"),
         ("Into a folder, keeping the optimizer to resume", "rotld publish-model latest.pth release/ --keep-optimizer"),
     ],
+    "export": [
+        ("A checkpoint as an ONNX model for onnxruntime (any patch size), after a torch-vs-onnxruntime check",
+         "rotld export work_dirs/student/latest.pth student.onnx"),
+        ("A fixed 1024² input, checked on 8 of your patches",
+         "rotld export student.pth student-1024.onnx --size 1024 --check-images split/val --check-count 8"),
+    ],
     "demo": [
         ("The synthetic end-to-end run (teacher, baseline, student, report)", "rotld demo"),
         ("A 2-minute smoke run", "rotld demo --quick"),
