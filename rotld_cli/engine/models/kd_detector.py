@@ -137,6 +137,12 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
         if teacher_ckpt is not None:
             load_teacher_checkpoint(self.teacher_model, resolve_path(teacher_ckpt, config_dir))
         self.teacher_model.train(not eval_teacher)
+        # Frozen: the optimizer never sees the teacher, and with requires_grad off no gradient is
+        # computed for it even where the student's features run through its head (CrossKD).
+        self.teacher_model.requires_grad_(False)
+        attach = getattr(self.bbox_head, "attach_teacher_head", None)
+        if attach is not None:
+            attach(self.teacher_model.bbox_head)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "teacher_model":
