@@ -37,6 +37,8 @@ TEACHER_MATCH_KEYS = (
     "data.classes",
 )
 """What a teacher must share with its student: soft targets and features align anchor by anchor."""
+STUDENT_HEADS = {"ld": "LDRotatedRetinaHead", "crosskd": "CrossKDRotatedRetinaHead", "bckd": "BCKDRotatedRetinaHead"}
+"""The student head of each `distill.method`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +144,6 @@ def model_dict(
             teacher_model = _teacher_model(recipe)
         ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
         head.update(_distill_args(recipe))
-        head["type"] = "LDRotatedRetinaHead"
         model = dict(
             type="KnowledgeDistillationRotatedSingleStageDetector",
             backbone=backbone,
@@ -332,8 +333,9 @@ def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
 
 
 def _distill_args(recipe: Recipe) -> dict[str, Any]:
+    """The student head's type and losses: LD's terms, plus the CrossKD or BCKD ones (`distill.method`)."""
     get = recipe.get
-    return dict(
+    args = dict(
         loss_ld=dict(
             type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_ld.weight"), T=get("distill.loss_ld.T")
         ),
@@ -344,6 +346,46 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
         imitation_method=get("distill.imitation_method"),
         ld_region_box=get("distill.ld_region_box"),
     )
+    method = get("distill.method", "ld")
+    args["type"] = STUDENT_HEADS[method]
+    if method == "crosskd":
+        args.update(
+            cross_convs=get("distill.crosskd.cross_convs"),
+            loss_cross_cls=dict(
+                type="BinaryKDLoss",
+                beta=get("distill.crosskd.loss_cls.beta"),
+                loss_weight=get("distill.crosskd.loss_cls.weight"),
+            ),
+            loss_cross_ld=dict(
+                type="KnowledgeDistillationKLDivLoss",
+                loss_weight=get("distill.crosskd.loss_ld.weight"),
+                T=get("distill.crosskd.loss_ld.T"),
+            ),
+        )
+    elif method == "bckd":
+        args.update(
+            loss_bckd_cls=dict(
+                type="BinaryKDLoss", beta=get("distill.bckd.loss_cls.beta"), loss_weight=get("distill.bckd.loss_cls.weight")
+            ),
+            loss_bckd_iou=dict(type="RotatedIoUKDLoss", loss_weight=get("distill.bckd.loss_iou.weight")),
+            iou_score_thr=get("distill.bckd.loss_iou.score_thr"),
+        )
+    return args
+
+
+def crosskd_teacher_mismatch(student: Recipe, teacher: Recipe) -> str | None:
+    """Why `teacher`'s head cannot finish the student's CrossKD towers (None when it can, or not CrossKD)."""
+    if student.get("distill.method", "ld") != "crosskd":
+        return None
+    k = student.get("distill.crosskd.cross_convs")
+    width_s, width_t = student.get("model.head.feat_channels"), teacher.get("model.head.feat_channels")
+    if width_s != width_t:
+        return (f"CrossKD feeds the student's head features to the teacher's head: model.head.feat_channels "
+                f"differs (student {width_s}, teacher {width_t} in {teacher.label})")
+    if k > teacher.get("model.head.stacked_convs"):
+        return (f"distill.crosskd.cross_convs {k} exceeds the teacher's model.head.stacked_convs "
+                f"({teacher.get('model.head.stacked_convs')} in {teacher.label})")
+    return None
 
 
 def _teacher_model(student: Recipe) -> dict[str, Any]:
@@ -363,6 +405,9 @@ def _teacher_model(student: Recipe) -> dict[str, Any]:
                 f"{student.label}: teacher.recipe: {key} differs between the student ({mine}) and the "
                 f"teacher {teacher.label} ({theirs}); distillation needs them equal"
             )
+    problem = crosskd_teacher_mismatch(student, teacher)
+    if problem is not None:
+        raise RotldError(f"{student.label}: teacher.recipe: {problem}")
     return model_dict(teacher)
 
 

@@ -42,7 +42,7 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
     else the student's `teacher.recipe`; its anchors and FPN width must match the student's, since
     soft targets and features are compared anchor by anchor.
     """
-    from rotld_cli.engine.config import model_dict
+    from rotld_cli.engine.config import crosskd_teacher_mismatch, model_dict
 
     loaded = ckpt.load_checkpoint(teacher_path, what="--teacher")
     meta = loaded.get("meta") or {}
@@ -83,6 +83,9 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
         raise RotldError(
             f"{where}: FPN width {width_t} does not match the student's {width_s} (model.neck.out_channels)"
         )
+    problem = crosskd_teacher_mismatch(student, teacher)
+    if problem is not None:
+        raise RotldError(f"{where}: {problem}")
     return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path), model_cfg=teacher_cfg,
                        state_dict=state)
 
