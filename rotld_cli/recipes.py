@@ -266,7 +266,10 @@ SCHEMA = Section(
                             "binary (per-class sigmoid) KD of the cross-head scores",
                         ),
                         "loss_ld": Section(
-                            {"weight": _float("cross-head LD weight", minimum=0), "T": _float("temperature", minimum=1)},
+                            {
+                                "weight": _float("cross-head LD weight", minimum=0),
+                                "T": _float("temperature", minimum=1),
+                            },
                             "LD of the cross-head box distributions on the valuable localization region",
                         ),
                     },

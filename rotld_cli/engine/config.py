@@ -365,7 +365,9 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
     elif method == "bckd":
         args.update(
             loss_bckd_cls=dict(
-                type="BinaryKDLoss", beta=get("distill.bckd.loss_cls.beta"), loss_weight=get("distill.bckd.loss_cls.weight")
+                type="BinaryKDLoss",
+                beta=get("distill.bckd.loss_cls.beta"),
+                loss_weight=get("distill.bckd.loss_cls.weight"),
             ),
             loss_bckd_iou=dict(type="RotatedIoUKDLoss", loss_weight=get("distill.bckd.loss_iou.weight")),
             iou_score_thr=get("distill.bckd.loss_iou.score_thr"),
