@@ -42,8 +42,15 @@ class BCKDRotatedRetinaHead(KDTermsHead):
 
     successor_keys = ("loss_bckd_cls", "loss_bckd_iou")
 
-    def __init__(self, num_classes: int, in_channels: int, loss_bckd_cls: dict | None = None,
-                 loss_bckd_iou: dict | None = None, iou_score_thr: float = 0.01, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        loss_bckd_cls: dict | None = None,
+        loss_bckd_iou: dict | None = None,
+        iou_score_thr: float = 0.01,
+        **kwargs,
+    ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         self.loss_bckd_cls = build_loss(loss_bckd_cls or dict(DEFAULT_LOSS_BCKD_CLS))
         self.loss_bckd_iou = build_loss(loss_bckd_iou or dict(DEFAULT_LOSS_BCKD_IOU))
@@ -55,8 +62,9 @@ class BCKDRotatedRetinaHead(KDTermsHead):
         deltas = integral_deltas(logits, self.integral, self.integral_angle)
         return self.bbox_coder.decode(anchors, deltas)
 
-    def successor_terms(self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region,
-                        num_total_samples):
+    def successor_terms(
+        self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region, num_total_samples
+    ):
         teacher_cls = flat_scores(teacher_cls_score, self.cls_out_channels)
         loss_cls = self.loss_bckd_cls(
             flat_scores(cls_score, self.cls_out_channels), teacher_cls, avg_factor=num_total_samples

@@ -95,8 +95,10 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
         """One level: the student's (cls, reg) predictions and the cross-head (cls, reg) predictions."""
         teacher = self.__dict__.get("teacher_head")
         if teacher is None:
-            raise RuntimeError("CrossKD needs the teacher's head: build the student as a "
-                               "KnowledgeDistillationRotatedSingleStageDetector (it attaches it)")
+            raise RuntimeError(
+                "CrossKD needs the teacher's head: build the student as a "
+                "KnowledgeDistillationRotatedSingleStageDetector (it attaches it)"
+            )
         k = self.cross_convs
         cls_feat, cls_middle = run_tower(self.cls_convs, x, k)
         reg_feat, reg_middle = run_tower(self.reg_convs, x, k)
@@ -109,18 +111,48 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
             teacher.retina_reg(cross_reg),
         )
 
-    def forward_train(self, x, out_teacher, teacher_x, img_metas, gt_bboxes, gt_labels=None,
-                      gt_bboxes_ignore=None, proposal_cfg=None, **kwargs):
+    def forward_train(
+        self,
+        x,
+        out_teacher,
+        teacher_x,
+        img_metas,
+        gt_bboxes,
+        gt_labels=None,
+        gt_bboxes_ignore=None,
+        proposal_cfg=None,
+        **kwargs,
+    ):
         """Student and cross-head forward in one pass over the towers, then all losses."""
         cls_scores, bbox_preds, cross_cls, cross_reg = multi_apply(self.forward_cross_single, x)
-        losses = self.loss(cls_scores, bbox_preds, gt_bboxes, gt_labels, out_teacher, x, teacher_x, img_metas,
-                           gt_bboxes_ignore=gt_bboxes_ignore, extra_levels=(cross_cls, cross_reg))
+        losses = self.loss(
+            cls_scores,
+            bbox_preds,
+            gt_bboxes,
+            gt_labels,
+            out_teacher,
+            x,
+            teacher_x,
+            img_metas,
+            gt_bboxes_ignore=gt_bboxes_ignore,
+            extra_levels=(cross_cls, cross_reg),
+        )
         if proposal_cfg is None:
             return losses
         return losses, self.get_bboxes(cls_scores, bbox_preds, img_metas, cfg=proposal_cfg)
 
-    def successor_terms(self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region,
-                        cross_cls, cross_reg, num_total_samples):
+    def successor_terms(
+        self,
+        cls_score,
+        bbox_pred,
+        anchors,
+        teacher_cls_score,
+        teacher_bbox_pred,
+        ld_region,
+        cross_cls,
+        cross_reg,
+        num_total_samples,
+    ):
         """Cross-head classification (all anchors) and cross-head LD (valuable localization region)."""
         loss_cls = self.loss_cross_cls(
             flat_scores(cross_cls.float(), self.cls_out_channels),

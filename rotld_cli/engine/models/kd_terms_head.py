@@ -39,8 +39,10 @@ class KDTermsHead(LDRotatedRetinaHead):
         """The LD/IM regions when a term reads them; zeros otherwise (no IoU work)."""
         if self.reads_ld_region or self.ld_terms:
             return super().get_region_targets(anchor_list, valid_flag_list, gt_bboxes_list, img_metas)
-        zeros = [anchor_list[0][level].new_zeros(len(anchor_list), anchor_list[0][level].size(0))
-                 for level in range(len(anchor_list[0]))]
+        zeros = [
+            anchor_list[0][level].new_zeros(len(anchor_list), anchor_list[0][level].size(0))
+            for level in range(len(anchor_list[0]))
+        ]
         return zeros, [z.clone() for z in zeros]
 
     def loss_single(
@@ -64,7 +66,14 @@ class KDTermsHead(LDRotatedRetinaHead):
         """Ground-truth losses, the enabled LD terms, then the subclass's terms (one level)."""
         terms = list(
             RotatedRetinaHeadDistribution.loss_single(
-                self, cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights,
+                self,
+                cls_score,
+                bbox_pred,
+                anchors,
+                labels,
+                label_weights,
+                bbox_targets,
+                bbox_weights,
                 num_total_samples,
             )
         )
@@ -76,12 +85,19 @@ class KDTermsHead(LDRotatedRetinaHead):
             terms.append(self.imitation_loss(x, teacher_x, im_region, bbox_pred))
         terms.extend(
             self.successor_terms(
-                cls_score, bbox_pred, anchors, teacher_cls_score.float(), teacher_bbox_pred.float(), ld_region,
-                *extra, num_total_samples=num_total_samples,
+                cls_score,
+                bbox_pred,
+                anchors,
+                teacher_cls_score.float(),
+                teacher_bbox_pred.float(),
+                ld_region,
+                *extra,
+                num_total_samples=num_total_samples,
             )
         )
         return tuple(terms)
 
-    def successor_terms(self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region,
-                        *extra, num_total_samples):
+    def successor_terms(
+        self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region, *extra, num_total_samples
+    ):
         raise NotImplementedError

@@ -84,6 +84,7 @@ def rotated_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     with torch.no_grad():
         origin = boxes1[:, :2].clone()
         scale = torch.cat([boxes1[:, 2:4], boxes2[:, 2:4]], dim=1).abs().amax(dim=1).clamp(min=1e-6)
+
     def normalise(boxes: Tensor) -> Tensor:
         xy = (boxes[:, :2] - origin) / scale[:, None]
         return torch.cat([xy, boxes[:, 2:4] / scale[:, None], boxes[:, 4:]], dim=1)
