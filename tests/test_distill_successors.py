@@ -46,7 +46,7 @@ def teacher(tmp_path_factory):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_distill_trains_each_successor_recipe(teacher, method, tmp_path, capsys):
-    root, split, teacher_recipe, teacher_ckpt = teacher
+    _, split, teacher_recipe, teacher_ckpt = teacher
     student = write_recipe(tmp_path / f"{method}.yaml", split, base=f"synthetic/student-r18-gwd-{method}",
                            extra=f"teacher:\n  recipe: {teacher_recipe}\n")
     work = tmp_path / "run"
