@@ -68,10 +68,10 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
-        k = self.stacked_convs - 1 if cross_convs is None else cross_convs
+        k = max(self.stacked_convs - 1, 0) if cross_convs is None else cross_convs
         if not 0 <= k <= self.stacked_convs:
             raise ValueError(f"cross_convs must be in 0..{self.stacked_convs} (the head's stacked_convs), got {k}")
-        self.cross_convs = max(k, 0)
+        self.cross_convs = k
         self.loss_cross_cls = build_loss(loss_cross_cls or dict(DEFAULT_LOSS_CROSS_CLS))
         self.loss_cross_ld = build_loss(loss_cross_ld or dict(DEFAULT_LOSS_CROSS_LD))
 
