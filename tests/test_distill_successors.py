@@ -77,3 +77,20 @@ def test_distill_trains_each_successor_recipe(teacher, method, tmp_path, capsys)
     assert exit_info.value.code == 0, err
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert max(r.get("epoch", 0) for r in records if r.get("mode") == "train") == 2
+
+
+def test_crosskd_refuses_a_teacher_whose_head_it_cannot_feed(teacher, tmp_path, capsys):
+    from test_distill import untrained_teacher
+
+    _, split, teacher_recipe, _ = teacher
+    wide = untrained_teacher(teacher_recipe, tmp_path / "wide.pth", overrides=["model.head.feat_channels=32"])
+    student = write_recipe(tmp_path / "crosskd.yaml", split, base="synthetic/student-r18-gwd-crosskd",
+                           extra=f"teacher:\n  recipe: {teacher_recipe}\n")
+    work = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", str(student), "--teacher", str(wide), "--work-dir", str(work), "--device", "cpu"])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert f"--teacher {wide}: CrossKD feeds the student's head features to the teacher's head: " \
+           "model.head.feat_channels differs (student 16, teacher 32" in err
+    assert len(err.strip().splitlines()) == 1 and not work.exists()
