@@ -288,9 +288,12 @@ SCHEMA = Section(
                         "loss_iou": Section(
                             {
                                 "weight": _float("rotated-IoU localization distillation weight", minimum=0),
-                                "score_thr": _float("skip anchors whose teacher top score is below this", minimum=0),
+                                "weight_thr": _float(
+                                    "skip anchors whose weight max_c |p_t - p_s| is <= this (0: all, as the paper)",
+                                    minimum=0,
+                                ),
                             },
-                            "1 - rotated IoU of decoded student/teacher boxes, weighted by the teacher's top score",
+                            "1 - rotated IoU of decoded student/teacher boxes, weighted by max_c |p_t - p_s|",
                         ),
                     },
                     "method bckd: binary classification + IoU localization distillation",

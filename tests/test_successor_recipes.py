@@ -30,11 +30,12 @@ def test_crosskd_recipes_compile_to_the_crosskd_head():
 
 
 def test_bckd_recipe_compiles_to_the_bckd_head():
-    bckd = head("dota1/student-r18-gwd-bckd-1x", ["distill.bckd.loss_iou.weight=2.5"])
+    overrides = ["distill.bckd.loss_iou.weight=2.5", "distill.bckd.loss_iou.weight_thr=0.01"]
+    bckd = head("dota1/student-r18-gwd-bckd-1x", overrides)
     assert bckd["type"] == "BCKDRotatedRetinaHead"
     assert bckd["loss_bckd_cls"] == dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0)
     assert bckd["loss_bckd_iou"] == dict(type="RotatedIoUKDLoss", loss_weight=2.5)
-    assert bckd["iou_score_thr"] == 0.01
+    assert bckd["iou_weight_thr"] == 0.01
 
 
 def test_ld_recipes_keep_the_ld_head():

@@ -370,7 +370,7 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
                 loss_weight=get("distill.bckd.loss_cls.weight"),
             ),
             loss_bckd_iou=dict(type="RotatedIoUKDLoss", loss_weight=get("distill.bckd.loss_iou.weight")),
-            iou_score_thr=get("distill.bckd.loss_iou.score_thr"),
+            iou_weight_thr=get("distill.bckd.loss_iou.weight_thr"),
         )
     return args
 
