@@ -39,6 +39,9 @@ from rotld_cli.demo import (
 )
 from rotld_cli.errors import UsageError
 
+NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
+"""Short row names (run keys → method), so the table fits a terminal."""
+
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
@@ -89,16 +92,17 @@ def main() -> None:
         mean, std = mean_std(aps[model.key])
         gain_base = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[baseline_model.key]))
         gain_ld = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[ld_key])) if ld_key else float("nan")
-        rows.append([model.label, *(f"{100 * ap:.2f}" for ap in aps[model.key]), f"{100 * mean:.2f} ± {100 * std:.2f}",
+        rows.append([NAMES.get(model.key, model.key), *(f"{100 * ap:.2f}" for ap in aps[model.key]), f"{100 * mean:.2f} ± {100 * std:.2f}",
                      f"{100 * gain_base:+.2f}", f"{100 * gain_ld:+.2f}" if ld_key else "–"])
     title = f"AP50:95 on merged val images ({settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
     columns = ["model", *(f"seed {s}" for s in args.seeds), "mean ± std", "Δ baseline", "Δ LD+KD"]
     ui.console.print(ui.table(title, columns, rows))
     for model in models[1:]:
         gains = [a - b for a, b in zip(aps[model.key], aps[baseline_model.key])]
-        print(verdict(model.label, baseline_model.label, gains))
+        name = NAMES.get(model.key, model.key)
+        print(verdict(name, "baseline", gains))
         if ld_key and model.key != ld_key:
-            print(verdict(model.label, DISTILLERS["ld"].label, [a - b for a, b in zip(aps[model.key], aps[ld_key])]))
+            print(verdict(name, "LD+KD", [a - b for a, b in zip(aps[model.key], aps[ld_key])]))
     print(f"({(time.perf_counter() - started) / 60:.1f} min, runs in {work})")
 
 
