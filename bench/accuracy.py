@@ -92,7 +92,8 @@ def main() -> None:
         mean, std = mean_std(aps[model.key])
         gain_base = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[baseline_model.key]))
         gain_ld = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[ld_key])) if ld_key else float("nan")
-        rows.append([NAMES.get(model.key, model.key), *(f"{100 * ap:.2f}" for ap in aps[model.key]), f"{100 * mean:.2f} ± {100 * std:.2f}",
+        per_seed = [f"{100 * ap:.2f}" for ap in aps[model.key]]
+        rows.append([NAMES.get(model.key, model.key), *per_seed, f"{100 * mean:.2f} ± {100 * std:.2f}",
                      f"{100 * gain_base:+.2f}", f"{100 * gain_ld:+.2f}" if ld_key else "–"])
     title = f"AP50:95 on merged val images ({settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
     columns = ["model", *(f"seed {s}" for s in args.seeds), "mean ± std", "Δ baseline", "Δ LD+KD"]
