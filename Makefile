@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-quick test test-quick lint bench clean
+.PHONY: setup demo demo-quick test test-quick lint bench clean gpu-check
 
 $(BIN)/rotld: pyproject.toml rotld_cli/bootstrap.py
 	$(PYTHON) -m rotld_cli.bootstrap --venv $(VENV)
@@ -27,6 +27,10 @@ test-quick: setup
 lint: setup
 	$(BIN)/python -m ruff check rotld_cli tests bench
 	$(BIN)/python -m ruff format --check rotld_cli tests bench
+
+# On a CUDA machine with its own torch (e.g. offline: GPU_CHECK_ARGS="--offline --find-links DIR").
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench.split

@@ -7,8 +7,11 @@ step); (c) the teacher's forward alone (features + head, no_grad, eval mode). Th
 a / (b + c) is the cost of LD's own work (region, KL losses); target <= 1.10. The three are
 interleaved round by round and the medians compared, so drift on a shared machine hits all alike.
 
-    .venv/bin/python -m bench.distill_overhead            # the synthetic recipes as they are (R-34 -> R-18)
+    .venv/bin/python -m bench.distill_overhead            # the paper's scale: dota1 recipes, 1024 px, batch 2
+    .venv/bin/python -m bench.distill_overhead --recipes synthetic   # the demo's recipes as they are
     .venv/bin/python -m bench.distill_overhead --quick    # 16-channel heads, 128 px, batch 2, a few seconds
+
+The device is the GPU when there is one (`--device cpu|cuda` to choose).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from rotld_cli.dota.synthetic import generate_dataset
 from rotld_cli.engine import load_engine
 
 TARGET = 1.10
+RECIPES = {
+    "dota1": ("dota1/teacher-r34-gwd-2x", "dota1/student-r18-gwd-ld-kd-1x", "dota1/baseline-r18-gwd-1x"),
+    "synthetic": ("synthetic/teacher-r34-gwd", "synthetic/student-r18-gwd-ld-kd", "synthetic/baseline-r18-gwd"),
+}
 
 
 def make_split(root: Path, patch: int, batch: int) -> Path:
@@ -65,13 +72,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and images: a few seconds")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 10, quick 3)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--recipes", default="dota1", choices=sorted(RECIPES),
+                        help="dota1: the paper's models at 1024 px, batch 2 (default); synthetic: the demo's")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 10)
     load_engine()
+    from rotld_cli.engine.devices import pick_device
     from rotld_cli.recipes import load_recipe
 
-    student_recipe = load_recipe("synthetic/student-r18-gwd-ld-kd")
+    args.device = pick_device(args.device)
+    teacher_ref, student_ref, baseline_ref = RECIPES["synthetic" if args.quick else args.recipes]
+    student_recipe = load_recipe(student_ref)
     patch, batch = student_recipe.get("data.img_scale"), student_recipe.get("data.samples_per_gpu")
     if args.quick:
         patch, batch = 128, 2
@@ -86,10 +98,10 @@ def main() -> None:
         common = [f"data.root={split}", f"data.img_scale={patch}", f"data.samples_per_gpu={batch}"]
         if args.quick:
             common += ["model.neck.out_channels=16", "model.head.feat_channels=16", "model.head.stacked_convs=1"]
-        teacher, _, teacher_recipe = build("synthetic/teacher-r34-gwd", common)
+        teacher, _, teacher_recipe = build(teacher_ref, common)
         teacher_file = save_resolved(teacher_recipe, root / "teacher")
-        student, cfg, _ = build("synthetic/student-r18-gwd-ld-kd", common, teacher_file)
-        baseline, _, _ = build("synthetic/baseline-r18-gwd", common)
+        student, cfg, _ = build(student_ref, common, teacher_file)
+        baseline, _, _ = build(baseline_ref, common)
         baseline.load_state_dict(student.state_dict())  # same weights: same forward cost
         student.teacher_model.load_state_dict(teacher.state_dict())
         dataset = build_dataset(cfg.data.train)
@@ -138,7 +150,8 @@ def main() -> None:
     ratio = med["distill"] / (med["student"] + med["teacher"])
     rows = [[name, f"{1000 * value:.1f}", f"{1000 * min(times[name]):.1f}"] for name, value in med.items()]
     rows.append(["student + teacher", f"{1000 * (med['student'] + med['teacher']):.1f}", ""])
-    title = f"distill overhead ({'quick, ' if args.quick else ''}{batch}x{patch}px, {args.device}, {rounds} rounds)"
+    scale = "quick" if args.quick else args.recipes
+    title = f"distill overhead ({scale}, {batch}x{patch}px, {args.device}, {rounds} rounds)"
     ui.console.print(ui.table(title, ["step", "median ms", "min ms"], rows))
     verdict = "OK" if ratio <= TARGET else "ABOVE TARGET"
     print(f"distill / (student step + teacher forward) = {ratio:.3f}x (target <= {TARGET:.2f}x): {verdict}")

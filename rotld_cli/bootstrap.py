@@ -10,6 +10,13 @@ the same code path is what fills the cache on a fresh machine.
 mmcv-full 1.7.2 ships only as source. Its ``setup.py`` forces ``-std=c++17``, but the headers of
 torch >= 2.14 require C++20, so for those torches the sdist is unpacked, that flag is raised and
 the wheel is built here (about 45 minutes on 2 cores) and kept in a wheelhouse for next time.
+
+``--system-torch`` is for GPU machines and containers that come with torch: the checkout's venv
+sees the interpreter's packages (``--system-site-packages``) and keeps its torch, torchvision and
+numpy (1.x or 2.x); only what is missing is installed, mmcv-full is built against that torch
+(with CUDA ops for the visible GPUs' architectures when nvcc is there: about 4 minutes on 16
+cores for one architecture) and its wheel is cached. ``--offline`` installs from local wheel
+folders only (``ROTLD_WHEELS``, ``--find-links``).
 """
 
 from __future__ import annotations
@@ -93,8 +100,9 @@ def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = No
     subprocess.run(cmd, check=True, env=env, cwd=cwd)
 
 
-def pip(python: Path, args: list[str], constraints: Path, env: dict[str, str] | None = None) -> None:
-    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints), *args], env=env)
+def pip(python: Path, args: list[str], constraints: Path | None, env: dict[str, str] | None = None) -> None:
+    pinned = ["-c", str(constraints)] if constraints is not None else []
+    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *pinned, *args], env=env)
 
 
 def site_packages(python: Path) -> Path:
@@ -145,52 +153,90 @@ def patch_mmcv_setup(text: str, cxx20: bool) -> str:
     return patched
 
 
-def wheelhouse_for(python: Path) -> Path:
-    """One wheelhouse per torch build: an mmcv-full wheel only works beside the torch it was built on."""
+def wheelhouse_for(python: Path, cuda_arch: str = "") -> Path:
+    """One wheelhouse per torch build (and CUDA architectures): an mmcv-full wheel only works beside its torch."""
     version = subprocess.run(
         [str(python), "-c", "import torch; print(torch.__version__)"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    return cache_root() / "wheelhouse" / f"torch-{re.sub(r'[^0-9A-Za-z.+_-]', '_', version)}"
+    name = f"torch-{version}" + (f"-sm{cuda_arch.replace('.', '').replace(';', '-')}" if cuda_arch else "")
+    return cache_root() / "wheelhouse" / re.sub(r"[^0-9A-Za-z.+_-]", "_", name)
 
 
-def wheel_sources(wheelhouse: Path) -> list[str]:
-    """Local wheel folders to look in before building: our wheelhouse, then the shared cache."""
-    sources = [wheelhouse]
-    extra = os.environ.get("ROTLD_WHEELS")
-    if extra:
-        sources.append(Path(extra))
+EXTRA_WHEEL_DIRS: list[Path] = []  # --find-links
+
+
+def wheel_dirs(wheelhouse: Path | None = None) -> list[Path]:
+    """Local wheel folders, in order: our wheelhouse, --find-links, ROTLD_WHEELS, ../shared/wheels."""
+    sources = [wheelhouse] if wheelhouse else []
+    sources += EXTRA_WHEEL_DIRS
+    sources += [Path(p) for p in os.environ.get("ROTLD_WHEELS", "").split(os.pathsep) if p]
     shared = REPO_ROOT.parent / "shared" / "wheels"
-    if shared.is_dir():
-        sources.append(shared)
-    out: list[str] = []
-    for src in sources:
-        if src.is_dir():
-            out += ["--find-links", str(src)]
-    return out
+    sources += [shared, shared / f"py{sys.version_info.major}{sys.version_info.minor}-offline"]
+    return [src for src in sources if src.is_dir()]
 
 
-def install_mmcv(python: Path, constraints: Path) -> None:
-    """Install mmcv-full from a cached wheel, or build it from the PyPI sdist."""
-    wheelhouse = wheelhouse_for(python)
+def wheel_sources(wheelhouse: Path | None = None) -> list[str]:
+    """`--find-links` arguments for `wheel_dirs`."""
+    return [arg for src in wheel_dirs(wheelhouse) for arg in ("--find-links", str(src))]
+
+
+def cuda_build_env(python: Path) -> dict[str, str]:
+    """FORCE_CUDA and the visible GPUs' architectures when a GPU and nvcc are there, else nothing (CPU ops)."""
+    probe = (
+        "import torch\n"
+        "from torch.utils.cpp_extension import CUDA_HOME\n"
+        "caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})\n"
+        "print(';'.join(f'{a}.{b}' for a, b in caps) if torch.cuda.is_available() and CUDA_HOME else '')\n"
+    )
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    arch = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+    return {"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": arch} if arch else {}
+
+
+def find_sdist(directories: list[Path]) -> Path | None:
+    """mmcv-full's source archive in a local wheel folder (offline machines carry it there)."""
+    for directory in directories:
+        found = sorted(directory.glob("mmcv[-_]full-1.7.2.tar.gz"))
+        if found:
+            return found[0]
+    return None
+
+
+def install_mmcv(python: Path, constraints: Path | None, offline: bool = False) -> None:
+    """Install mmcv-full from a cached wheel, or build it from the sdist (with CUDA ops on a GPU machine)."""
+    cuda = cuda_build_env(python)
+    wheelhouse = wheelhouse_for(python, cuda.get("TORCH_CUDA_ARCH_LIST", ""))
     wheelhouse.mkdir(parents=True, exist_ok=True)
+    # A CPU-only wheel from a shared folder would lack the CUDA kernels: only our own wheelhouse then.
+    sources = ["--find-links", str(wheelhouse)] if cuda else wheel_sources(wheelhouse)
     try:
-        pip(
-            python,
-            ["--no-deps", "--only-binary", "mmcv-full", "--no-index", *wheel_sources(wheelhouse), MMCV_PIN],
-            constraints,
-        )
-        if _mmcv_ops_work(python):
+        pip(python, ["--no-deps", "--only-binary", "mmcv-full", "--no-index", *sources, MMCV_PIN], constraints)
+        if _mmcv_ops_work(python, cuda=bool(cuda)):
             log("mmcv-full installed from a cached wheel")
             return
         log("the cached mmcv-full wheel does not match this torch; building from source")
         run([str(python), "-m", "pip", "uninstall", "-y", "mmcv-full"])
     except subprocess.CalledProcessError:
         log("no cached mmcv-full wheel; building it from source")
+    build_mmcv_wheel(python, wheelhouse, cuda, offline)
+    pip(python, ["--no-deps", "--no-index", "--find-links", str(wheelhouse), MMCV_PIN], constraints)
+    if not _mmcv_ops_work(python, cuda=bool(cuda)):
+        raise SystemExit("mmcv-full was built but its compiled ops do not load; see the log above")
+
+
+def build_mmcv_wheel(python: Path, wheelhouse: Path, cuda: dict[str, str], offline: bool) -> None:
+    """Unpack mmcv-full's sdist, raise its C++ standard where torch needs it, build a wheel into `wheelhouse`."""
     cxx20 = torch_needs_cxx20(python)
     with tempfile.TemporaryDirectory(prefix="rotld-mmcv-") as tmp:
         tmpdir = Path(tmp)
-        run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir), MMCV_PIN])
-        sdist = next(tmpdir.glob("mmcv*full-*.tar.gz"))
+        sdist = find_sdist(wheel_dirs())
+        if sdist is None:
+            if offline:
+                raise SystemExit("--offline: no mmcv-full-1.7.2.tar.gz in the wheel folders "
+                                 "(ROTLD_WHEELS, --find-links)")
+            run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir),
+                 MMCV_PIN])
+            sdist = next(tmpdir.glob("mmcv*full-*.tar.gz"))
         with tarfile.open(sdist) as tar:
             try:
                 tar.extractall(tmpdir, filter="data")
@@ -199,8 +245,12 @@ def install_mmcv(python: Path, constraints: Path) -> None:
         src = next(p for p in tmpdir.iterdir() if p.is_dir() and p.name.replace("_", "-").startswith("mmcv-full-"))
         setup_py = src / "setup.py"
         setup_py.write_text(patch_mmcv_setup(setup_py.read_text(), cxx20))
-        env = dict(os.environ, MMCV_WITH_OPS="1", MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
-        log("building mmcv-full 1.7.2 ops: this takes about 45 minutes on 2 cores (once per machine)")
+        env = dict(os.environ, MMCV_WITH_OPS="1", MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)), **cuda)
+        if cuda:
+            log(f"building mmcv-full 1.7.2 with CUDA ops for sm {cuda['TORCH_CUDA_ARCH_LIST']} "
+                f"({env['MAX_JOBS']} jobs; about 4 minutes on 16 cores)")
+        else:
+            log("building mmcv-full 1.7.2 ops: this takes about 45 minutes on 2 cores (once per machine)")
         started = time.time()
         run(
             [
@@ -221,16 +271,16 @@ def install_mmcv(python: Path, constraints: Path) -> None:
         built = next((tmpdir / "dist").glob("mmcv_full-*.whl"))
         shutil.copy2(built, wheelhouse / built.name)
         log(f"built {built.name} in {time.time() - started:.0f} s; kept in {wheelhouse}")
-    pip(python, ["--no-deps", "--no-index", "--find-links", str(wheelhouse), MMCV_PIN], constraints)
-    if not _mmcv_ops_work(python):
-        raise SystemExit("mmcv-full was built but its compiled ops do not load; see the log above")
 
 
-def _mmcv_ops_work(python: Path) -> bool:
+def _mmcv_ops_work(python: Path, cuda: bool = False) -> bool:
+    """mmcv's compiled ops load and run (on the GPU too when `cuda`)."""
+    device = "cuda" if cuda else "cpu"
     probe = (
         "import torch, mmcv; from mmcv.ops import nms_rotated, box_iou_rotated;"
-        "b = torch.tensor([[10., 10., 8., 4., 0.3], [10., 10., 8., 4., 0.31]]);"
-        "assert box_iou_rotated(b, b).shape == (2, 2)"
+        f"b = torch.tensor([[10., 10., 8., 4., 0.3], [10., 10., 8., 4., 0.31]], device='{device}');"
+        "assert box_iou_rotated(b, b).shape == (2, 2);"
+        "assert len(nms_rotated(b, b.new_tensor([0.9, 0.8]), 0.5)[1]) == 1"
     )
     return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
 
@@ -291,12 +341,103 @@ def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
     log(f"ready: {venv} (shared packages from {env_dir})")
 
 
+# --system-torch: what a machine with its own torch may lack (distribution names; the engine's three
+# are installed without their declared dependencies, as in the shared environment).
+SYSTEM_TORCH_NEEDS = [
+    "addict", "yapf==0.40.1", "importlib-metadata", "platformdirs", "tomli", "terminaltables", "pycocotools",
+    "shapely>=2.0", "typer>=0.12", "rich>=13", "pyyaml>=6", "Pillow>=9", "matplotlib>=3.7", "scipy", "six",
+    "sympy", "opencv-python-headless>=4.5", "packaging", "setuptools>=77.0.3,<81", "wheel", "ninja",
+    "pytest>=7", "ruff>=0.6",
+]
+ENGINE_NO_DEPS = [*ENGINE_PINS]
+# opencv and numpy of the machine are kept; these may be satisfied by any installed distribution.
+SATISFIED_BY = {"opencv-python-headless": ("opencv-python-headless", "opencv-python", "opencv-contrib-python",
+                                            "opencv-contrib-python-headless")}
+
+
+def system_torch_pair() -> str:
+    """This interpreter's torch/torchvision, checked to be a matched pair; exits with a one-line reason if not."""
+    probe = (
+        "import torch, torchvision\n"
+        "from torchvision.ops import nms\n"
+        "nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)\n"
+        "print(torch.__version__, torchvision.__version__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["torch/torchvision do not import"])[-1]
+        raise SystemExit(f"--system-torch: {sys.executable} has no working torch + torchvision pair ({last})")
+    return out.stdout.strip()
+
+
+def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
+    """The requirements not installed (at any version satisfying a `==` pin) in `python`'s environment."""
+    probe = (
+        "import sys, importlib.metadata as md\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: print(name, md.version(name))\n"
+        "    except md.PackageNotFoundError: print(name, '-')\n"
+    )
+    names = {re.split(r"[<>=!\[]", req)[0]: req for req in requirements}
+    candidates = sorted({alt for name in names for alt in SATISFIED_BY.get(name, (name,))})
+    out = subprocess.run([str(python), "-c", probe, *candidates], check=True, capture_output=True, text=True).stdout
+    installed = {name: version for name, version in (line.split() for line in out.splitlines()) if version != "-"}
+    missing = []
+    for name, req in names.items():
+        versions = [installed[alt] for alt in SATISFIED_BY.get(name, (name,)) if alt in installed]
+        pin = req.split("==", 1)[1] if "==" in req else None
+        if not versions or (pin is not None and pin not in versions):
+            missing.append(req)
+    return missing
+
+
+def setup_system_torch(venv: Path, offline: bool) -> None:
+    """The checkout's venv on this interpreter's torch: install only what is missing, build mmcv-full for it."""
+    log(f"--system-torch: using torch/torchvision {system_torch_pair()} of {sys.executable}")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
+    elif "include-system-site-packages = true" not in (venv / "pyvenv.cfg").read_text():
+        raise SystemExit(f"{venv} exists without --system-site-packages: remove it or pass another --venv")
+    if sys.prefix != sys.base_prefix:  # torch lives in a venv: --system-site-packages alone would not see it
+        import sysconfig
+
+        own = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        (site_packages(python) / "_rotld_system_torch.pth").write_text("\n".join(sorted(own)) + "\n")
+    index = ["--no-index", *wheel_sources()] if offline else wheel_sources()
+    missing = missing_distributions(python, SYSTEM_TORCH_NEEDS)
+    if missing:
+        # Offline folders hold exactly the missing wheels: no resolver run that could touch torch or numpy.
+        pip(python, [*index, *(["--no-deps"] if offline else []), *missing], None)
+    install_mmcv(python, None, offline=offline)
+    engine = missing_distributions(python, ENGINE_NO_DEPS)
+    if engine:
+        pip(python, [*index, "--no-deps", *engine], None)
+    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+         "--no-build-isolation", "-e", str(REPO_ROOT)])
+    log(f"ready: {venv} (this machine's torch; engine packages in the venv)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rotld_cli.bootstrap", description=__doc__.splitlines()[0])
     parser.add_argument("--venv", default=str(REPO_ROOT / ".venv"), help="the checkout's venv (default: .venv)")
     parser.add_argument("--no-engine", action="store_true", help="skip torch/mmcv/mmdet/mmrotate")
     parser.add_argument("--print-key", action="store_true", help="print the cache key and exit")
+    parser.add_argument("--system-torch", action="store_true",
+                        help="keep this interpreter's torch/torchvision/numpy (GPU machines, containers); "
+                             "build mmcv-full against them")
+    parser.add_argument("--offline", action="store_true", help="install from local wheel folders only")
+    parser.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                        help="a local folder of wheels (and mmcv-full's sdist) to install from; repeatable")
     args = parser.parse_args(argv)
+    EXTRA_WHEEL_DIRS[:] = [Path(p) for p in args.find_links]
+    if args.system_torch:
+        try:
+            setup_system_torch(Path(args.venv), args.offline)
+        except subprocess.CalledProcessError as exc:
+            log(f"failed: {' '.join(exc.cmd)} exited with {exc.returncode}")
+            return 1
+        return 0
     engine = not args.no_engine
     key = env_key(engine)
     if args.print_key:

@@ -146,7 +146,7 @@ def publish_model(
     rotld["published_with"] = __version__
     rotld["source_sha256"] = sha256_file(src)
     _record_angle_version(meta)
-    if describes_distillation(meta) or teacher_removed:
+    if describes_distillation(meta) or teacher_removed or rotld.get("published_from_distill"):
         rotld["published_from_distill"] = True
         meta = convert_config(meta)
     if "CLASSES" not in meta:

@@ -416,9 +416,7 @@ def _load(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_patches: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("dist-run")
-    started = time.perf_counter()
     assert _run_tiny(tiny_patches, base / "work", base / "records") == 0
-    assert time.perf_counter() - started < 120
     return base / "work", base / "records"
 
 
@@ -674,7 +672,7 @@ def test_cli_killed_worker_fails_the_run_and_resume_finishes_it(tiny_patches: Pa
     args = ["train-teacher", str(RECIPE), "--work-dir", str(work), "--gpus", "0", "--nproc", "2", "--no-validate",
             *_cli_overrides(tiny_patches, epochs)]
     process = _rotld(*args, cwd=tmp_path)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a safeguard against a hang, not a speed check
     while not (work / "latest.pth").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)

@@ -513,21 +513,6 @@ def test_pick_device(monkeypatch):
 # ------------------------------------------------------------------------- import-time noise
 
 
-@pytest.mark.slow
-def test_quiet_imports_silences_the_stack_notices():
-    # without quiet_imports() this prints mmcv's "MMCV will release v2.0.0" UserWarning, its
-    # MultiScaleDeformableAttention ImportWarning and (no CUDA runtime) torch's cpp_extension log line
-    code = (
-        "import warnings; warnings.simplefilter('always')\n"
-        "from rotld_cli.engine import compat\n"
-        "compat.quiet_imports()\n"
-        "import torch, mmcv, mmcv.runner, mmcv.ops, mmdet, mmrotate\n"
-    )
-    quiet = _run(code)
-    assert quiet.returncode == 0, quiet.stderr
-    assert quiet.stderr.strip() == ""
-
-
 def test_fp16_hooks_work_without_deprecation_noise():
     import warnings
 

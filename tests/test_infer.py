@@ -129,3 +129,24 @@ def test_missing_images_and_recipe_are_clear_errors(setup, tmp_path):
     with pytest.raises(RotldError, match="no recipe in the checkpoint's metadata"):
         load_detector(bare, device="cpu")
     assert Path(bare).exists()
+
+
+def test_engine_detector_on_arrays_equals_the_file_path(setup):
+    """`EngineDetector.detect` on decoded arrays gives the boxes of the file-based patch loop."""
+    import cv2
+
+    from rotld_cli.detector import Detector
+    from rotld_cli.engine.detector import EngineDetector
+
+    _, val, path, recipe = setup
+    paths = sorted((val / "images").glob("*.png"))
+    detector = EngineDetector.from_checkpoint(path, device="cpu", batch_size=2)
+    assert isinstance(detector, Detector) and detector.classes == tuple(recipe.classes)
+    outputs = detector.detect([cv2.imread(str(p)) for p in paths])
+    via_arrays = results_to_task1(outputs, [p.stem for p in paths], recipe.classes)
+    via_files = infer_split(path, val, device="cpu", batch_size=1, show_progress=False).detections
+    assert len(outputs) == len(paths) and all(len(per) == len(recipe.classes) for per in outputs)
+    for name in recipe.classes:
+        assert via_arrays[name].image_ids == via_files[name].image_ids
+        np.testing.assert_allclose(via_arrays[name].polys, via_files[name].polys, atol=1e-3)
+        np.testing.assert_allclose(via_arrays[name].scores, via_files[name].scores, atol=1e-5)

@@ -325,3 +325,58 @@ def test_loader_and_publish_import_neither_torch_nor_mmcv_at_import_time():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _table_rows(out: str) -> dict[str, str]:
+    """`│ from distillation │ yes (...) │` -> {"from distillation": "yes (...)"} (first line of each cell)."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 2 and cells[0]:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_a_file_that_grew_is_reported_larger_not_negative_smaller(tmp_path, capsys, monkeypatch):
+    from rotld_cli import ui
+
+    monkeypatch.setattr(ui.console, "_width", 400)  # one table line per row, whatever the temp path
+    src = tmp_path / "tiny.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": {"CLASSES": ["plane"]}}, src)
+    code, out, err = run_cli(capsys, src, tmp_path / "tiny.pth")
+    assert code == 0, err
+    (written,) = tmp_path.glob("tiny-*.pth")
+    before, after = src.stat().st_size, written.stat().st_size
+    assert after > before  # rotld's provenance (source sha256, version) outweighs a 2-float model
+    assert _table_rows(out)["output"].endswith(f", {100 * (after - before) / before:.1f}% larger)")
+    assert "smaller" not in out
+
+
+def test_size_change_wording():
+    from rotld_cli.cli.publish import size_change
+
+    assert size_change(800, 700) == "12.5% smaller"
+    assert size_change(800, 900) == "12.5% larger"
+    assert size_change(800, 800) == "same size" and size_change(0, 10) == "same size"
+
+
+def test_distillation_is_reported_after_the_teacher_weights_are_gone(tmp_path, capsys, monkeypatch):
+    """Publishing a distilled model removes the teacher; publishing that file again (or any file
+    whose metadata records the distillation) still says where the weights come from."""
+    from rotld_cli import ui
+
+    monkeypatch.setattr(ui.console, "_width", 400)
+    src = tmp_path / "kd.pth"
+    # A config that does not name the KD detector: only the teacher weights tell it was distilled.
+    write_kd_checkpoint(src, config="model = dict(type='RotatedRetinaNet')\nangle_version = 'le90'\n")
+    code, out, err = run_cli(capsys, src, tmp_path / "first" / "student.pth")
+    assert code == 0, err
+    assert _table_rows(out)["from distillation"] == "yes (9 teacher weights removed)"
+    (first,) = (tmp_path / "first").iterdir()
+    code, out, err = run_cli(capsys, first, tmp_path / "second" / "student.pth")
+    assert code == 0, err
+    assert _table_rows(out)["from distillation"] == "yes (no teacher weights in the input: removed before)"
+    (second,) = (tmp_path / "second").iterdir()
+    assert load_plain(second)["meta"]["rotld"]["published_from_distill"] is True
+    code, out, _ = run_cli(capsys, first, tmp_path / "third" / "student.pth", "--json")
+    assert json.loads(out)["published_from_distill"] is True and json.loads(out)["teacher_keys_removed"] == 0

@@ -60,6 +60,9 @@ def prepare_cmd(
         None, "--png-compression", help="zlib level 0-9 (default: OpenCV's fast level-1 RLE, as img_split)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OUT made with other parameters."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first bad label line (default: skip the line, count it, go on)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
 ) -> None:
     from rotld_cli.dota.prepare import PRESETS, PrepareOptions, prepare_dota
@@ -85,6 +88,7 @@ def prepare_cmd(
         workers=workers if workers is not None else (os.cpu_count() or 1),
         splits=_values("--splits", splits, str),
         overwrite=overwrite,
+        strict=strict,
     )
     summary = prepare_dota(src, out, options, show_progress=not as_json)
     if as_json:
@@ -92,7 +96,10 @@ def prepare_cmd(
     else:
         _render(summary)
     if summary.problems:
-        raise RotldError(f"{len(summary.problems)} problem(s) in the input; the other images were split into {out}")
+        raise RotldError(
+            f"{len(summary.problems)} problem(s) in the input (each reported above); "
+            f"the rest was split into {out}"
+        )
 
 
 def _render(summary) -> None:
@@ -114,10 +121,9 @@ def _render(summary) -> None:
         ["objects dropped (in no patch)", total.dropped],
         ["invalid polygons repaired", total.repaired],
         ["images without a label file", total.unlabelled],
+        ["bad label lines skipped", total.skipped_lines],
         ["seconds", f"{summary.seconds:.1f}"],
     ]
-    ui.console.print(ui.table(f"prepare-dota -> {summary.out}", ["", "value"], figures))
-    if summary.problems:
-        ui.console.print(
-            ui.table("problems (these inputs were skipped)", ["file: problem"], [[escape(p)] for p in summary.problems])
-        )
+    if summary.removed_stale:
+        figures.append(["stale patches removed", summary.removed_stale])
+    ui.console.print(ui.table(f"prepare-dota -> {escape(str(summary.out))}", ["", "value"], figures))

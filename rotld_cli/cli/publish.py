@@ -20,6 +20,22 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def size_change(before: int, after: int) -> str:
+    """`12.5% smaller` / `3.0% larger` (metadata converted to plain types can grow a small file)."""
+    if not before or before == after:
+        return "same size"
+    change = 100.0 * (after - before) / before
+    return f"{-change:.1f}% smaller" if change < 0 else f"{change:.1f}% larger"
+
+
+def distillation_note(from_distill: bool, teacher_keys_removed: int) -> str:
+    if not from_distill:
+        return "no"
+    if teacher_keys_removed:
+        return f"yes ({teacher_keys_removed} teacher weights removed)"
+    return "yes (no teacher weights in the input: removed before)"
+
+
 @app.command("publish-model", help="Strip a checkpoint for release: no optimizer, no teacher, hashed name.")
 def publish_cmd(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pth) to publish.", show_default=False),
@@ -40,14 +56,14 @@ def publish_cmd(
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
-    shrink = 100.0 * (1 - result.size_after / result.size_before) if result.size_before else 0.0
+    change = size_change(result.size_before, result.size_after)
     rows = [
         ["input", f"{result.input} ({_size(result.size_before)})"],
-        ["output", f"{result.output} ({_size(result.size_after)}, {shrink:.1f}% smaller)"],
+        ["output", f"{result.output} ({_size(result.size_after)}, {change})"],
         ["sha256", result.sha256],
         ["kept", "\n".join(result.kept)],
         ["removed", "\n".join(result.removed) or "nothing"],
-        ["from distillation", "yes" if result.published_from_distill else "no"],
+        ["from distillation", distillation_note(result.published_from_distill, result.teacher_keys_removed)],
     ]
     if result.converted:
         rows.append(["converted to plain types", "\n".join(result.converted)])

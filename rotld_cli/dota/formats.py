@@ -1,6 +1,12 @@
-"""Strict parsers and writers for DOTA labelTxt, split annfiles and Task1 result files.
+"""Parsers and writers for DOTA labelTxt, split annfiles and Task1 result files.
 
 Every parse error names the file and the 1-based line, so a user can open it and fix it.
+
+Bad label lines follow one policy in every command that reads labels (`prepare-dota`, `evaluate`):
+by default (`strict=False`) a bad line is left out and recorded in `LabelFile.skipped` as
+`file:line: what` (the file's other objects are kept, the caller counts and reports the lines and
+exits non-zero at the end); with `strict=True` (the commands' `--strict`) the first bad line raises
+`FormatError`. A file that cannot be read at all raises in both modes.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class DotaObject:
 class LabelFile:
     objects: list[DotaObject] = field(default_factory=list)
     gsd: float | None = None
+    skipped: list[str] = field(default_factory=list)  # bad lines left out, as `file:line: what; line skipped`
 
 
 def _floats(tokens: Sequence[str], path: os.PathLike[str] | str, lineno: int, what: str) -> list[float]:
@@ -55,12 +62,15 @@ def _floats(tokens: Sequence[str], path: os.PathLike[str] | str, lineno: int, wh
     return values
 
 
-def parse_label_text(text: str, path: os.PathLike[str] | str, classes: Sequence[str] | None = None) -> LabelFile:
-    """Parse DOTA labelTxt content (img_split semantics, but strict about malformed lines).
+def parse_label_text(
+    text: str, path: os.PathLike[str] | str, classes: Sequence[str] | None = None, strict: bool = True
+) -> LabelFile:
+    """Parse DOTA labelTxt content (img_split semantics, but no malformed line passes unnoticed).
 
     An object line has >= 9 tokens: 8 coordinates, the class name, and the difficulty as the
     10th token when there are exactly 10 (else 0). `imagesource:`/`gsd:` headers and blank
-    lines are skipped; any other short line is an error rather than silently ignored.
+    lines are skipped; any other bad line (too short, not numbers, a class outside `classes`)
+    raises `FormatError` when `strict`, else lands in `skipped` (see the module docstring).
     """
     result = LabelFile()
     known = set(classes) if classes is not None else None
@@ -76,34 +86,47 @@ def parse_label_text(text: str, path: os.PathLike[str] | str, classes: Sequence[
                 except ValueError:
                     result.gsd = None
             continue
-        tokens = line.split()
-        if len(tokens) < 9:
-            raise FormatError(path, lineno, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]', got {line!r}")
-        if len(tokens) > 10:
-            raise FormatError(path, lineno, f"too many fields ({len(tokens)}) in {line!r}")
-        coords = _floats(tokens[:8], path, lineno, "coordinates")
-        name = tokens[8]
-        if known is not None and name not in known:
-            raise FormatError(path, lineno, f"unknown class {name!r}")
-        difficulty = 0
-        if len(tokens) == 10:
-            try:
-                difficulty = int(tokens[9])
-            except ValueError:
-                raise FormatError(path, lineno, f"difficulty must be an integer, got {tokens[9]!r}") from None
-        result.objects.append(DotaObject(np.asarray(coords, dtype=np.float64), name, difficulty, lineno))
+        try:
+            result.objects.append(_label_object(line, path, lineno, known))
+        except FormatError as exc:
+            if strict:
+                raise
+            result.skipped.append(f"{exc}; line skipped")
     return result
 
 
-def read_label_file(path: os.PathLike[str] | str, classes: Sequence[str] | None = None) -> LabelFile:
+def _label_object(line: str, path: os.PathLike[str] | str, lineno: int, known: set[str] | None) -> DotaObject:
+    """One object line -> DotaObject; FormatError naming the line when it is not one."""
+    tokens = line.split()
+    if len(tokens) < 9:
+        raise FormatError(path, lineno, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]', got {line!r}")
+    if len(tokens) > 10:
+        raise FormatError(path, lineno, f"too many fields ({len(tokens)}) in {line!r}")
+    coords = _floats(tokens[:8], path, lineno, "coordinates")
+    name = tokens[8]
+    if known is not None and name not in known:
+        raise FormatError(path, lineno, f"unknown class {name!r}")
+    difficulty = 0
+    if len(tokens) == 10:
+        try:
+            difficulty = int(tokens[9])
+        except ValueError:
+            raise FormatError(path, lineno, f"difficulty must be an integer, got {tokens[9]!r}") from None
+    return DotaObject(np.asarray(coords, dtype=np.float64), name, difficulty, lineno)
+
+
+def read_label_file(
+    path: os.PathLike[str] | str, classes: Sequence[str] | None = None, strict: bool = True
+) -> LabelFile:
+    """Read a labelTxt file (a UTF-8 BOM, as some editors write, is not part of the first line)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
     except UnicodeDecodeError:
         raise FormatError(path, None, "not a UTF-8 text file") from None
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_label_text(text, path, classes)
+    return parse_label_text(text, path, classes, strict=strict)
 
 
 def format_annfile_line(poly: Iterable[float], name: str, difficulty: int | str) -> str:

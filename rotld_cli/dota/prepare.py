@@ -2,7 +2,8 @@
 
 The geometry lives in rotld_cli.dota.split; this module walks the source layout, runs one job per
 image (inline or in a process pool), records each finished image in a marker file so a killed
-run resumes where it stopped, collects bad inputs as problems instead of stopping, and writes
+run resumes where it stopped, collects bad inputs as problems instead of stopping (each reported
+once), removes the outputs of images that left SRC (only the files its markers record), and writes
 `manifest.json` (parameters + counts) atomically.
 """
 
@@ -26,12 +27,20 @@ import numpy as np
 from rotld_cli import __version__, ui
 from rotld_cli.dota.classes import classes_for
 from rotld_cli.dota.formats import FormatError, read_label_file
-from rotld_cli.dota.split import SplitParams, annfile_lines, crop_patch, plan_patches, quad_polygons
+from rotld_cli.dota.split import (
+    SplitParams,
+    annfile_lines,
+    crop_patch,
+    image_id_problem,
+    plan_patches,
+    quad_polygons,
+)
 from rotld_cli.errors import RotldError, UsageError, located
 from rotld_cli.fileio import atomic_path, atomic_write_text
 
 # The image extensions img_split accepts (case-sensitive, as its `_load_dota_single`).
 IMAGE_EXTS = (".jpg", ".JPG", ".png", ".tif", ".bmp")
+IMAGE_LIKE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")  # reported when not spelt as above
 OUTPUT_EXTS = (".png", ".bmp", ".tif", ".jpg")
 DOTA_SPLITS = ("train", "val", "test")
 PRESETS: dict[str, dict[str, tuple]] = {
@@ -54,6 +63,7 @@ class PrepareOptions:
     workers: int = 1
     splits: tuple[str, ...] | None = None
     overwrite: bool = False
+    strict: bool = False  # stop at the first bad label line instead of skipping (and counting) it
 
     def validate(self) -> None:
         s = self.split
@@ -126,6 +136,7 @@ class ImageJob:
     ext: str
     png_compression: int | None
     classes: tuple[str, ...]
+    strict: bool = False
 
 
 @dataclass
@@ -141,9 +152,10 @@ class ImageStats:
     dropped: int = 0  # source objects kept in no patch
     repaired: int = 0  # invalid polygons fixed with make_valid
     unlabelled: int = 0  # images without a label file (split as empty)
+    skipped_lines: int = 0  # bad label lines left out (the image's other objects are kept)
 
     def add(self, other: ImageStats) -> None:
-        for name in ("images", "patches", "empty_patches", "dropped", "repaired", "unlabelled"):
+        for name in ("images", "patches", "empty_patches", "dropped", "repaired", "unlabelled", "skipped_lines"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("objects", "annotations", "truncated"):
             getattr(self, name).update(getattr(other, name))
@@ -163,10 +175,13 @@ class ImageStats:
 
 @dataclass
 class ImageOutcome:
+    """Stats of a split image (None: the image was skipped) and the problems to report about it."""
+
     split: str
     image_id: str
     stats: ImageStats | None = None
-    problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+    stop: bool = False  # --strict met a bad label line: the run stops here
 
 
 @dataclass
@@ -179,6 +194,7 @@ class PrepareSummary:
     problems: list[str]
     resumed: int
     seconds: float
+    removed_stale: int = 0  # patches of images no longer in SRC (or changed) deleted from OUT
 
     @property
     def total(self) -> ImageStats:
@@ -194,6 +210,7 @@ class PrepareSummary:
             "splits": {name: stats.to_dict() for name, stats in self.stats.items()},
             "total": self.total.to_dict(),
             "resumed_images": self.resumed,
+            "removed_stale_patches": self.removed_stale,
             "problems": self.problems,
             "seconds": round(self.seconds, 3),
         }
@@ -238,8 +255,20 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
     an image, two images with the same id."""
     problems = []
     by_id: dict[str, Path] = {}
+    refused_ids: set[str] = set()
     for path in sorted(folder.images.iterdir()):
-        if path.suffix not in IMAGE_EXTS or not path.is_file():
+        if path.suffix not in IMAGE_EXTS:
+            if path.suffix.lower() in IMAGE_LIKE_EXTS:
+                problems.append(located(path, None, f"{path.suffix} is not an extension img_split reads "
+                                                    f"({' '.join(IMAGE_EXTS)}); rename it to split it (skipped)"))
+            continue
+        if not path.is_file():
+            problems.append(located(path, None, "not a readable file (a folder or a broken link); skipped"))
+            continue
+        refused = image_id_problem(path.stem)
+        if refused is not None:
+            problems.append(located(path, None, f"image name {path.stem!r} {refused}; rename it (skipped)"))
+            refused_ids.add(path.stem)
             continue
         if path.stem in by_id:
             problems.append(located(path, None, f"another image has the same id ({by_id[path.stem].name}); skipped"))
@@ -247,7 +276,7 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
         by_id[path.stem] = path
     if folder.labels is not None:
         for label in sorted(folder.labels.glob("*.txt")):
-            if label.stem not in by_id:
+            if label.stem not in by_id and label.stem not in refused_ids:
                 problems.append(
                     located(label, None, f"label file without an image (no {label.stem}.* in {folder.images})")
                 )
@@ -269,6 +298,7 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
                 ext=options.ext,
                 png_compression=options.png_compression,
                 classes=classes,
+                strict=options.strict,
             )
         )
     return jobs, problems
@@ -284,11 +314,16 @@ def decode_image(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(located(path, None, f"cannot read image: {exc.strerror or exc}")) from None
+    if not data:
+        raise ImageReadError(located(path, None, "empty image file (0 bytes)"))
     if path.suffix == ".png" and data.rfind(b"IEND") < data.rfind(b"IDAT"):
         raise ImageReadError(located(path, None, "truncated PNG image (no IEND after the last IDAT chunk)"))
     if path.suffix in (".jpg", ".JPG") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise ImageReadError(located(path, None, "truncated JPEG image (no end marker after the last scan)"))
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV asserts on some inputs instead of returning None
+        image = None
     if image is None:
         raise ImageReadError(located(path, None, "cannot decode image (corrupt or not an image)"))
     return image
@@ -325,10 +360,15 @@ def split_image(job: ImageJob) -> ImageOutcome:
     """Split one image: write its patches and annfiles, then its completion marker (last)."""
     try:
         unlabelled = job.label is not None and not job.label.exists()
-        labels = read_label_file(job.label, classes=job.classes) if job.label and not unlabelled else None
+        labels = (
+            read_label_file(job.label, classes=job.classes, strict=job.strict) if job.label and not unlabelled else None
+        )
         image = decode_image(job.image)
-    except (FormatError, ImageReadError) as exc:
-        return ImageOutcome(job.split, job.image_id, problem=str(exc))
+    except FormatError as exc:
+        stop = job.strict and exc.line is not None
+        return ImageOutcome(job.split, job.image_id, problems=[str(exc)], stop=stop)
+    except ImageReadError as exc:
+        return ImageOutcome(job.split, job.image_id, problems=[str(exc)])
 
     objects = labels.objects if labels is not None else []
     names = [obj.name for obj in objects]
@@ -338,7 +378,14 @@ def split_image(job: ImageJob) -> ImageOutcome:
     height, width = image.shape[:2]
     patches = plan_patches(job.image_id, width, height, polys, job.params, geoms)
 
-    stats = ImageStats(images=1, patches=len(patches), repaired=int(repaired.sum()), unlabelled=int(unlabelled))
+    skipped = labels.skipped if labels is not None else []
+    stats = ImageStats(
+        images=1,
+        patches=len(patches),
+        repaired=int(repaired.sum()),
+        unlabelled=int(unlabelled),
+        skipped_lines=len(skipped),
+    )
     stats.objects.update(names)
     padding = job.params.padding_value if job.params.padding else None
     flags = encode_flags(job.ext, job.png_compression)
@@ -359,17 +406,25 @@ def split_image(job: ImageJob) -> ImageOutcome:
         "label_signature": file_signature(job.label),
         "patches": [patch.name for patch in patches],
         "stats": stats.to_dict(),
+        "problems": skipped,  # reported again when a rerun resumes the image: the label is unchanged
     }
     atomic_write_text(job.marker, json.dumps(marker))
-    return ImageOutcome(job.split, job.image_id, stats=stats)
+    return ImageOutcome(job.split, job.image_id, stats=stats, problems=list(skipped))
 
 
-def completed_stats(job: ImageJob) -> ImageStats | None:
-    """The recorded stats of an image finished by an earlier run, if all its outputs still exist
-    and its source files are unchanged; None means it has to be (re)done."""
+def read_marker(marker: Path) -> dict | None:
     try:
-        marker = json.loads(job.marker.read_text(encoding="utf-8"))
+        data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def completed_outcome(job: ImageJob) -> ImageOutcome | None:
+    """The recorded outcome of an image finished by an earlier run, if all its outputs still exist
+    and its source files are unchanged; None means it has to be (re)done."""
+    marker = read_marker(job.marker)
+    if marker is None:
         return None
     if marker.get("image_signature") != file_signature(job.image):
         return None
@@ -378,7 +433,39 @@ def completed_stats(job: ImageJob) -> ImageStats | None:
     for name in marker.get("patches", []):
         if not (job.out_images / f"{name}{job.ext}").is_file() or not (job.out_annfiles / f"{name}.txt").is_file():
             return None
-    return ImageStats.from_dict(marker.get("stats", {}))
+    stats = ImageStats.from_dict(marker.get("stats", {}))
+    return ImageOutcome(job.split, job.image_id, stats=stats, problems=list(marker.get("problems", [])))
+
+
+def remove_recorded_outputs(marker: Path, out_images: Path, out_annfiles: Path, ext: str) -> int:
+    """Delete the patches and annfiles an earlier run recorded in `marker`, then the marker;
+    returns the number of patches removed. Only files rotld wrote are touched."""
+    recorded = read_marker(marker) or {}
+    removed = 0
+    for name in recorded.get("patches", []):
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            continue  # not a patch name this module writes
+        image = out_images / f"{name}{ext}"
+        removed += int(image.is_file())
+        image.unlink(missing_ok=True)
+        (out_annfiles / f"{name}.txt").unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    return removed
+
+
+def remove_stale_outputs(
+    folder: SplitFolder, out_root: Path, jobs: list[ImageJob], todo: list[ImageJob], ext: str
+) -> int:
+    """Outputs that no longer match SRC: those of images gone from it (or now refused), and the
+    earlier outputs of images about to be redone (a changed image may give fewer patches)."""
+    markers = marker_dir(out_root, folder.name)
+    if not markers.is_dir():
+        return 0
+    current = {job.image_id for job in jobs}
+    stale = [m for m in markers.glob("*.json") if m.stem not in current]
+    stale += [job.marker for job in todo if job.split == folder.name and job.marker.exists()]
+    out_images, out_annfiles = folder.out / "images", folder.out / "annfiles"
+    return sum(remove_recorded_outputs(m, out_images, out_annfiles, ext) for m in stale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,30 +594,40 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
         problems: dict[str, list[str]] = {folder.name: [] for folder in folders}
         stats = {folder.name: ImageStats() for folder in folders}
         todo: list[ImageJob] = []
+        resumed_outcomes: list[ImageOutcome] = []
+        removed_stale = 0
         for folder in folders:
             jobs, problems[folder.name] = list_jobs(folder, out, options)
+            for problem in problems[folder.name]:
+                ui.warn(problem)
+            folder_todo = []
             for job in jobs:
-                done = completed_stats(job)
-                if done is None:
-                    todo.append(job)
+                done = completed_outcome(job)
+                if done is None or (options.strict and done.problems):  # --strict re-reads skipped lines
+                    folder_todo.append(job)
                 else:
-                    stats[job.split].add(done)
-        resumed = sum(s.images for s in stats.values())
-        for problem in (p for split_problems in problems.values() for p in split_problems):
-            ui.warn(problem)
+                    resumed_outcomes.append(done)
+            removed_stale += remove_stale_outputs(folder, out, jobs, folder_todo, options.ext)
+            todo += folder_todo
+        resumed = len(resumed_outcomes)
+        quiet = not show_progress  # --json: stdout holds the summary alone
         if resumed:
-            ui.info(f"resuming: {resumed} image(s) already split in {out}")
+            ui.info(f"resuming: {resumed} image(s) already split in {out}", stderr=quiet)
+        if removed_stale:
+            ui.info(f"removed {removed_stale} patch(es) of images that left or changed in {src}", stderr=quiet)
+        stopped = None
+        for outcome in resumed_outcomes:
+            _record(outcome, stats, problems)
 
         with image_runner(options.workers, len(todo)) as run:
             for outcome in _with_progress(run(todo), len(todo), show_progress):
-                if outcome.problem is not None:
-                    problems[outcome.split].append(outcome.problem)
-                    ui.warn(outcome.problem)
-                else:
-                    stats[outcome.split].add(outcome.stats)
+                _record(outcome, stats, problems, quiet=outcome.stop)
+                if outcome.stop:
+                    stopped = outcome.problems[0]
+                    break
 
         all_problems = sorted(p for split_problems in problems.values() for p in split_problems)
-        summary = PrepareSummary(out, params, stats, all_problems, resumed, time.perf_counter() - start)
+        summary = PrepareSummary(out, params, stats, all_problems, resumed, time.perf_counter() - start, removed_stale)
         for name, split_stats in stats.items():
             manifest["splits"][name] = {**split_stats.to_dict(), "problems": sorted(problems[name])}
         total = ImageStats()
@@ -538,9 +635,23 @@ def prepare_dota(src: Path, out: Path, options: PrepareOptions, show_progress: b
             total.add(ImageStats.from_dict(split_stats))
         manifest["total"] = total.to_dict()
         manifest["seconds"] = round(summary.seconds, 3)
-        manifest["complete"] = not any(split["problems"] for split in manifest["splits"].values())
+        manifest["complete"] = stopped is None and not any(split["problems"] for split in manifest["splits"].values())
         write_manifest(out, manifest)
+    if stopped is not None:
+        raise RotldError(f"{stopped} (--strict stops at the first bad label line; fix it and rerun to resume)")
     return summary
+
+
+def _record(
+    outcome: ImageOutcome, stats: dict[str, ImageStats], problems: dict[str, list[str]], quiet: bool = False
+) -> None:
+    """Add an image's counts to its split and report its problems, each once, as it comes."""
+    if outcome.stats is not None:
+        stats[outcome.split].add(outcome.stats)
+    problems[outcome.split].extend(outcome.problems)
+    if not quiet:
+        for problem in outcome.problems:
+            ui.warn(problem)
 
 
 def _with_progress(outcomes: Iterator[ImageOutcome], total: int, show: bool) -> Iterator[ImageOutcome]:

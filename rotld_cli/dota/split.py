@@ -21,6 +21,9 @@ WINDOW_RATE_EPS = 0.01
 AREA_EPS = 1e-6
 # float32 holds every integer below this exactly, and str(np.float32) prints them as '<int>.0'.
 EXACT_FLOAT32_INT = 2**24
+# Patch files are named `.{id}__{size}__{x}___{y}.png.<8 random>.png` while written: ~60 bytes
+# beside the id, within the usual 255-byte limit of a file name.
+MAX_IMAGE_ID_BYTES = 190
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,29 @@ def patch_name(image_id: str, window: Sequence[int]) -> str:
     """`{id}__{window size}__{x}___{y}` (two, two, three underscores), e.g. P0004__1024__0___824."""
     x_start, y_start, x_stop, _ = (int(v) for v in window)
     return f"{image_id}__{x_stop - x_start}__{x_start}___{y_start}"
+
+
+def image_id_problem(image_id: str) -> str | None:
+    """Why an image id cannot round-trip through its patch names and Task1 lines, or None.
+
+    Detections name a patch `{id}__{size}__{x}___{y}`; merging cuts the id at the first `__`
+    (MMRotate's rule) and Task1 lines are split on whitespace, so such ids would be evaluated
+    against the wrong image or not at all."""
+    from rotld_cli.dota.merge import split_patch_id
+
+    if any(ch.isspace() for ch in image_id):
+        return "contains whitespace, which a space-separated Task1 result line cannot hold"
+    if not image_id.isprintable():
+        return "contains a control or undecodable character"
+    if "__" in image_id:
+        return "contains '__', the separator of patch names (`{id}__{size}__{x}___{y}`)"
+    if len(image_id.encode("utf-8", "surrogateescape")) > MAX_IMAGE_ID_BYTES:
+        return f"is longer than {MAX_IMAGE_ID_BYTES} bytes: its patch file names would pass the 255-byte limit"
+    if image_id.endswith("_"):
+        return "ends with '_', which runs into the '__' separator of its patch names"
+    if split_patch_id(patch_name(image_id, (0, 0, 1024, 1024))) != (image_id, 0, 0):  # a safety net
+        return "its patch names would not map back to it"
+    return None
 
 
 def plan_patches(

@@ -17,21 +17,16 @@ Checkpoint loading (torch >= 2.6 defaults `torch.load` to `weights_only=True`), 
   explicit trust path for a file the user vouches for. A refused file raises a RotldError that
   names the file and the offending global instead of torch's multi-paragraph message.
 
-Noisy import-time messages are silenced by `quiet_imports()`, which must run *before* mmcv is
-imported (`load_engine()` does): mmcv's "MMCV will release v2.0.0" notice and its
-"MultiScaleDeformableAttention has been moved" ImportWarning, torch's
-cpp_extension "No CUDA runtime is found" log line (mmcv imports cpp_extension; we never compile),
-and torch's `torch.cuda.amp.*` FutureWarnings when raised from mmcv's fp16 code (it still works).
+Noisy import-time messages are silenced by `rotld_cli.quiet.silence_third_party()`, which the CLI
+runs before any command (and `load_engine()` again, for library use) — see that module for the list.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pickle
 import re
-import warnings
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -52,26 +47,9 @@ def _patch(owner: Any, name: str, new: Any, key: str) -> None:
 
 def quiet_imports() -> None:
     """Silence the harmless, noisy messages of importing the stack (call before importing mmcv)."""
-    warnings.filterwarnings("ignore", message=r"On January 1, 2023, MMCV will release v2\.0\.0", category=UserWarning)
-    warnings.filterwarnings(
-        "ignore", message=r"``MultiScaleDeformableAttention`` has been moved", category=ImportWarning
-    )
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated",
-        category=FutureWarning,
-        module=r"mmcv\.",
-    )
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    if not any(isinstance(f, _NoCudaRuntimeFilter) for f in logger.filters):
-        logger.addFilter(_NoCudaRuntimeFilter())
+    from rotld_cli.quiet import silence_third_party
 
-
-class _NoCudaRuntimeFilter(logging.Filter):
-    """Drop torch's 'No CUDA runtime is found, using CUDA_HOME=...' (mmcv imports cpp_extension)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No CUDA runtime is found")
+    silence_third_party()
 
 
 # --------------------------------------------------------------------------------------- devices
@@ -240,6 +218,58 @@ def _shim_gloo_collectives() -> None:
     _patch(mmdet_test, "collect_results_cpu", collect_results_cpu, "mmdet.apis.test.collect_results_cpu")
 
 
+def _shim_multiclass_nms_rotated_device() -> None:
+    """mmrotate 0.3.4 `multiclass_nms_rotated` builds `labels = torch.arange(num_classes)` on the CPU.
+
+    It then indexes those labels with the indices of the scores kept: on a GPU torch 2.x refuses
+    ("indices should be either on cpu or on the same device as the indexed tensor (cpu)"), which
+    ended every inference path on CUDA (validation in training, `evaluate CKPT`, the demo). The fix
+    is the same function with the labels made on the scores' device; every module that imported
+    the function by name gets it.
+    """
+    import sys
+
+    import mmrotate.core.post_processing.bbox_nms_rotated as nms_module
+    import torch
+    from mmcv.ops import nms_rotated
+
+    original = nms_module.multiclass_nms_rotated
+
+    def multiclass_nms_rotated(multi_bboxes, multi_scores, score_thr, nms, max_num=-1, score_factors=None,
+                               return_inds=False):
+        num_classes = multi_scores.size(1) - 1
+        if multi_bboxes.shape[1] > 5:
+            bboxes = multi_bboxes.view(multi_scores.size(0), -1, 5)
+        else:
+            bboxes = multi_bboxes[:, None].expand(multi_scores.size(0), num_classes, 5)
+        scores = multi_scores[:, :-1]
+        labels = torch.arange(num_classes, dtype=torch.long, device=scores.device).view(1, -1).expand_as(scores)
+        bboxes, scores, labels = bboxes.reshape(-1, 5), scores.reshape(-1), labels.reshape(-1)
+        valid_mask = scores > score_thr
+        if score_factors is not None:
+            scores = scores * score_factors.view(-1, 1).expand(multi_scores.size(0), num_classes).reshape(-1)
+        inds = valid_mask.nonzero(as_tuple=False).squeeze(1)
+        bboxes, scores, labels = bboxes[inds], scores[inds], labels[inds]
+        if bboxes.numel() == 0:
+            dets = torch.cat([bboxes, scores[:, None]], -1)
+            return (dets, labels, inds) if return_inds else (dets, labels)
+        # Class-aware NMS in one call: each class shifted by max(x, y) + max(w, h) + 1 (as mmrotate).
+        max_coordinate = bboxes[:, :2].max() + bboxes[:, 2:4].max()
+        offsets = labels.to(bboxes) * (max_coordinate + 1)
+        bboxes_for_nms = bboxes.clone()
+        bboxes_for_nms[:, :2] = bboxes_for_nms[:, :2] + offsets[:, None]
+        _, keep = nms_rotated(bboxes_for_nms, scores, nms.iou_thr)
+        if max_num > 0:
+            keep = keep[:max_num]
+        dets = torch.cat([bboxes[keep], scores[keep][:, None]], 1)
+        return (dets, labels[keep], keep) if return_inds else (dets, labels[keep])
+
+    multiclass_nms_rotated.__doc__ = original.__doc__
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mmrotate") and getattr(module, "multiclass_nms_rotated", None) is original:
+            _patch(module, "multiclass_nms_rotated", multiclass_nms_rotated, f"{name}.multiclass_nms_rotated")
+
+
 # ----------------------------------------------------------------------------------------- numpy
 
 
@@ -365,6 +395,7 @@ def _shim_checkpoint_loading() -> None:
 SHIMS: list[tuple[str, Callable[[], None]]] = [
     ("get_anchors_device", _shim_get_anchors_device),
     ("scatter_stream_device", _shim_scatter_stream),
+    ("multiclass_nms_rotated_device", _shim_multiclass_nms_rotated_device),
     ("ddp_forward_torch2", _shim_ddp_forward),
     ("ddp_cpu_steps", _shim_ddp_cpu_steps),
     ("init_dist_local_rank", _shim_init_dist_local_rank),
