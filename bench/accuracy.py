@@ -1,14 +1,17 @@
-"""Benchmark LD's accuracy gain on the synthetic dataset: distilled student minus baseline, over seeds.
+"""Benchmark the distillers' accuracy on the synthetic dataset: baseline, LD+KD, CrossKD, BCKD, LD+CrossKD.
 
-One teacher (the demo's), then for each seed a baseline R-18 and an LD+KD R-18 student trained
-with that seed and the same schedule; each is evaluated like the demo (val patches → merged
-images → DOTA devkit AP50:95, mean over the recipe's classes). Prints every seed, the mean gain
-and its spread (sample standard deviation over seeds); the target is a mean gain larger than
-that spread, with every seed's gain positive. Finished runs are reused, so an interrupted
-benchmark continues where it stopped.
+One teacher (the demo's), then for each seed a baseline R-18 and one R-18 student per distiller,
+all with that seed and the same schedule; each is evaluated like the demo (val patches → merged
+images → DOTA devkit AP50:95, mean over the recipe's classes). Prints one row per model: AP per
+seed, mean ± sample standard deviation over seeds, and the mean gain over the baseline and over
+LD+KD. A method "beats" a reference only when its mean gain is larger than the spread of that
+gain over seeds and positive for every seed; the verdict line says so either way. Finished runs
+are reused, so an interrupted benchmark continues where it stopped (and runs of the earlier
+LD-only benchmark, `runs/{baseline,student}-seedN`, count).
 
-    .venv/bin/python -m bench.accuracy                 # the demo's full settings, 3 seeds (about 1 hour on 2 cores)
+    .venv/bin/python -m bench.accuracy                 # the demo's full settings, 3 seeds, 5 models (hours on 2 cores)
     .venv/bin/python -m bench.accuracy --quick         # the demo's --quick settings: a smoke run of the procedure
+    .venv/bin/python -m bench.accuracy --methods ld,crosskd --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -23,44 +26,86 @@ from rotld_cli import threads
 threads.configure()
 
 from rotld_cli import ui  # noqa: E402
-from rotld_cli.demo import FULL, MODELS, QUICK, claim_work_dir, evaluate_model, make_data, split_data, train_model  # noqa: E402
+from rotld_cli.demo import (  # noqa: E402
+    DISTILLERS,
+    FULL,
+    MODELS,
+    QUICK,
+    claim_work_dir,
+    evaluate_model,
+    make_data,
+    parse_methods,
+    split_data,
+    train_model,
+)
+from rotld_cli.errors import UsageError  # noqa: E402
+
+NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
+"""Short row names (run keys → method), so the table fits a terminal."""
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def verdict(name: str, reference: str, gains: list[float]) -> str:
+    """'beats' only when the mean gain exceeds its spread over seeds and every seed gains."""
+    mean, spread = mean_std(gains)
+    beats = len(gains) > 1 and mean > spread and all(g > 0 for g in gains)
+    return (f"{name} vs {reference}: {100 * mean:+.2f} AP (spread {100 * spread:.2f}) — "
+            f"{'beats it' if beats else 'does NOT beat it'} on this data")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings (1 iteration per run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (default 0 1 2)")
+    parser.add_argument("--methods", default=",".join(DISTILLERS),
+                        help=f"distillers to compare, comma-separated (default {','.join(DISTILLERS)})")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="runs folder, reused when rerun (default rotld-bench-accuracy[-quick])")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     args = parser.parse_args()
+    try:
+        methods = parse_methods(args.methods)
+    except UsageError as exc:  # one line naming the option, exit 2
+        parser.error(str(exc))
     settings = QUICK if args.quick else FULL
     work = (args.work_dir or Path("rotld-bench-accuracy" + ("-quick" if args.quick else ""))).absolute()
     started = time.perf_counter()
     claim_work_dir(work, settings)
     make_data(work, settings)
     split_data(work, settings)
-    teacher_model, baseline_model, student_model = MODELS
+    teacher_model, baseline_model = MODELS[:2]
+    models = [baseline_model, *(DISTILLERS[m] for m in methods)]
     teacher, _ = train_model(work, settings, teacher_model, args.device)
     teacher_ap = evaluate_model(work, settings, teacher_model, teacher, args.device)["AP"]
-    rows, gains = [], []
+    aps: dict[str, list[float]] = {model.key: [] for model in models}
     for seed in args.seeds:
-        aps = {}
-        for model in (baseline_model, student_model):
+        for model in models:
             run_dir = work / "runs" / f"{model.key}-seed{seed}"
             checkpoint, _ = train_model(work, settings, model, args.device, teacher=teacher, seed=seed, run_dir=run_dir)
-            aps[model.key] = evaluate_model(work, settings, model, checkpoint, args.device, run_dir=run_dir)["AP"]
-        gain = aps["student"] - aps["baseline"]
-        gains.append(gain)
-        rows.append([str(seed), f"{100 * aps['baseline']:.2f}", f"{100 * aps['student']:.2f}", f"{100 * gain:+.2f}"])
-    mean = statistics.fmean(gains)
-    spread = statistics.stdev(gains) if len(gains) > 1 else float("nan")
+            aps[model.key].append(evaluate_model(work, settings, model, checkpoint, args.device, run_dir=run_dir)["AP"])
+
+    ld_key = DISTILLERS["ld"].key if "ld" in methods else None
+    rows = []
+    for model in models:
+        mean, std = mean_std(aps[model.key])
+        gain_base = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[baseline_model.key]))
+        gain_ld = statistics.fmean(a - b for a, b in zip(aps[model.key], aps[ld_key])) if ld_key else float("nan")
+        per_seed = [f"{100 * ap:.2f}" for ap in aps[model.key]]
+        rows.append([NAMES.get(model.key, model.key), *per_seed, f"{100 * mean:.2f} ± {100 * std:.2f}",
+                     f"{100 * gain_base:+.2f}", f"{100 * gain_ld:+.2f}" if ld_key else "–"])
     title = f"AP50:95 on merged val images ({settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
-    ui.console.print(ui.table(title, ["seed", "baseline AP", "LD+KD AP", "gain"], rows))
-    outside = len(gains) > 1 and mean > spread and all(g > 0 for g in gains)
-    print(f"mean gain {100 * mean:+.2f} AP, spread (std over {len(gains)} seeds) {100 * spread:.2f}: "
-          f"{'gain outside the spread' if outside else 'gain NOT outside the spread'} "
-          f"({(time.perf_counter() - started) / 60:.1f} min, runs in {work})")
+    columns = ["model", *(f"seed {s}" for s in args.seeds), "mean ± std", "Δ baseline", "Δ LD+KD"]
+    ui.console.print(ui.table(title, columns, rows))
+    for model in models[1:]:
+        gains = [a - b for a, b in zip(aps[model.key], aps[baseline_model.key])]
+        name = NAMES.get(model.key, model.key)
+        print(verdict(name, "baseline", gains))
+        if ld_key and model.key != ld_key:
+            print(verdict(name, "LD+KD", [a - b for a, b in zip(aps[model.key], aps[ld_key])]))
+    print(f"({(time.perf_counter() - started) / 60:.1f} min, runs in {work})")
 
 
 if __name__ == "__main__":

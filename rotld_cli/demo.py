@@ -89,6 +89,29 @@ MODELS = (
     Model("baseline", "Baseline R-18 (GWD)", "synthetic/baseline-r18-gwd"),
     Model("student", "Student R-18 (GWD, LD+KD)", "synthetic/student-r18-gwd-ld-kd", distilled=True),
 )
+DISTILLERS = {
+    "ld": MODELS[2],
+    "crosskd": Model("crosskd", "Student R-18 (GWD, CrossKD)", "synthetic/student-r18-gwd-crosskd", distilled=True),
+    "bckd": Model("bckd", "Student R-18 (GWD, BCKD)", "synthetic/student-r18-gwd-bckd", distilled=True),
+    "ld-crosskd": Model("ld-crosskd", "Student R-18 (GWD, LD+CrossKD)", "synthetic/student-r18-gwd-ld-crosskd",
+                        distilled=True),
+}
+"""`--methods` name → the student row it adds (LD+KD keeps its `student` run folder)."""
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """`ld,crosskd` → ('ld', 'crosskd'); an unknown name is a one-line usage error."""
+    methods = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in methods if m not in DISTILLERS]
+    if unknown or not methods:
+        raise UsageError(f"--methods {text}: unknown distiller {unknown[0] if unknown else '(none)'!r}; "
+                         f"use a comma-separated subset of {', '.join(DISTILLERS)}")
+    return methods
+
+
+def demo_models(methods: tuple[str, ...] = ("ld",)) -> tuple[Model, ...]:
+    """Teacher, baseline, then one student per method, in `DISTILLERS` order."""
+    return (*MODELS[:2], *(model for key, model in DISTILLERS.items() if key in methods))
 
 
 @dataclass
@@ -105,8 +128,12 @@ def default_work_dir(quick: bool) -> Path:
 
 
 def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | None = None,
-             log: Callable[[str], None] = ui.info) -> DemoResult:
-    """Run (or finish) the whole pipeline in `work_dir` and return the table's numbers."""
+             log: Callable[[str], None] = ui.info, methods: tuple[str, ...] = ("ld",)) -> DemoResult:
+    """Run (or finish) the whole pipeline in `work_dir` and return the table's numbers.
+
+    Finished runs are reused, so adding a method to an existing demo trains only its student.
+    """
+    models = demo_models(methods)
     settings = QUICK if quick else FULL
     work_dir = (work_dir or default_work_dir(quick)).absolute()
     started = time.perf_counter()
@@ -117,7 +144,7 @@ def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | No
     log(f"[bold]2/5[/] prepare-dota → {work_dir / 'split'}")
     split_data(work_dir, settings)
     checkpoints: dict[str, Path] = {}
-    for model in MODELS:
+    for model in models:
         log(f"[bold]3/5[/] train {model.label} → {work_dir / 'runs' / model.key}")
         checkpoint, was_reused = train_model(work_dir, settings, model, device, teacher=checkpoints.get("teacher"))
         checkpoints[model.key] = checkpoint
@@ -126,7 +153,7 @@ def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | No
             log(f"  reused the finished run ({checkpoint.name})")
     log("[bold]4/5[/] detect on the val patches, merge, evaluate AP50:95 (DOTA devkit rules)")
     rows = {model.key: evaluate_model(work_dir, settings, model, checkpoints[model.key], device)
-            for model in MODELS}
+            for model in models}
     seconds = time.perf_counter() - started
     log("[bold]5/5[/] report")
     report = write_report(work_dir, settings, rows, seconds, reused)
@@ -239,7 +266,9 @@ def class_subset_means(report: dict[str, Any], classes) -> dict[str, float]:
 
 def table_rows(rows: dict[str, dict[str, float]]) -> list[list[str]]:
     out = []
-    for model in MODELS:
+    for model in (*MODELS[:2], *DISTILLERS.values()):
+        if model.key not in rows:
+            continue
         metrics = rows[model.key]
         out.append([model.label, *(f"{100 * metrics[c]:.1f}" for c in TABLE_COLUMNS)])
     return out
@@ -261,9 +290,11 @@ def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[st
         *("| " + " | ".join(row) + " |" for row in table_rows(rows)),
         "",
     ]
-    base, student = rows["baseline"], rows["student"]
-    gains = ", ".join(f"{c} {100 * (student[c] - base[c]):+.1f}" for c in TABLE_COLUMNS)
-    lines += [f"LD+KD student vs baseline: {gains}.", ""]
+    base = rows["baseline"]
+    for model in DISTILLERS.values():
+        if model.key in rows:
+            gains = ", ".join(f"{c} {100 * (rows[model.key][c] - base[c]):+.1f}" for c in TABLE_COLUMNS)
+            lines += [f"{model.label} vs baseline: {gains}.", ""]
     lines += [f"Wall time: {seconds / 60:.1f} min" + (f" (reused: {', '.join(reused)})" if reused else "") + ".", ""]
     lines += ["Runs: `runs/teacher`, `runs/baseline`, `runs/student` (checkpoints, `log.jsonl`, `metrics.csv`, "
               "`results/metrics.json`)."]

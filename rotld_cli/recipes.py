@@ -32,6 +32,7 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes_data"  # package data: 
 """The bundled recipes (`dota1/*.yaml`, `synthetic/*.yaml`; `_base/` holds shared bases)."""
 
 RESOLVED_NAME = "recipe.yaml"
+DISTILL_METHODS = ("ld", "crosskd", "bckd")
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +245,59 @@ SCHEMA = Section(
                     (str,),
                     "gt box of the LD region: seed (cx,cy,w,h ignoring the angle) or hbb (circumscribed box)",
                     choices=("seed", "hbb"),
+                ),
+                "method": Key(
+                    (str,),
+                    "distiller: ld (LD+KD head, default), crosskd (cross-head KD) or bckd (binary cls + rotated "
+                    "IoU); with crosskd/bckd the loss_ld/loss_kd/loss_im terms above run only when weight > 0",
+                    choices=DISTILL_METHODS,
+                    required=False,
+                ),
+                "crosskd": Section(
+                    {
+                        "cross_convs": _int(
+                            "k: student tower convs before the teacher's remaining head layers", minimum=0
+                        ),
+                        "loss_cls": Section(
+                            {
+                                "weight": _float("cross-head classification KD weight", minimum=0),
+                                "beta": _float("QFL modulation |p_s - p_t|^beta", minimum=0),
+                            },
+                            "binary (per-class sigmoid) KD of the cross-head scores",
+                        ),
+                        "loss_ld": Section(
+                            {
+                                "weight": _float("cross-head LD weight", minimum=0),
+                                "T": _float("temperature", minimum=1),
+                            },
+                            "LD of the cross-head box distributions on the valuable localization region",
+                        ),
+                    },
+                    "method crosskd: the student's head features run through the teacher's head",
+                    optional=True,
+                ),
+                "bckd": Section(
+                    {
+                        "loss_cls": Section(
+                            {
+                                "weight": _float("binary classification distillation weight", minimum=0),
+                                "beta": _float("QFL modulation |p_s - p_t|^beta", minimum=0),
+                            },
+                            "per-class BCE towards the teacher's sigmoid scores",
+                        ),
+                        "loss_iou": Section(
+                            {
+                                "weight": _float("rotated-IoU localization distillation weight", minimum=0),
+                                "weight_thr": _float(
+                                    "skip anchors whose weight max_c |p_t - p_s| is <= this (0: all, as the paper)",
+                                    minimum=0,
+                                ),
+                            },
+                            "1 - rotated IoU of decoded student/teacher boxes, weighted by max_c |p_t - p_s|",
+                        ),
+                    },
+                    "method bckd: binary classification + IoU localization distillation",
+                    optional=True,
                 ),
             },
             "students only: distillation losses",
@@ -652,6 +706,13 @@ def _check_semantics(recipe: Recipe) -> None:
         fail(("model.anchors.strides",), f"the FPN has 5 levels, got {get('model.anchors.strides')}")
     if get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
         fail(("model.assigner.neg_iou_thr", "model.assigner.pos_iou_thr"), "must not exceed pos_iou_thr")
+    method = get("distill.method", "ld") if "distill" in recipe.data else "ld"
+    if method != "ld" and method not in recipe.data["distill"]:
+        fail((f"distill.{method}", "distill.method"), f"missing section (distill.method is {method})")
+    cross, tower = get("distill.crosskd.cross_convs", 0), get("model.head.stacked_convs")
+    if method == "crosskd" and cross > tower:
+        fail(("distill.crosskd.cross_convs", "model.head.stacked_convs"),
+             f"{cross} exceeds model.head.stacked_convs ({tower})")
 
 
 def _canonical(tree: dict[str, Any], section: Section) -> dict[str, Any]:

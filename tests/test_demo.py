@@ -62,6 +62,22 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys):
     assert code == 0 and "reused teacher, baseline, student" in " ".join(out.split())
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.pth")} == before
 
+    # --methods adds a CrossKD row: only its student trains, the finished runs are reused as they are.
+    code, out, err = run_cli(["demo", "--quick", "--work-dir", str(work), "--device", "cpu", "--methods",
+                              "ld,crosskd", "--json"], capsys)
+    assert code == 0, err
+    assert "reused teacher, baseline, student" in " ".join(out.split())
+    assert set(json.loads(out[out.index("{\n"):])["models"]) == {"teacher", "baseline", "student", "crosskd"}
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert (work / "runs" / "crosskd" / "done.json").is_file()
+    assert "| Student R-18 (GWD, CrossKD) |" in (work / "report.md").read_text()
+
+
+def test_demo_refuses_an_unknown_method_before_writing(tmp_path, capsys):
+    code, _, err = run_cli(["demo", "--quick", "--work-dir", str(tmp_path / "d"), "--methods", "ld,fitnet"], capsys)
+    assert code == 2 and "--methods ld,fitnet: unknown distiller 'fitnet'" in err
+    assert not (tmp_path / "d").exists()
+
 
 def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("keep me")

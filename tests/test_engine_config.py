@@ -350,7 +350,10 @@ def test_every_bundled_recipe_builds_with_mmrotate(engine, name):
     assert isinstance(cfg, mmcv.Config)
     model = engine(cfg.model)
     head_cfg = cfg.model.bbox_head
-    expected_head = "LDRotatedRetinaHead" if recipe.is_student else "RotatedRetinaHeadDistribution"
+    from rotld_cli.engine.config import STUDENT_HEADS
+
+    method = recipe.get("distill.method", "ld")
+    expected_head = STUDENT_HEADS[method] if recipe.is_student else "RotatedRetinaHeadDistribution"
     assert type(model.bbox_head).__name__ == expected_head
     # 9 anchors per location; one sigmoid logit per class; (reg_max + 1) bins for each of the 5 box coordinates
     assert model.bbox_head.retina_cls.out_channels == 9 * {"dota1": 15, "synthetic": 5}[name.split("/")[0]]

@@ -26,11 +26,17 @@ from rotld_cli.recipes import (
 
 BUNDLED = [
     "dota1/baseline-r18-gwd-1x",
+    "dota1/student-r18-gwd-bckd-1x",
+    "dota1/student-r18-gwd-crosskd-1x",
+    "dota1/student-r18-gwd-ld-crosskd-1x",
     "dota1/student-r18-gwd-ld-kd-1x",
     "dota1/student-r18-kld-ld-kd-1x",
     "dota1/teacher-r34-gwd-2x",
     "dota1/teacher-r34-kld-2x",
     "synthetic/baseline-r18-gwd",
+    "synthetic/student-r18-gwd-bckd",
+    "synthetic/student-r18-gwd-crosskd",
+    "synthetic/student-r18-gwd-ld-crosskd",
     "synthetic/student-r18-gwd-ld-kd",
     "synthetic/teacher-r34-gwd",
 ]
@@ -421,7 +427,8 @@ def test_describe_schema_covers_every_key_of_a_student_recipe():
             if isinstance(value, dict):
                 yield from leaves(value, f"{prefix}{key}.")
 
-    assert set(leaves(load_recipe("dota1/student-r18-gwd-ld-kd-1x").data)) == described
+    students = ("dota1/student-r18-gwd-ld-kd-1x", "dota1/student-r18-gwd-crosskd-1x", "dota1/student-r18-gwd-bckd-1x")
+    assert set().union(*(set(leaves(load_recipe(name).data)) for name in students)) == described
 
 
 def test_unknown_recipe_name_suggests_a_bundled_one():

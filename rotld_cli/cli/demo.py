@@ -19,14 +19,19 @@ def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="A ~2-minute smoke run: a few images, 1 epoch each."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON after the table."),
+    methods: str = typer.Option(
+        "ld", "--methods", help="Students to train and compare, comma-separated: ld, crosskd, bckd, ld-crosskd "
+        "(finished runs are reused: adding a method trains only its student)."
+    ),
 ) -> None:
     from rotld_cli import threads
 
     threads.configure()  # before torch loads: no spin-waiting on busy CPUs
     from rotld_cli import ui
-    from rotld_cli.demo import TABLE_COLUMNS, run_demo, table_rows
+    from rotld_cli.demo import TABLE_COLUMNS, parse_methods, run_demo, table_rows
 
-    result = run_demo(work_dir, quick=quick, device=device)
+    chosen = parse_methods(methods)  # checked before anything is written
+    result = run_demo(work_dir, quick=quick, device=device, methods=chosen)
     ui.console.print(ui.table("Rotated LD on the synthetic dataset (val, merged images)", ["Model", *TABLE_COLUMNS],
                               table_rows(result.rows)))
     ui.info(f"report: {result.report} ({result.seconds / 60:.1f} min"

@@ -29,6 +29,10 @@ BBOX_LOSSES = {
     "gwd": lambda weight: dict(type="GDLoss", loss_type="gwd", loss_weight=weight),
     "kld": lambda weight: dict(type="GDLoss_v1", loss_type="kld", fun="log1p", tau=1.0, loss_weight=weight),
 }
+STUDENT_HEADS = {"ld": "LDRotatedRetinaHead", "crosskd": "CrossKDRotatedRetinaHead", "bckd": "BCKDRotatedRetinaHead"}
+"""The student head of each `distill.method`."""
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 
@@ -137,7 +141,6 @@ def model_dict(
         else:  # a teacher the caller has checked: it loads the weights too (strictly, from the hashed file)
             ckpt = teacher_checkpoint
         head.update(_distill_args(recipe))
-        head["type"] = "LDRotatedRetinaHead"
         model = dict(
             type="KnowledgeDistillationRotatedSingleStageDetector",
             backbone=backbone,
@@ -330,8 +333,9 @@ def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
 
 
 def _distill_args(recipe: Recipe) -> dict[str, Any]:
+    """The student head's type and losses: LD's terms, plus the CrossKD or BCKD ones (`distill.method`)."""
     get = recipe.get
-    return dict(
+    args = dict(
         loss_ld=dict(
             type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_ld.weight"), T=get("distill.loss_ld.T")
         ),
@@ -342,6 +346,48 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
         imitation_method=get("distill.imitation_method"),
         ld_region_box=get("distill.ld_region_box"),
     )
+    method = get("distill.method", "ld")
+    args["type"] = STUDENT_HEADS[method]
+    if method == "crosskd":
+        args.update(
+            cross_convs=get("distill.crosskd.cross_convs"),
+            loss_cross_cls=dict(
+                type="BinaryKDLoss",
+                beta=get("distill.crosskd.loss_cls.beta"),
+                loss_weight=get("distill.crosskd.loss_cls.weight"),
+            ),
+            loss_cross_ld=dict(
+                type="KnowledgeDistillationKLDivLoss",
+                loss_weight=get("distill.crosskd.loss_ld.weight"),
+                T=get("distill.crosskd.loss_ld.T"),
+            ),
+        )
+    elif method == "bckd":
+        args.update(
+            loss_bckd_cls=dict(
+                type="BinaryKDLoss",
+                beta=get("distill.bckd.loss_cls.beta"),
+                loss_weight=get("distill.bckd.loss_cls.weight"),
+            ),
+            loss_bckd_iou=dict(type="RotatedIoUKDLoss", loss_weight=get("distill.bckd.loss_iou.weight")),
+            iou_weight_thr=get("distill.bckd.loss_iou.weight_thr"),
+        )
+    return args
+
+
+def crosskd_teacher_mismatch(student: Recipe, teacher: Recipe) -> str | None:
+    """Why `teacher`'s head cannot finish the student's CrossKD towers (None when it can, or not CrossKD)."""
+    if student.get("distill.method", "ld") != "crosskd":
+        return None
+    k = student.get("distill.crosskd.cross_convs")
+    width_s, width_t = student.get("model.head.feat_channels"), teacher.get("model.head.feat_channels")
+    if width_s != width_t:
+        return (f"CrossKD feeds the student's head features to the teacher's head: model.head.feat_channels "
+                f"differs (student {width_s}, teacher {width_t} in {teacher.label})")
+    if k > teacher.get("model.head.stacked_convs"):
+        return (f"distill.crosskd.cross_convs {k} exceeds the teacher's model.head.stacked_convs "
+                f"({teacher.get('model.head.stacked_convs')} in {teacher.label})")
+    return None
 
 
 def _mmcv():

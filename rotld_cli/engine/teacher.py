@@ -74,6 +74,11 @@ def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[
             if key == "data.classes":
                 theirs, mine = _short_list(theirs), _short_list(mine)
             raise RotldError(f"{where}: {_MISMATCH[key].format(theirs=theirs, mine=mine)} ({key})")
+    from rotld_cli.engine.config import crosskd_teacher_mismatch
+
+    problem = crosskd_teacher_mismatch(student, teacher)
+    if problem is not None:
+        raise RotldError(f"{where}: {problem}")
 
 
 def checked_teacher_recipe(student: Recipe) -> Recipe:

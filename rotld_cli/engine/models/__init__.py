@@ -2,8 +2,18 @@
 
 `RotatedRetinaHeadDistribution`, `LDRotatedRetinaHead`,
 `KnowledgeDistillationRotatedSingleStageDetector` and `IMLoss` go into mmrotate's registries
+(with rotld's successors `CrossKDRotatedRetinaHead`, `BCKDRotatedRetinaHead`, `BinaryKDLoss` and
+`RotatedIoUKDLoss`)
 (mmdet's MODELS), so a seed config builds by name. Import through `rotld_cli.engine.load_engine()`,
 which applies the compat shims first.
 """
 
-from rotld_cli.engine.models import distribution_head, kd_detector, ld_head, losses  # noqa: F401
+from rotld_cli.engine.models import (  # noqa: F401
+    bckd_head,
+    crosskd_head,
+    distribution_head,
+    kd_detector,
+    kd_losses,
+    ld_head,
+    losses,
+)

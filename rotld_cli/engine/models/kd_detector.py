@@ -105,6 +105,12 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
             except (RotldError, OSError, RuntimeError) as exc:
                 raise RotldError(f"teacher_ckpt {exc}".splitlines()[0]) from exc
         self.teacher_model.train(not eval_teacher)
+        # Frozen: the optimizer never sees the teacher, and with requires_grad off no gradient is
+        # computed for it even where the student's features run through its head (CrossKD).
+        self.teacher_model.requires_grad_(False)
+        attach = getattr(self.bbox_head, "attach_teacher_head", None)
+        if attach is not None:
+            attach(self.teacher_model.bbox_head)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "teacher_model":

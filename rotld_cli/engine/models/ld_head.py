@@ -49,6 +49,16 @@ def check_imitation_method(method: str) -> None:
         raise ValueError(f"imitation_method must be one of {', '.join(IMITATION_METHODS)}, got {method!r}")
 
 
+def flat_scores(score_map: Tensor, channels: int) -> Tensor:
+    """(N, A*channels, H, W) → (N*H*W*A, channels), the flattened anchor order (n, h, w, a)."""
+    return score_map.permute(0, 2, 3, 1).reshape(-1, channels)
+
+
+def region_count(region: Tensor) -> Tensor:
+    """N_ld = max(#{region > 0}, 1): LD's per-level normaliser."""
+    return torch.clamp((region > 0).sum().float(), min=1.0)
+
+
 @ROTATED_HEADS.register_module()
 class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
     """Student head distilled from a `RotatedRetinaHeadDistribution` teacher.
@@ -62,6 +72,8 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         ld_region_box: how the LD/IM region sees an OBB gt: 'seed' (cx ± w/2, cy ± h/2, θ
             ignored, as the paper trained) or 'hbb' (circumscribed axis-aligned box).
     """
+
+    loss_keys = LOSS_KEYS
 
     def __init__(
         self,
@@ -170,21 +182,29 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         loss_cls, loss_bbox = super().loss_single(
             cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights, num_total_samples
         )
-        ld_region = ld_region.reshape(-1)
-        ld_num = torch.clamp((ld_region > 0).sum().float(), min=1.0)
-        bins = self.reg_max + 1
+        loss_ld = self.region_ld_loss(self.loss_ld, bbox_pred, teacher_bbox_pred, ld_region)
+        loss_kd = self.region_kd_loss(cls_score, teacher_cls_score, ld_region)
+        loss_im = self.imitation_loss(x, teacher_x, im_region, bbox_pred)
+        return loss_cls, loss_bbox, loss_ld, loss_kd, loss_im
 
+    def region_ld_loss(self, loss_ld, bbox_pred: Tensor, teacher_bbox_pred: Tensor, ld_region: Tensor) -> Tensor:
+        """`loss_ld` on the 5 delta distributions of each anchor, weighted by the region, / N_ld (§3.4)."""
+        ld_region = ld_region.reshape(-1)
+        bins = self.reg_max + 1
         student_dist = bbox_pred.permute(0, 2, 3, 1).reshape(-1, bins)
         teacher_dist = teacher_bbox_pred.permute(0, 2, 3, 1).reshape(-1, bins)
         ld_weight = ld_region[:, None].expand(-1, NUM_COORDS).reshape(-1)
-        loss_ld = self.loss_ld(student_dist, teacher_dist, weight=ld_weight, avg_factor=ld_num)
+        return loss_ld(student_dist, teacher_dist, weight=ld_weight, avg_factor=region_count(ld_region))
 
-        student_cls = cls_score.permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
-        teacher_cls = teacher_cls_score.permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
-        loss_kd = self.loss_kd(student_cls, teacher_cls, weight=ld_region, avg_factor=ld_num)
-
-        loss_im = self.imitation_loss(x, teacher_x, im_region, bbox_pred)
-        return loss_cls, loss_bbox, loss_ld, loss_kd, loss_im
+    def region_kd_loss(self, cls_score: Tensor, teacher_cls_score: Tensor, ld_region: Tensor) -> Tensor:
+        """KD on the class logits with the LD region's weights and normaliser (§3.4)."""
+        ld_region = ld_region.reshape(-1)
+        return self.loss_kd(
+            flat_scores(cls_score, self.cls_out_channels),
+            flat_scores(teacher_cls_score, self.cls_out_channels),
+            weight=ld_region,
+            avg_factor=region_count(ld_region),
+        )
 
     def imitation_loss(self, x: Tensor, teacher_x: Tensor, im_region: Tensor, bbox_pred: Tensor) -> Tensor:
         """IM loss at the locations where any of the A anchors is in the IM region."""
@@ -208,8 +228,13 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         teacher_x,
         img_metas,
         gt_bboxes_ignore=None,
+        extra_levels=(),
     ):
-        """Losses of all levels: dict of `LOSS_KEYS`, each a list with one scalar per level."""
+        """Losses of all levels: dict of `loss_keys`, each a list with one scalar per level.
+
+        `extra_levels`: more per-level lists (a subclass's own inputs, e.g. CrossKD's cross-head
+        predictions), passed to `loss_single` after `im_region`.
+        """
         featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
         assert len(featmap_sizes) == self.anchor_generator.num_levels
         device = cls_scores[0].device
@@ -250,6 +275,7 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
             teacher_x,
             ld_region_list,
             im_region_list,
+            *extra_levels,
             num_total_samples=num_total_samples,
         )
-        return dict(zip(LOSS_KEYS, losses))
+        return dict(zip(self.loss_keys, losses))

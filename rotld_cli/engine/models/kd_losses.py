@@ -1,0 +1,86 @@
+"""Losses of the CrossKD and BCKD distillers (registered by type name, as mmdet's losses).
+
+* `BinaryKDLoss`: each class of a sigmoid detector is its own binary problem; the teacher's sigmoid
+  score is the soft target of a binary cross-entropy, modulated as Quality Focal Loss is:
+
+      ℓ_a = Σ_c |σ(s_ac) − σ(t_ac)|^β · BCE(σ(s_ac), σ(t_ac))
+
+  (β = 1 by default). The modulating factor vanishes where the student already agrees, so the ~10⁵
+  easy background anchors of a DOTA patch do not swamp the few that disagree. CrossKD applies it to
+  the cross-head logits, BCKD to the student's own logits. Unlike the softmax KD of the LD head, the
+  absolute score of every class is matched, which is what NMS and the AP ranking read.
+* `RotatedIoUKDLoss`: 1 − rotated IoU(student box, teacher box) on decoded boxes (BCKD's IoU-based
+  localization distillation); the teacher box is a constant target.
+
+Both take `weight` and `avg_factor` like every mmdet loss: loss = loss_weight · Σ_a w_a ℓ_a / avg_factor.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from mmdet.models.losses.utils import weighted_loss
+from mmrotate.models.builder import ROTATED_LOSSES
+from torch import Tensor, nn
+
+from rotld_cli.engine.models.rotated_iou import rotated_iou
+
+
+@weighted_loss
+def binary_kd_loss(logits: Tensor, teacher_logits: Tensor, beta: float = 1.0) -> Tensor:
+    """(M, C) student and teacher logits → (M,) per-anchor Σ_c |Δσ|^β · BCE with soft targets."""
+    target = teacher_logits.sigmoid()
+    modulation = (logits.sigmoid() - target).abs().pow(beta)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (modulation * bce).sum(dim=1)
+
+
+@weighted_loss
+def rotated_iou_kd_loss(boxes: Tensor, teacher_boxes: Tensor) -> Tensor:
+    """(M, 5) decoded student and teacher boxes → (M,) 1 − IoU."""
+    return 1.0 - rotated_iou(boxes, teacher_boxes)
+
+
+class _WeightedKDLoss(nn.Module):
+    """loss_weight × the mmdet-reduced element loss; the teacher's side is always detached."""
+
+    def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.loss_weight = loss_weight
+
+    def element_loss(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        avg_factor: float | None = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        assert reduction_override in (None, "none", "mean", "sum")
+        reduction = reduction_override if reduction_override else self.reduction
+        return self.loss_weight * self.element_loss(
+            pred, target.detach(), weight=weight, reduction=reduction, avg_factor=avg_factor
+        )
+
+
+@ROTATED_LOSSES.register_module()
+class BinaryKDLoss(_WeightedKDLoss):
+    """Per-class binary cross-entropy towards the teacher's sigmoid scores, QFL-modulated (β)."""
+
+    def __init__(self, beta: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+        super().__init__(reduction, loss_weight)
+        self.beta = beta
+
+    def element_loss(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
+        return binary_kd_loss(pred, target, beta=self.beta, **kwargs)
+
+
+@ROTATED_LOSSES.register_module()
+class RotatedIoUKDLoss(_WeightedKDLoss):
+    """1 − IoU between decoded rotated boxes (exact, differentiable; see `rotated_iou`)."""
+
+    def element_loss(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
+        return rotated_iou_kd_loss(pred, target, **kwargs)
