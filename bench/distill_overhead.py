@@ -25,9 +25,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from rotld_cli import ui
+from rotld_cli.demo.scenes import generate_dataset
 from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
 from rotld_cli.dota.split import SplitParams
-from rotld_cli.dota.synthetic import generate_dataset
 from rotld_cli.engine import load_engine
 
 TARGET = 1.10

@@ -57,7 +57,7 @@ def make_patches(out: Path, count: int, size: int, seed: int = 0) -> list[Path]:
             cv2.imwrite(str(path), image[y : y + size, x : x + size])
             paths.append(path)
         return paths
-    from rotld_cli.dota.synthetic import generate_dataset
+    from rotld_cli.demo.scenes import generate_dataset
 
     generate_dataset(out.parent / "synthetic", num_train=0, num_val=count, image_size=size, seed=seed)
     for src in sorted((out.parent / "synthetic" / "val" / "images").glob("*.png")):

@@ -60,7 +60,7 @@ def rectangle_corners(box: np.ndarray) -> np.ndarray:
 def test_task1_files_for_every_class_with_the_boxes_corners(setup, tmp_path):
     _, val, path, recipe = setup
     patches = sorted(p.stem for p in (val / "images").glob("*.png"))
-    result = infer_split(path, val, out_dir=tmp_path / "task1", device="cpu", batch_size=2, show_progress=False)
+    result = infer_split(path, val, out_dir=tmp_path / "task1", device="cpu", batch_size=2)
     assert result.images == len(patches) == 3 and result.skipped == []
     assert sorted(p.name for p in result.written) == sorted(f"Task1_{c}.txt" for c in recipe.classes)
     for name in recipe.classes:
@@ -90,8 +90,8 @@ def test_task1_files_for_every_class_with_the_boxes_corners(setup, tmp_path):
 
 def test_batch_size_does_not_change_the_detections(setup):
     _, val, path, recipe = setup
-    one = infer_split(path, val, device="cpu", batch_size=1, show_progress=False)
-    three = infer_split(path, val, device="cpu", batch_size=3, show_progress=False)
+    one = infer_split(path, val, device="cpu", batch_size=1)
+    three = infer_split(path, val, device="cpu", batch_size=3)
     for name in recipe.classes:
         assert one.detections[name].image_ids == three.detections[name].image_ids
         np.testing.assert_allclose(one.detections[name].polys, three.detections[name].polys, atol=1e-3)
@@ -104,7 +104,7 @@ def test_an_unreadable_patch_is_reported_and_skipped(setup, tmp_path):
     shutil.copytree(val, copy)
     bad = copy / "images" / "broken__128__0___0.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = infer_split(path, copy, device="cpu", batch_size=2, show_progress=False)
+    result = infer_split(path, copy, device="cpu", batch_size=2)
     assert result.skipped == [(str(bad), "cannot decode the image")]
     assert result.images == 3
     assert all("broken" not in i for d in result.detections.values() for i in d.image_ids)
@@ -124,7 +124,7 @@ def test_missing_images_and_recipe_are_clear_errors(setup, tmp_path):
 
     (tmp_path / "empty" / "images").mkdir(parents=True)
     with pytest.raises(RotldError, match="no patch images"):
-        infer_split(path, tmp_path / "empty", device="cpu", show_progress=False)
+        infer_split(path, tmp_path / "empty", device="cpu")
     bare = ckpt.save_checkpoint(tmp_path / "bare.pth", torch.load(path, weights_only=True)["state_dict"], {})
     with pytest.raises(RotldError, match="no recipe in the checkpoint's metadata"):
         load_detector(bare, device="cpu")

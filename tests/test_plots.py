@@ -10,10 +10,10 @@ import pytest
 
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.dota.formats import Task1Detections, read_label_file, write_task1_files
-from rotld_cli.dota.metrics import THRESHOLDS, ClassGroundTruth, evaluate_class, voc_ap
-from rotld_cli.dota.visualize import class_colours
 from rotld_cli.evaluation import EvaluateOptions, evaluate_results
-from rotld_cli.plots import ap_by_iou_from_report, plot_ap_vs_iou, plot_pr_curves, pr_curves_from_metrics
+from rotld_cli.evaluation.metrics import THRESHOLDS, ClassGroundTruth, evaluate_class, voc_ap
+from rotld_cli.evaluation.plots import ap_by_iou_from_report, plot_ap_vs_iou, plot_pr_curves, pr_curves_from_metrics
+from rotld_cli.evaluation.visualize import class_colours
 
 
 def _square(x: float, y: float, size: float = 10.0) -> list[float]:

@@ -11,9 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rotld_cli.dota.classes import DOTA_V1_0
-from rotld_cli.dota.formats import read_label_file
-from rotld_cli.dota.synthetic import (
+from rotld_cli.demo.scenes import (
     CLASS_STYLES,
     SUPPORTED_CLASSES,
     generate_dataset,
@@ -21,6 +19,8 @@ from rotld_cli.dota.synthetic import (
     plan_scene,
     render_scene,
 )
+from rotld_cli.dota.classes import DOTA_V1_0
+from rotld_cli.dota.formats import read_label_file
 from rotld_cli.errors import RotldError, UsageError
 
 ALL_CLASSES = ["plane", "small-vehicle", "large-vehicle", "ship", "tennis-court", "storage-tank", "swimming-pool"]
@@ -259,7 +259,7 @@ def test_supported_classes_are_dota_v1_names_in_label_order():
 
 def test_module_imports_neither_torch_nor_mmcv():
     code = (
-        "import sys, rotld_cli.dota.synthetic\n"
+        "import sys, rotld_cli.demo.scenes\n"
         "bad = [m for m in ('torch', 'mmcv', 'mmdet', 'mmrotate') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -17,6 +17,15 @@ from rotld_cli.errors import RotldError, located
 from rotld_cli.fileio import atomic_write_text
 
 HEADER_PREFIXES = ("imagesource:", "gsd:")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".jpg")
+"""The image files rotld reads and `prepare-dota --ext` writes (full images and patches), the one list."""
+TEXT_ENCODING = "utf-8-sig"
+"""How DOTA text files are read: UTF-8, a leading byte-order mark (Windows editors add one) dropped."""
+
+
+def is_image_file(path: Path) -> bool:
+    """An image rotld reads: a known suffix (any case), not hidden, a regular file."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
 class FormatError(RotldError):
@@ -55,12 +64,19 @@ def _floats(tokens: Sequence[str], path: os.PathLike[str] | str, lineno: int, wh
     return values
 
 
-def parse_label_text(text: str, path: os.PathLike[str] | str, classes: Sequence[str] | None = None) -> LabelFile:
+def parse_label_text(
+    text: str,
+    path: os.PathLike[str] | str,
+    classes: Sequence[str] | None = None,
+    problems: list[str] | None = None,
+) -> LabelFile:
     """Parse DOTA labelTxt content (img_split semantics, but strict about malformed lines).
 
     An object line has >= 9 tokens: 8 coordinates, the class name, and the difficulty as the
     10th token when there are exactly 10 (else 0). `imagesource:`/`gsd:` headers and blank
     lines are skipped; any other short line is an error rather than silently ignored.
+    The bad-line policy: with `problems=None` the first bad line raises `FormatError`; with a
+    list, each bad line is skipped and its `file:line: what` message appended (skip and count).
     """
     result = LabelFile()
     known = set(classes) if classes is not None else None
@@ -76,34 +92,50 @@ def parse_label_text(text: str, path: os.PathLike[str] | str, classes: Sequence[
                 except ValueError:
                     result.gsd = None
             continue
-        tokens = line.split()
-        if len(tokens) < 9:
-            raise FormatError(path, lineno, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]', got {line!r}")
-        if len(tokens) > 10:
-            raise FormatError(path, lineno, f"too many fields ({len(tokens)}) in {line!r}")
-        coords = _floats(tokens[:8], path, lineno, "coordinates")
-        name = tokens[8]
-        if known is not None and name not in known:
-            raise FormatError(path, lineno, f"unknown class {name!r}")
-        difficulty = 0
-        if len(tokens) == 10:
-            try:
-                difficulty = int(tokens[9])
-            except ValueError:
-                raise FormatError(path, lineno, f"difficulty must be an integer, got {tokens[9]!r}") from None
-        result.objects.append(DotaObject(np.asarray(coords, dtype=np.float64), name, difficulty, lineno))
+        try:
+            result.objects.append(_parse_object_line(line, path, lineno, known))
+        except FormatError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
     return result
 
 
-def read_label_file(path: os.PathLike[str] | str, classes: Sequence[str] | None = None) -> LabelFile:
+def _parse_object_line(line: str, path: os.PathLike[str] | str, lineno: int, known: set[str] | None) -> DotaObject:
+    tokens = line.split()
+    if len(tokens) < 9:
+        raise FormatError(path, lineno, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]', got {line!r}")
+    if len(tokens) > 10:
+        raise FormatError(path, lineno, f"too many fields ({len(tokens)}) in {line!r}")
+    coords = _floats(tokens[:8], path, lineno, "coordinates")
+    name = tokens[8]
+    if known is not None and name not in known:
+        raise FormatError(path, lineno, f"unknown class {name!r}")
+    difficulty = 0
+    if len(tokens) == 10:
+        try:
+            difficulty = int(tokens[9])
+        except ValueError:
+            raise FormatError(path, lineno, f"difficulty must be an integer, got {tokens[9]!r}") from None
+    return DotaObject(np.asarray(coords, dtype=np.float64), name, difficulty, lineno)
+
+
+def read_text_file(path: os.PathLike[str] | str) -> str:
+    """A DOTA text file's content (BOM dropped); unreadable or non-UTF-8 -> one located `FormatError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        return path.read_text(encoding=TEXT_ENCODING, errors="strict")
     except UnicodeDecodeError:
         raise FormatError(path, None, "not a UTF-8 text file") from None
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_label_text(text, path, classes)
+
+
+def read_label_file(
+    path: os.PathLike[str] | str, classes: Sequence[str] | None = None, problems: list[str] | None = None
+) -> LabelFile:
+    """`parse_label_text` of a file; `problems` as there (None: stop at the first bad line)."""
+    return parse_label_text(read_text_file(path), path, classes, problems)
 
 
 def format_annfile_line(poly: Iterable[float], name: str, difficulty: int | str) -> str:
@@ -172,12 +204,14 @@ def parse_task1_text(
 def read_task1_file(
     path: os.PathLike[str] | str, strict: bool = True, problems: list[str] | None = None
 ) -> Task1Detections:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(path, None, f"cannot read: {exc}") from None
-    return parse_task1_text(text, path, strict=strict, problems=problems)
+    return parse_task1_text(read_text_file(path), path, strict=strict, problems=problems)
+
+
+def as_written(det: Task1Detections) -> Task1Detections:
+    """The detections exactly as a Task1 file stores them (coordinates rounded by `%.2f`), so
+    evaluating in memory gives the numbers of evaluating the written files."""
+    polys = np.char.mod("%.2f", np.asarray(det.polys, dtype=np.float64)).astype(np.float64).reshape(-1, 8)
+    return Task1Detections(list(det.image_ids), np.asarray(det.scores, dtype=np.float64), polys)
 
 
 def format_task1_line(image_id: str, score: float, poly: Sequence[float]) -> str:

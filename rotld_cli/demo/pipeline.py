@@ -153,7 +153,7 @@ def claim_work_dir(work_dir: Path, settings: DemoSettings) -> None:
 
 
 def make_data(work_dir: Path, settings: DemoSettings) -> dict[str, Any]:
-    from rotld_cli.dota.synthetic import generate_dataset
+    from rotld_cli.demo.scenes import generate_dataset
 
     return generate_dataset(
         work_dir / "data",
