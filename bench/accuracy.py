@@ -41,14 +41,14 @@ def main() -> None:
     split_data(work, settings)
     teacher_model, baseline_model, student_model = MODELS
     teacher, _ = train_model(work, settings, teacher_model, args.device)
-    teacher_ap = evaluate_model(work, settings, teacher_model, teacher, args.device)["AP"]
+    teacher_ap = evaluate_model(work, teacher_model, teacher, args.device)["AP"]
     rows, gains = [], []
     for seed in args.seeds:
         aps = {}
         for model in (baseline_model, student_model):
             run_dir = work / "runs" / f"{model.key}-seed{seed}"
             checkpoint, _ = train_model(work, settings, model, args.device, teacher=teacher, seed=seed, run_dir=run_dir)
-            aps[model.key] = evaluate_model(work, settings, model, checkpoint, args.device, run_dir=run_dir)["AP"]
+            aps[model.key] = evaluate_model(work, model, checkpoint, args.device, run_dir=run_dir)["AP"]
         gain = aps["student"] - aps["baseline"]
         gains.append(gain)
         rows.append([str(seed), f"{100 * aps['baseline']:.2f}", f"{100 * aps['student']:.2f}", f"{100 * gain:+.2f}"])

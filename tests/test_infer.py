@@ -129,3 +129,48 @@ def test_missing_images_and_recipe_are_clear_errors(setup, tmp_path):
     with pytest.raises(RotldError, match="no recipe in the checkpoint's metadata"):
         load_detector(bare, device="cpu")
     assert Path(bare).exists()
+
+
+def test_engine_detector_gives_the_boxes_of_the_file_pipeline(setup):
+    """In-memory images through `EngineDetector` == mmdet's own file-reading inference, box for box."""
+    from mmdet.apis import inference_detector
+
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patches import read_patch
+
+    _, val, path, recipe = setup
+    paths = sorted((val / "images").glob("*.png"))
+    detector = EngineDetector.from_checkpoint(path, device="cpu", batch_size=1)
+    assert detector.classes == tuple(recipe.classes) and detector.angle_version == "oc"
+    got = detector.detect([read_patch(p) for p in paths])
+    assert len(got) == len(paths)
+    for patch, per_class in zip(paths, got):
+        reference = inference_detector(detector.model.module, str(patch))  # LoadImageFromFile, the recipe's pipeline
+        assert len(per_class) == len(reference) == len(recipe.classes)
+        for mine, theirs in zip(per_class, reference):
+            assert mine.dtype == np.float32 and mine.shape == theirs.shape
+            np.testing.assert_array_equal(mine, theirs)
+    # batched: the same boxes up to float summation order
+    batched = EngineDetector.from_checkpoint(path, device="cpu", batch_size=3).detect([read_patch(p) for p in paths])
+    for one, three in zip(got, batched):
+        for a, b in zip(one, three):
+            np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_patch_loop_reports_empty_and_undecodable_files(setup, tmp_path):
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patches import detect_patches
+
+    _, val, path, recipe = setup
+    good = sorted((val / "images").glob("*.png"))
+    (tmp_path / "Z.png").write_bytes(b"")
+    (tmp_path / "Y.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths = [good[0], tmp_path / "Y.png", good[1], tmp_path / "Z.png"]
+    seen: list[tuple[list[str], int]] = []
+    progress: list[tuple[int, int]] = []
+    detector = EngineDetector.from_checkpoint(path, device="cpu", batch_size=2)
+    stats = detect_patches(detector, paths, lambda ids, dets: seen.append((ids, len(dets))), batch_size=2,
+                           workers=2, on_progress=lambda done, total: progress.append((done, total)))
+    assert stats.ran == [good[0].stem, good[1].stem]
+    assert stats.unreadable == [(str(tmp_path / "Y.png"), "cannot decode the image"), (str(tmp_path / "Z.png"), "empty file")]
+    assert seen == [([good[0].stem], 1), ([good[1].stem], 1)] and progress == [(2, 4), (4, 4)]

@@ -289,15 +289,15 @@ def _render(report) -> None:
         title = f"{source}{report.num_images} images, {metric} AP (%), mean over {report.class_set}"
         if report.merged:
             title += ", patches merged"
-        _print_table(per_class_table(report, TERMINAL_COLUMNS), title)
-        _print_table(summary_table(report))
+        print_table(per_class_table(report, TERMINAL_COLUMNS), title)
+        print_table(summary_table(report))
         if report.devkit is not None:
             ui.warn(
                 "--seed-compat: AP55..AP95 and AP carry the seed script's accumulator bug; the correct values are "
                 + ", ".join(f"{k} {100 * report.devkit[k]:.2f}" for k in ("AP", "AP50", "AP70", "AP90"))
             )
     else:
-        _print_table(detections_table(report))
+        print_table(detections_table(report))
     if report.evaluated and report.missing_classes and report.run is None:
         ui.warn(f"no detections for {', '.join(report.missing_classes)}: AP 0")
     for note in report.notes():
@@ -311,7 +311,7 @@ def _render(report) -> None:
         ui.info(f"report written to {Path(report.out) / 'report.json'} and report.md")
 
 
-def _print_table(table, title: str | None = None) -> None:
+def print_table(table, title: str | None = None) -> None:
     from rotld_cli import ui
 
     ui.console.print(ui.table(title or table.title, list(table.columns), [list(r) for r in table.rows]))

@@ -34,7 +34,7 @@ def _colour_order(names: Sequence[str], classes: Sequence[str] | None) -> list[s
     return order + [n for n in names if n not in set(order)]
 
 
-def _save(fig, out_path: os.PathLike[str] | str) -> Path:
+def save_figure(fig, out_path: os.PathLike[str] | str) -> Path:
     out_path = Path(out_path)
     with atomic_path(out_path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
@@ -105,7 +105,7 @@ def plot_pr_curves(
             axes[k - cols].tick_params(labelbottom=True)  # shared x: the axes above shows the recall ticks
     fig.supxlabel("recall", fontsize=9)
     fig.supylabel("precision", fontsize=9)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def _threshold_of(name: str) -> float | None:
@@ -164,4 +164,4 @@ def plot_ap_vs_iou(
     ax.set_ylim(0.0, 100.0)
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

@@ -3,7 +3,7 @@ report write them (Markdown). The columns of every AP table are defined here and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,7 +69,7 @@ def detections_table(report: EvaluationReport) -> Table:
     return _table(title, ["class", "detections"], [[c, report.per_class[c].num_det] for c in report.classes])
 
 
-def comparison_table(title: str, reports: Sequence[tuple[str, EvaluationReport]]) -> Table:
-    """One row per model (label, report): the paper's columns. The demo's table."""
-    return _table(title, ["Model", *PAPER_COLUMNS], [[label, *(pct(r.means[c]) for c in PAPER_COLUMNS)]
-                                                     for label, r in reports])
+def comparison_table(title: str, rows: Sequence[tuple[str, Mapping[str, float]]]) -> Table:
+    """One row per model (label, its report's `means`): the paper's columns. The demo's table."""
+    return _table(title, ["Model", *PAPER_COLUMNS], [[label, *(pct(means[c]) for c in PAPER_COLUMNS)]
+                                                     for label, means in rows])
