@@ -161,7 +161,7 @@ def test_patch_loop_reports_empty_and_undecodable_files(setup, tmp_path):
     from rotld_cli.engine.detector import EngineDetector
     from rotld_cli.engine.patches import detect_patches
 
-    _, val, path, recipe = setup
+    _, val, path, _ = setup
     good = sorted((val / "images").glob("*.png"))
     (tmp_path / "Z.png").write_bytes(b"")
     (tmp_path / "Y.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -172,5 +172,8 @@ def test_patch_loop_reports_empty_and_undecodable_files(setup, tmp_path):
     stats = detect_patches(detector, paths, lambda ids, dets: seen.append((ids, len(dets))), batch_size=2,
                            workers=2, on_progress=lambda done, total: progress.append((done, total)))
     assert stats.ran == [good[0].stem, good[1].stem]
-    assert stats.unreadable == [(str(tmp_path / "Y.png"), "cannot decode the image"), (str(tmp_path / "Z.png"), "empty file")]
+    assert stats.unreadable == [
+        (str(tmp_path / "Y.png"), "cannot decode the image"),
+        (str(tmp_path / "Z.png"), "empty file"),
+    ]
     assert seen == [([good[0].stem], 1), ([good[1].stem], 1)] and progress == [(2, 4), (4, 4)]
