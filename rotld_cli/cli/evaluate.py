@@ -150,6 +150,9 @@ def evaluate_cmd(
             results, ann_dir, imageset, dota_version, classes, metric, no_merge, merge_iou, save_merged, zip_path,
             strict, seed_compat, pictures, plot, out, show_progress,
         )  # fmt: skip
+    if report.run is not None:
+        for path, reason in report.run.unreadable:  # on stderr, with --json too
+            ui.warn(f"{path}: skipped ({reason})")
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -279,8 +282,6 @@ def _render(report) -> None:
     from rotld_cli.evaluation.table import TERMINAL_COLUMNS, detections_table, per_class_table, summary_table
 
     if report.run is not None:
-        for item in report.run.unreadable:
-            ui.warn(f"{item[0]}: skipped ({item[1]})")
         ui.info(report.run.describe())
         ui.info(f"patch-level Task1 files written to {report.run.patch_results}")
     if report.evaluated:

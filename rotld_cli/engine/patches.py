@@ -20,6 +20,7 @@ import numpy as np
 
 from rotld_cli.detector import DetectionsPerClass, Detector
 
+cv2.setLogLevel(0)  # a corrupt patch is reported once, by its caller, not also by libpng's warnings on stderr
 PatchProgress = Callable[[int, int], None]
 """`on_progress(patches_done, patches_total)`, after every batch."""
 BatchSink = Callable[[list[str], list[DetectionsPerClass]], None]
@@ -47,7 +48,7 @@ def read_patch(path: Path) -> np.ndarray | str:
         return f"cannot read: {exc.strerror or exc}"
     if data.size == 0:
         return "empty file"
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # OpenCV's own warning is off: the reason is returned instead
     return "cannot decode the image" if image is None else image
 
 
