@@ -27,7 +27,9 @@ def write_figures(work_dir: Path, runs: Sequence[tuple[str, str]]) -> list[tuple
     figures = []
     image = detections_side_by_side(work_dir, [r for r in runs if r[0] in ("baseline", "student")], out)
     if image is not None:
-        figures.append((f"Val image {image.stem.removeprefix('val_')}: ground truth, baseline, student", image))
+        image_id = image.stem.removeprefix("val_")
+        title = f"Val image {image_id}: ground truth (dashed), baseline, student (score >= {SCORE_THR})"
+        figures.append((title, image))
     logs = [(label, work_dir / "runs" / key / "log.jsonl") for key, label in runs]
     curves = loss_curves([(label, path) for label, path in logs if path.is_file()], out / "loss_curves.png")
     if curves is not None:
@@ -46,15 +48,19 @@ def _merged(results: Path) -> dict[str, list[tuple[str, float, np.ndarray]]]:
     return by_image
 
 
-def _panel(image: np.ndarray, title: str) -> np.ndarray:
+def _panel(image: np.ndarray, title: str, dets, gt: list[np.ndarray], classes: list[str]) -> np.ndarray:
+    """The image enlarged, the ground truth dashed white (as `--save-vis` draws it), the detections
+    scoring >= 0.3 in class colours, and a title strip."""
     big = cv2.resize(image, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_NEAREST)
-    strip = np.full((TITLE_HEIGHT, big.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(strip, title, (4, TITLE_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([strip, big])
+    drawn = draw_detections(big, [(n, s, np.asarray(p) * SCALE) for n, s, p in dets], classes, SCORE_THR,
+                            [np.asarray(p) * SCALE for p in gt])  # fmt: skip
+    strip = np.full((TITLE_HEIGHT, drawn.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(strip, title, (4, TITLE_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([strip, drawn])
 
 
 def detections_side_by_side(work_dir: Path, runs: Sequence[tuple[str, str]], out_dir: Path) -> Path | None:
-    """The first val image with ground truth: GT | each run's merged detections (score >= 0.3)."""
+    """The first val image with ground truth: GT | each run's merged detections (score >= 0.3) over it."""
     ann_dir, image_dir = work_dir / "data" / "val" / "labelTxt", work_dir / "data" / "val" / "images"
     labelled = sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else []
     if not labelled:
@@ -73,9 +79,9 @@ def detections_side_by_side(work_dir: Path, runs: Sequence[tuple[str, str]], out
             return None
         detections[label] = _merged(merged).get(image_id, [])
         classes += sorted({name for name, _, _ in detections[label]} - set(classes))
-    # ground truth drawn as boxes of the class colours, so it reads like the detections beside it
-    panels = [_panel(draw_detections(image, [(o.name, 1.0, o.poly) for o in objects], classes, 0.0), "ground truth")]
-    panels += [_panel(draw_detections(image, dets, classes, SCORE_THR), label) for label, dets in detections.items()]
+    gt = [o.poly for o in objects]
+    panels = [_panel(image, "ground truth", [], gt, classes)]
+    panels += [_panel(image, label, dets, gt, classes) for label, dets in detections.items()]
     final = out_dir / f"val_{image_id}.png"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(final, suffix=".png") as tmp:
@@ -111,7 +117,7 @@ def loss_curves(logs: Sequence[tuple[str, Path]], out_path: Path) -> Path | None
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.subplots()
     for label, iters, losses in series:
-        ax.plot(iters, losses, linewidth=1.5, label=label)
+        ax.plot(iters, losses, linewidth=1.5, label=label, marker="o" if len(iters) < 20 else None, markersize=3)
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss (log scale)")
     ax.set_yscale("log")
