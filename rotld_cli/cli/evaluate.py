@@ -220,7 +220,7 @@ def _evaluate_results(
     out,
     show_progress,
 ):
-    from rotld_cli.evaluation import EvaluateOptions, default_out_dir, evaluate_result_files
+    from rotld_cli.evaluation import EvaluateOptions, class_set, default_out_dir, evaluate_result_files
 
     options = EvaluateOptions(
         results=results, ann_dir=ann_dir, imageset=imageset, dota_version=dota_version,
@@ -231,7 +231,7 @@ def _evaluate_results(
     if plot:
         out = out or default_out_dir(results)
         pictures.plot_dir = out
-    with Bars(show_progress, "reading results") as bars:
+    with Bars(show_progress, "reading results", len(class_set(options).classes)) as bars:
         progress = bars.progress()
         return evaluate_result_files(options, pictures, out, progress.classes, progress.drawing)
 
@@ -240,9 +240,10 @@ class Bars:
     """The Rich bars of one evaluation (patches, classes, drawing), each started on its first
     callback and stopped on exit; with `show=False` the callbacks are None and nothing is drawn."""
 
-    def __init__(self, show: bool, patches_label: str) -> None:
+    def __init__(self, show: bool, patches_label: str, classes_total: int | None = None) -> None:
         self.show = show
         self.patches_label = patches_label
+        self.classes_total = classes_total
         self.bars: dict[str, tuple] = {}
 
     def __enter__(self) -> Bars:
@@ -271,7 +272,7 @@ class Bars:
             return EvalProgress()
         return EvalProgress(
             patches=lambda done, total: self._update("patches", self.patches_label, total, completed=done),
-            classes=lambda what, done: self._update("classes", "reading results", None, advance=done,
+            classes=lambda what, done: self._update("classes", "reading results", self.classes_total, advance=done,
                                                     description=what),
             drawing=lambda done, total: self._update("drawing", "drawing", total, completed=done),
         )  # fmt: skip
