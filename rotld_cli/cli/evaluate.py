@@ -127,6 +127,7 @@ def evaluate_cmd(
         report = _evaluate_checkpoint(
             checkpoint, split_dir, ann_dir, out, recipe, imageset, device, batch_size, workers, skip_empty_patches,
             score_thr, nms_iou, max_per_img, metric, merge_iou, zip_path, seed_compat, pictures, plot, show_progress,
+            strict is True,
         )  # fmt: skip
     else:
         checkpoint_only = dict(
@@ -189,6 +190,7 @@ def _evaluate_checkpoint(
     pictures,
     plot,
     show_progress,
+    strict_ground_truth,
 ):
     from rotld_cli.engine.checkpoint_eval import CheckpointEvalOptions, evaluate_checkpoint
 
@@ -197,6 +199,7 @@ def _evaluate_checkpoint(
         device=device, batch_size=batch_size, workers=workers,
         skip_empty_patches=skip_empty_patches, score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
         metric=metric, merge_iou=merge_iou, zip_path=zip_path, seed_compat=seed_compat, pictures=pictures, plot=plot,
+        strict_ground_truth=strict_ground_truth,
     )  # fmt: skip
     with Bars(show_progress, f"detect {split_dir.name}") as bars:
         return evaluate_checkpoint(options, bars.progress()).report

@@ -67,6 +67,7 @@ class CheckpointEvalOptions:
     seed_compat: bool = False
     pictures: PictureOptions = field(default_factory=PictureOptions)
     plot: bool = False
+    strict_ground_truth: bool = False  # --strict: stop at a bad label line (default: skip and count it)
 
 
 @dataclass
@@ -297,8 +298,11 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
     )  # fmt: skip
     evaluator = DotaEvaluator(
         class_set(evaluate_options), selection.image_ids, options.ann_dir, metric=options.metric,
-        merge_iou=options.merge_iou, seed_compat=options.seed_compat,
+        merge_iou=options.merge_iou, seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth,
     )  # fmt: skip
+
+    if options.ann_dir is not None:
+        evaluator.ground_truth()  # a label file that stops --strict does so before the inference
 
     def on_batch(ids: list[str], outputs: list) -> None:
         dets = results_to_task1(outputs, ids, classes, detector.angle_version)

@@ -124,6 +124,7 @@ class DotaEvaluator:
         self.merge_iou = merge_iou
         self.seed_compat = seed_compat
         self.strict_ground_truth = strict_ground_truth
+        self._ground_truth: GroundTruth | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -134,6 +135,21 @@ class DotaEvaluator:
         for name, det in detections.items():
             if len(det):
                 self._parts.setdefault(name, []).append(det)
+
+    def ground_truth(self) -> GroundTruth:
+        """The label files of the evaluated images, read once; call it early to find bad lines
+        before a long inference (with `strict_ground_truth` the first one stops here)."""
+        if self._ground_truth is None:
+            assert self.ann_dir is not None
+            try:
+                self._ground_truth = read_ground_truth(self.ann_dir, self.image_ids, self.class_set.classes,
+                                                       self.strict_ground_truth)  # fmt: skip
+            except FormatError as exc:
+                if not self.strict_ground_truth or exc.line is None:
+                    raise
+                raise FormatError(exc.path, exc.line, f"{exc.detail} (--strict stops at a bad ground-truth line)"
+                                  ) from None  # fmt: skip
+        return self._ground_truth
 
     def detections(self) -> dict[str, Task1Detections]:
         """Everything processed so far, per class of the set (as given: patch ids not merged)."""
@@ -162,12 +178,7 @@ class DotaEvaluator:
             report.evaluated, report.num_images = False, len(image_ids)
             return Evaluation(report, dets, image_ids, None)
         progress("reading ground truth")
-        try:
-            gt = read_ground_truth(self.ann_dir, self.image_ids, classes, self.strict_ground_truth)
-        except FormatError as exc:
-            if not self.strict_ground_truth or exc.line is None:
-                raise
-            raise FormatError(exc.path, exc.line, f"{exc.detail} (--strict stops at a bad ground-truth line)") from None
+        gt = self.ground_truth()
         report.num_images = len(self.image_ids)
         report.gt_outside, report.gt_skipped = gt.outside, gt.skipped
         index = {image_id: k for k, image_id in enumerate(self.image_ids)}
