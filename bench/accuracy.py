@@ -79,13 +79,13 @@ def main() -> None:
     teacher_model, baseline_model = MODELS[:2]
     models = [baseline_model, *(DISTILLERS[m] for m in methods)]
     teacher, _ = train_model(work, settings, teacher_model, args.device)
-    teacher_ap = evaluate_model(work, settings, teacher_model, teacher, args.device)["AP"]
+    teacher_ap = evaluate_model(work, teacher_model, teacher, args.device)["AP"]
     aps: dict[str, list[float]] = {model.key: [] for model in models}
     for seed in args.seeds:
         for model in models:
             run_dir = work / "runs" / f"{model.key}-seed{seed}"
             checkpoint, _ = train_model(work, settings, model, args.device, teacher=teacher, seed=seed, run_dir=run_dir)
-            aps[model.key].append(evaluate_model(work, settings, model, checkpoint, args.device, run_dir=run_dir)["AP"])
+            aps[model.key].append(evaluate_model(work, model, checkpoint, args.device, run_dir=run_dir)["AP"])
 
     ld_key = DISTILLERS["ld"].key if "ld" in methods else None
     rows = []

@@ -33,7 +33,7 @@ def make_split(root: Path, size: int) -> Path:
 
     source = SAMPLES
     if not (SAMPLES / "images").is_dir():
-        from rotld_cli.dota.synthetic import generate_dataset
+        from rotld_cli.demo.scenes import generate_dataset
 
         generate_dataset(root / "scenes", num_train=8, num_val=0, image_size=size, seed=0)
         source = root / "scenes" / "train"

@@ -29,9 +29,9 @@ threads.configure()
 import torch  # noqa: E402
 
 from rotld_cli import ui  # noqa: E402
+from rotld_cli.demo.scenes import generate_dataset  # noqa: E402
 from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
 from rotld_cli.dota.split import SplitParams  # noqa: E402
-from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
 from rotld_cli.engine import load_engine  # noqa: E402
 
 TARGET = 1.10

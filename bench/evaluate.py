@@ -37,9 +37,9 @@ import numpy as np
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.dota.formats import Task1Detections, format_task1_line
 from rotld_cli.dota.merge import merge_detections
-from rotld_cli.dota.metrics import THRESHOLDS, threshold_name
 from rotld_cli.dota.polyiou import iou_poly_pairs
 from rotld_cli.evaluation import EvaluateOptions, evaluate_results, read_task1_fast
+from rotld_cli.evaluation.metrics import THRESHOLDS, threshold_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import devkit_reference as reference

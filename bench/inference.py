@@ -4,7 +4,7 @@ On the same patches, with the paper's models (the bundled DOTA recipes: distribu
 RetinaNet, 256-channel FPN and head), built and saved as checkpoints the way training saves them:
 * the R-18 student against the R-34 teacher, both through rotld's batched loop: the student must
   be faster (LD only changes training; the student's inference is the plain R-18 detector's);
-* rotld's loop (`engine/checkpoint_eval.run_patches`: DataLoader, batches, Task1 conversion)
+* rotld's loop (`engine/patches.detect_patches` over `EngineDetector`: batches, Task1 conversion)
   against plain MMRotate inference on the same student model: `inference_detector` once per image
   (MMRotate 0.3.4's `mmrotate.apis` exports no `inference_detector`; its demos use mmdet's), plus
   the same Task1 conversion. Target: rotld >= 1.0x.
@@ -57,7 +57,7 @@ def make_patches(out: Path, count: int, size: int, seed: int = 0) -> list[Path]:
             cv2.imwrite(str(path), image[y : y + size, x : x + size])
             paths.append(path)
         return paths
-    from rotld_cli.dota.synthetic import generate_dataset
+    from rotld_cli.demo.scenes import generate_dataset
 
     generate_dataset(out.parent / "synthetic", num_train=0, num_val=count, image_size=size, seed=seed)
     for src in sorted((out.parent / "synthetic" / "val" / "images").glob("*.png")):
@@ -97,23 +97,30 @@ def make_checkpoint(recipe_ref: str, overrides: list[str], path: Path, seed: int
     return ckpt.save_checkpoint(path, ckpt.model_state_dict(model), meta)
 
 
-def rotld_loop(model, cfg, recipe, paths: list[Path], batch_size: int) -> dict:
-    from rotld_cli.engine.checkpoint_eval import run_patches
+def rotld_loop(detector, paths: list[Path], batch_size: int) -> dict:
+    """`rotld evaluate CKPT`'s loop: `detect_patches` (reading, batching) then the Task1 conversion."""
     from rotld_cli.engine.infer import results_to_task1
+    from rotld_cli.engine.patches import detect_patches
 
-    outputs, ids, unreadable, _ = run_patches(model, cfg, paths, batch_size, 0, "bench", show_progress=False)
-    assert not unreadable, unreadable
-    return results_to_task1(outputs, ids, recipe.classes, recipe.get("model.angle_version"))
+    ids: list[str] = []
+    outputs: list = []
+
+    def keep(batch_ids, dets) -> None:
+        ids.extend(batch_ids)
+        outputs.extend(dets)
+
+    stats = detect_patches(detector, paths, keep, batch_size=batch_size)
+    assert not stats.unreadable, stats.unreadable
+    return results_to_task1(outputs, ids, detector.classes, detector.angle_version)
 
 
-def plain_loop(model, recipe, paths: list[Path]) -> dict:
+def plain_loop(detector, paths: list[Path]) -> dict:
     from mmdet.apis import inference_detector
 
     from rotld_cli.engine.infer import results_to_task1
 
-    module = model.module
-    outputs = [inference_detector(module, str(p)) for p in paths]
-    return results_to_task1(outputs, [p.stem for p in paths], recipe.classes, recipe.get("model.angle_version"))
+    outputs = [inference_detector(detector.model.module, str(p)) for p in paths]
+    return results_to_task1(outputs, [p.stem for p in paths], detector.classes, detector.angle_version)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -171,16 +178,16 @@ def main(argv: list[str] | None = None) -> None:
         loaded = {}
         for role, ref in recipes.items():
             checkpoint = make_checkpoint(ref, overrides, root / f"{role}.pth")
-            loaded[role] = load_model(checkpoint, device, None)
-            loaded[role][0].module.bbox_head.test_cfg.score_thr = NO_BOX
-        for model, recipe, _, cfg in loaded.values():  # warm-up: first-call allocations are not timed
-            rotld_loop(model, cfg, recipe, paths[:1], 1)
-        plain_loop(loaded["student"][0], loaded["student"][1], paths[:1])
+            loaded[role] = load_model(checkpoint, device, None, batch_size)
+            loaded[role].test_cfg.score_thr = NO_BOX
+        for detector in loaded.values():  # warm-up: first-call allocations are not timed
+            rotld_loop(detector, paths[:1], 1)
+        plain_loop(loaded["student"], paths[:1])
 
         runs = {
-            "teacher": lambda: rotld_loop(*_model_args(loaded["teacher"]), paths, batch_size),
-            "student": lambda: rotld_loop(*_model_args(loaded["student"]), paths, batch_size),
-            "plain": lambda: plain_loop(loaded["student"][0], loaded["student"][1], paths),
+            "teacher": lambda: rotld_loop(loaded["teacher"], paths, batch_size),
+            "student": lambda: rotld_loop(loaded["student"], paths, batch_size),
+            "plain": lambda: plain_loop(loaded["student"], paths),
         }
         wall: dict[str, list[float]] = {k: [] for k in runs}
         cpu: dict[str, list[float]] = {k: [] for k in runs}
@@ -209,19 +216,13 @@ def main(argv: list[str] | None = None) -> None:
             f"(target >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'})"
         )
 
-        model, recipe, _, cfg = loaded["student"]
-        test_cfg = model.module.bbox_head.test_cfg
+        test_cfg = loaded["student"].test_cfg
         test_cfg.score_thr, test_cfg.max_per_img, test_cfg.nms_pre = 0.0, 50, 100  # small NMS: a check, not a load
-        ours = rotld_loop(model, cfg, recipe, paths[:2], batch_size)
-        theirs = plain_loop(model, recipe, paths[:2])
+        ours = rotld_loop(loaded["student"], paths[:2], batch_size)
+        theirs = plain_loop(loaded["student"], paths[:2])
         n, worst = max_difference(ours, theirs)
         print(f"detections, rotld vs plain loop on 2 patches at score_thr 0: {n} boxes, max |difference| {worst:.1e}")
         assert n > 0 and worst <= 1e-2, "rotld's loop and plain MMRotate inference disagree"
-
-
-def _model_args(loaded: tuple) -> tuple:
-    model, recipe, _, cfg = loaded
-    return model, cfg, recipe
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def make_images(out: Path, quick: bool) -> list[Path]:
     """The real DOTA samples (full) or synthetic 256 px scenes (quick)."""
     if not quick and SAMPLES.is_dir():
         return sorted((SAMPLES / "images").glob("*.png"))
-    from rotld_cli.dota.synthetic import generate_dataset
+    from rotld_cli.demo.scenes import generate_dataset
 
     generate_dataset(out, num_train=0, num_val=3, image_size=256, seed=0)
     return sorted((out / "val" / "images").glob("*.png"))

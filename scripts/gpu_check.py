@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         data, ann = samples, samples / "labelTxt"
     else:
         data = work / "scenes"
-        check.run("synthetic scenes", ["-c", "from rotld_cli.dota.synthetic import generate_dataset as g; "
+        check.run("synthetic scenes", ["-c", "from rotld_cli.demo.scenes import generate_dataset as g; "
                                        f"g({str(data)!r}, num_train=4, num_val=0, image_size=1024, seed=0)"])
         data, ann = data / "train", data / "train" / "labelTxt"
     for part in ("train", "val"):

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
 
 from rotld_cli.cli import main  # noqa: E402
-from rotld_cli.demo import MODELS, QUICK  # noqa: E402
+from rotld_cli.demo import MODELS, QUICK, demo_table  # noqa: E402
 from rotld_cli.engine import checkpoints as ckpt  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys):
         assert metrics["metrics"] == pytest.approx(payload["models"][model.key])
         report = metrics["report"]
         assert report["merged"] is True and report["num_images"] == QUICK.num_val
-        assert sorted(p.name for p in (run / "results" / "merged").iterdir()) == sorted(
+        assert sorted(p.name for p in (run / "results" / "merged").glob("Task1_*")) == sorted(
             f"Task1_{c}.txt" for c in report["per_class"]
         )
         # The table's AP is the mean over the recipe's classes of the per-class means over AP50..AP95.
@@ -56,6 +56,24 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys):
     for model in MODELS:
         assert f"| {model.label} |" in report_md
     assert "| Model | AP | AP50 | AP70 | AP90 |" in report_md
+    # the pictures: one val image (GT | baseline | student) and the three runs' loss curves, linked
+    for figure in ("figures/val_S0004.png", "figures/loss_curves.png"):
+        assert f"]({figure})" in report_md and (work / figure).stat().st_size > 0
+    assert set(payload["steps"]) == {"data", "split", *(f"train {m.key}" for m in MODELS),
+                                     *(f"evaluate {m.key}" for m in MODELS), "report"}
+
+    # The demo's table is `rotld evaluate CKPT` on the same checkpoints, number for number and cell for cell.
+    for model in MODELS:
+        code, out, err = run_cli(["evaluate", str(work / "runs" / model.key / "epoch_1.pth"),
+                                  "--split-dir", str(work / "split" / "val"),
+                                  "--ann-dir", str(work / "data" / "val" / "labelTxt"),
+                                  "--out", str(tmp_path / f"eval-{model.key}"), "--json"], capsys)
+        assert code == 0, err
+        evaluated = json.loads(out)
+        assert {k: evaluated[k] for k in payload["models"][model.key]} == payload["models"][model.key]
+        row = next(r for r in demo_table(payload["models"]).rows if r[0] == model.label)
+        assert f"| {' | '.join(row)} |" in report_md
+        assert list(row[1:]) == [f"{100 * evaluated[c]:.2f}" for c in ("AP", "AP50", "AP70", "AP90")]
 
     before = {p: p.stat().st_mtime_ns for p in work.rglob("*.pth")}
     code, out, _ = run_cli(["demo", "--quick", "--work-dir", str(work), "--device", "cpu"], capsys)
@@ -84,3 +102,10 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     code, _, err = run_cli(["demo", "--quick", "--work-dir", str(tmp_path)], capsys)
     assert code == 2 and "is not a rotld demo folder" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_demo_refuses_cuda_without_a_gpu_before_writing_anything(tmp_path, capsys):
+    code, _, err = run_cli(["demo", "--quick", "--work-dir", str(tmp_path / "demo"), "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda: no usable GPU" in err
+    assert not (tmp_path / "demo").exists()

@@ -415,9 +415,9 @@ def test_agent_error_without_worker_records(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rotld_cli.demo.scenes import generate_dataset
     from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
     from rotld_cli.dota.split import SplitParams
-    from rotld_cli.dota.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("dist-data")
     generate_dataset(root / "raw", num_train=TRAIN_PATCHES, num_val=1, image_size=128, objects_per_image=(3, 6),

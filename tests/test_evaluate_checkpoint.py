@@ -27,10 +27,10 @@ from shapely.geometry import Polygon  # noqa: E402
 from train_helpers import write_recipe, write_student_recipe  # noqa: E402
 
 from rotld_cli.cli import main  # noqa: E402
+from rotld_cli.demo.scenes import generate_dataset  # noqa: E402
 from rotld_cli.dota.formats import read_task1_file  # noqa: E402
 from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
 from rotld_cli.dota.split import SplitParams  # noqa: E402
-from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
 
 NAMES = ["AP50", "AP55", "AP60", "AP65", "AP70", "AP75", "AP80", "AP85", "AP90", "AP95"]
 DETECT = ["--score-thr", "0", "--max-per-img", "10"]

@@ -400,3 +400,81 @@ def test_checkpoint_option_errors_need_no_engine(tmp_path: Path, repo_root: Path
     )  # fmt: skip
     assert proc.stdout.strip().splitlines()[-1] == "CODE=2 HEAVY=", proc.stderr
     assert "--batch-size must be at least 1" in proc.stderr
+
+
+def test_save_merged_never_replaces_the_users_files(case, capsys):
+    tmp = case["tmp"]
+    patches = _patch_results(case, tmp)
+    before = {p.name: p.read_bytes() for p in patches.iterdir()}
+    base = ["evaluate", "--results", str(patches), "--ann-dir", str(case["ann"])]
+    code, _, err = run_main([*base, "--save-merged", str(patches)], capsys)
+    assert code == 2 and "is the --results folder" in err
+    theirs = tmp / "theirs"
+    theirs.mkdir()
+    (theirs / "Task1_plane.txt").write_text("mine\n")
+    code, _, err = run_main([*base, "--save-merged", str(theirs)], capsys)
+    assert code == 2 and "holds Task1 files rotld did not write (Task1_plane.txt)" in err
+    assert (theirs / "Task1_plane.txt").read_text() == "mine\n"
+    assert {p.name: p.read_bytes() for p in patches.iterdir()} == before
+    # a folder rotld wrote is rotld's to rewrite; its manifest names the files and the classes
+    evaluate_json(capsys, *base[1:], "--save-merged", str(tmp / "ours"))
+    again = evaluate_json(capsys, *base[1:], "--save-merged", str(tmp / "ours"))
+    assert again["saved"] == str(tmp / "ours")
+    manifest = json.loads((tmp / "ours" / "rotld-task1.json").read_text())
+    assert manifest["classes"] == list(DOTA_V1_0) and manifest["files"] == [f"Task1_{c}.txt" for c in DOTA_V1_0]
+
+
+def test_one_class_set_rule_stated_in_every_report(case, capsys):
+    base = ["--results", str(case["results"]), "--ann-dir", str(case["ann"])]
+    default = evaluate_json(capsys, *base)
+    assert default["class_set"] == "DOTA v1.0's 15 classes" and default["classes"] == list(DOTA_V1_0)
+    alias = evaluate_json(capsys, *base, "--classes", "dota1.0")
+    assert {k: alias[k] for k in ["AP", *NAMES]} == {k: default[k] for k in ["AP", *NAMES]}
+    assert alias["class_set"] == "DOTA v1.0's 15 classes"
+    # a folder rotld wrote for a model: its classes are the mean's, as in `evaluate CKPT`
+    (case["results"] / "rotld-task1.json").write_text(json.dumps({"kind": "patch", "classes": ["ship", "plane"]}))
+    model = evaluate_json(capsys, *base)
+    assert model["classes"] == ["ship", "plane"] and model["class_set"] == "the model's 2 classes"
+    assert model["AP"] == pytest.approx((default["per_class"]["ship"]["AP"] + default["per_class"]["plane"]["AP"]) / 2)
+    code, out, _ = run_main(["evaluate", *base], capsys)
+    assert code == 0 and "mean over the model's 2 classes" in " ".join(out.split())
+    # the ground truth's other classes are counted, not silently dropped
+    outside = {c: n for c, n in default["ground_truth"]["outside_classes"].items()}
+    assert outside == {} and sum(model["ground_truth"]["outside_classes"].values()) == sum(
+        len([o for o in objs if o.name not in ("ship", "plane")]) for objs in case["objects"].values()
+    )
+
+
+def test_unknown_class_names_are_errors_with_a_suggestion(case, capsys):
+    code, _, err = run_main(
+        ["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]), "--classes", "plane,shipp"],
+        capsys,
+    )
+    assert code == 2 and "--classes: unknown class 'shipp'" in err and "did you mean 'ship'?" in err
+
+
+def test_byte_order_marks_are_read(case, capsys):
+    before = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]))
+    for path in [*case["ann"].glob("*.txt"), *case["results"].glob("Task1_*.txt")]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    after = evaluate_json(capsys, "--results", str(case["results"]), "--ann-dir", str(case["ann"]))
+    assert after == before
+
+
+def test_bad_ground_truth_lines_are_skipped_counted_and_stop_with_strict(case, capsys):
+    label = case["ann"] / "P0706.txt"
+    lines = label.read_text().splitlines()
+    first_object = next(k for k, line in enumerate(lines) if len(line.split()) >= 9)
+    bad = lines[first_object].split()
+    lines[first_object] = " ".join(["oops", *bad[1:]])
+    label.write_text("\n".join(lines) + "\n")
+    where = f"{label}:{first_object + 1}:"
+    code, out, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]),
+                               "--json"], capsys)  # fmt: skip
+    assert code == 1  # the numbers are there, but a label file needs fixing
+    report = json.loads(out)
+    assert report["ground_truth"]["lines"] == 1 and report["ground_truth"]["problems"][0].startswith(where)
+    assert report["per_class"][bad[8]]["num_gt"] == case["npos"][bad[8]] - (bad[9:] in ([], ["0"]))
+    code, _, err = run_main(["evaluate", "--results", str(case["results"]), "--ann-dir", str(case["ann"]),
+                             "--strict"], capsys)  # fmt: skip
+    assert code == 1 and err.startswith(f"error: {where}") and "--strict" in err

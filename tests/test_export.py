@@ -154,8 +154,7 @@ def test_onnx_model_runs_without_the_engine_and_matches_torch(demo_student, expo
     assert sum(len(b) for b in ours[-1]) > 0  # the resized image has detections too
 
     # Task1 files of the engine-free split inference equal the engine's (polygons as mmrotate writes them)
-    infer_split(demo_student["student"], demo_student["val"], out_dir=tmp_path / "engine_task1", device="cpu",
-                show_progress=False)
+    infer_split(demo_student["student"], demo_student["val"], out_dir=tmp_path / "engine_task1", device="cpu")
     for cls in engine.classes:
         a = read_task1_file(tmp_path / "engine_task1" / f"Task1_{cls}.txt")
         b = read_task1_file(tmp_path / "onnx_task1" / f"Task1_{cls}.txt")

@@ -24,12 +24,21 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "rotld_cli"
 HEAVY = ("torch", "torchvision", "mmcv", "mmdet", "mmrotate")
 ENGINE_LIBS = ("mmcv", "mmdet", "mmrotate")
-LAYERED = ("rotld_cli.engine", "rotld_cli.dota")  # below the CLI: never import it or draw UI
+# below the CLI: never import it or draw UI
+LAYERED = ("rotld_cli.engine", "rotld_cli.dota", "rotld_cli.evaluation", "rotld_cli.predict", "rotld_cli.deploy")
 UI = ("rotld_cli.cli", "rotld_cli.ui")
 ENGINE_FREE = (
     "rotld_cli.dota",
     "rotld_cli.evaluation",
-    "rotld_cli.plots",
+    "rotld_cli.demo.scenes",
+    "rotld_cli.deploy",
+    "rotld_cli.predict.sources",
+    "rotld_cli.predict.reader",
+    "rotld_cli.predict.run",
+    "rotld_cli.predict.outputs",
+    "rotld_cli.predict.polygons",
+    "rotld_cli.predict.tiff",
+    "rotld_cli.quiet",
     "rotld_cli.publish",
     "rotld_cli.checkpoints",
     "rotld_cli.recipes",

@@ -58,7 +58,7 @@ def rectangle_corners(box: np.ndarray) -> np.ndarray:
 def test_task1_files_for_every_class_with_the_boxes_corners(setup, tmp_path):
     _, val, path, recipe = setup
     patches = sorted(p.stem for p in (val / "images").glob("*.png"))
-    result = infer_split(path, val, out_dir=tmp_path / "task1", device="cpu", batch_size=2, show_progress=False)
+    result = infer_split(path, val, out_dir=tmp_path / "task1", device="cpu", batch_size=2)
     assert result.images == len(patches) == 3 and result.skipped == []
     assert sorted(p.name for p in result.written) == sorted(f"Task1_{c}.txt" for c in recipe.classes)
     for name in recipe.classes:
@@ -88,8 +88,8 @@ def test_task1_files_for_every_class_with_the_boxes_corners(setup, tmp_path):
 
 def test_batch_size_does_not_change_the_detections(setup):
     _, val, path, recipe = setup
-    one = infer_split(path, val, device="cpu", batch_size=1, show_progress=False)
-    three = infer_split(path, val, device="cpu", batch_size=3, show_progress=False)
+    one = infer_split(path, val, device="cpu", batch_size=1)
+    three = infer_split(path, val, device="cpu", batch_size=3)
     for name in recipe.classes:
         assert one.detections[name].image_ids == three.detections[name].image_ids
         np.testing.assert_allclose(one.detections[name].polys, three.detections[name].polys, atol=1e-3)
@@ -102,7 +102,7 @@ def test_an_unreadable_patch_is_reported_and_skipped(setup, tmp_path):
     shutil.copytree(val, copy)
     bad = copy / "images" / "broken__128__0___0.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = infer_split(path, copy, device="cpu", batch_size=2, show_progress=False)
+    result = infer_split(path, copy, device="cpu", batch_size=2)
     assert result.skipped == [(str(bad), "cannot decode the image")]
     assert result.images == 3
     assert all("broken" not in i for d in result.detections.values() for i in d.image_ids)
@@ -122,29 +122,56 @@ def test_missing_images_and_recipe_are_clear_errors(setup, tmp_path):
 
     (tmp_path / "empty" / "images").mkdir(parents=True)
     with pytest.raises(RotldError, match="no patch images"):
-        infer_split(path, tmp_path / "empty", device="cpu", show_progress=False)
+        infer_split(path, tmp_path / "empty", device="cpu")
     bare = ckpt.save_checkpoint(tmp_path / "bare.pth", torch.load(path, weights_only=True)["state_dict"], {})
     with pytest.raises(RotldError, match="no recipe in the checkpoint's metadata"):
         load_detector(bare, device="cpu")
     assert Path(bare).exists()
 
 
-def test_engine_detector_on_arrays_equals_the_file_path(setup):
-    """`EngineDetector.detect` on decoded arrays gives the boxes of the file-based patch loop."""
-    import cv2
+def test_engine_detector_gives_the_boxes_of_the_file_pipeline(setup):
+    """In-memory images through `EngineDetector` == mmdet's own file-reading inference, box for box."""
+    from mmdet.apis import inference_detector
 
-    from rotld_cli.detector import Detector
     from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patches import read_patch
 
     _, val, path, recipe = setup
     paths = sorted((val / "images").glob("*.png"))
+    detector = EngineDetector.from_checkpoint(path, device="cpu", batch_size=1)
+    assert detector.classes == tuple(recipe.classes) and detector.angle_version == "oc"
+    got = detector.detect([read_patch(p) for p in paths])
+    assert len(got) == len(paths)
+    for patch, per_class in zip(paths, got):
+        reference = inference_detector(detector.model.module, str(patch))  # LoadImageFromFile, the recipe's pipeline
+        assert len(per_class) == len(reference) == len(recipe.classes)
+        for mine, theirs in zip(per_class, reference):
+            assert mine.dtype == np.float32 and mine.shape == theirs.shape
+            np.testing.assert_array_equal(mine, theirs)
+    # batched: the same boxes up to float summation order
+    batched = EngineDetector.from_checkpoint(path, device="cpu", batch_size=3).detect([read_patch(p) for p in paths])
+    for one, three in zip(got, batched):
+        for a, b in zip(one, three):
+            np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_patch_loop_reports_empty_and_undecodable_files(setup, tmp_path):
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patches import detect_patches
+
+    _, val, path, _ = setup
+    good = sorted((val / "images").glob("*.png"))
+    (tmp_path / "Z.png").write_bytes(b"")
+    (tmp_path / "Y.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths = [good[0], tmp_path / "Y.png", good[1], tmp_path / "Z.png"]
+    seen: list[tuple[list[str], int]] = []
+    progress: list[tuple[int, int]] = []
     detector = EngineDetector.from_checkpoint(path, device="cpu", batch_size=2)
-    assert isinstance(detector, Detector) and detector.classes == tuple(recipe.classes)
-    outputs = detector.detect([cv2.imread(str(p)) for p in paths])
-    via_arrays = results_to_task1(outputs, [p.stem for p in paths], recipe.classes)
-    via_files = infer_split(path, val, device="cpu", batch_size=1, show_progress=False).detections
-    assert len(outputs) == len(paths) and all(len(per) == len(recipe.classes) for per in outputs)
-    for name in recipe.classes:
-        assert via_arrays[name].image_ids == via_files[name].image_ids
-        np.testing.assert_allclose(via_arrays[name].polys, via_files[name].polys, atol=1e-3)
-        np.testing.assert_allclose(via_arrays[name].scores, via_files[name].scores, atol=1e-5)
+    stats = detect_patches(detector, paths, lambda ids, dets: seen.append((ids, len(dets))), batch_size=2,
+                           workers=2, on_progress=lambda done, total: progress.append((done, total)))
+    assert stats.ran == [good[0].stem, good[1].stem]
+    assert stats.unreadable == [
+        (str(tmp_path / "Y.png"), "cannot decode the image"),
+        (str(tmp_path / "Z.png"), "empty file"),
+    ]
+    assert seen == [([good[0].stem], 1), ([good[1].stem], 1)] and progress == [(2, 4), (4, 4)]

@@ -13,7 +13,8 @@ from devkit_reference import voc_ap as reference_voc_ap
 
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.dota.formats import format_task1_line, read_label_file
-from rotld_cli.dota.metrics import (
+from rotld_cli.evaluation import EvaluateOptions, evaluate_results
+from rotld_cli.evaluation.metrics import (
     SEED_THRESHOLDS,
     THRESHOLDS,
     ClassGroundTruth,
@@ -21,7 +22,6 @@ from rotld_cli.dota.metrics import (
     seed_compat_means,
     voc_ap,
 )
-from rotld_cli.evaluation import EvaluateOptions, evaluate_results
 
 
 def square(x: float, y: float, side: float) -> list[float]:

@@ -10,10 +10,10 @@ import pytest
 
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.dota.formats import Task1Detections, read_label_file, write_task1_files
-from rotld_cli.dota.metrics import THRESHOLDS, ClassGroundTruth, evaluate_class, voc_ap
-from rotld_cli.dota.visualize import class_colours
 from rotld_cli.evaluation import EvaluateOptions, evaluate_results
-from rotld_cli.plots import ap_by_iou_from_report, plot_ap_vs_iou, plot_pr_curves, pr_curves_from_metrics
+from rotld_cli.evaluation.metrics import THRESHOLDS, ClassGroundTruth, evaluate_class, voc_ap
+from rotld_cli.evaluation.plots import ap_by_iou_from_report, plot_ap_vs_iou, plot_pr_curves, pr_curves_from_metrics
+from rotld_cli.evaluation.visualize import class_colours
 
 
 def _square(x: float, y: float, size: float = 10.0) -> list[float]:
@@ -156,3 +156,29 @@ def test_ap_vs_iou_from_a_real_evaluation_report(dota_samples: Path, tmp_path: P
     only_mean = _read_png(plot_ap_vs_iou(mean, tmp_path / "ap_mean.png"))
     assert only_mean.shape == (500, 800, 3)
     assert not (only_mean == class_colours(DOTA_V1_0)["large-vehicle"]).all(axis=2).any()
+
+
+def test_the_evaluator_returns_the_curves_of_its_own_aps(hand_case, tmp_path: Path) -> None:
+    """One evaluation pass gives the APs and, from the same TP/FP marks, the PR curves the plots draw."""
+    from rotld_cli.evaluation import ClassSet, DotaEvaluator
+
+    dets, gts = hand_case
+    flags = [0, 0, 0, 1]
+    lines = [" ".join(f"{v:g}" for v in poly) + f" plane {flag}" for poly, flag in zip(gts["plane"].polys, flags)]
+    (tmp_path / "img.txt").write_text("\n".join(lines) + "\n")
+    evaluator = DotaEvaluator(ClassSet(("plane",), "plane only"), ["img"], tmp_path)
+    evaluator.process({"plane": Task1Detections(dets["plane"].image_ids[:2], dets["plane"].scores[:2],
+                                                dets["plane"].polys[:2])})  # fmt: skip
+    evaluator.process({"plane": Task1Detections(dets["plane"].image_ids[2:], dets["plane"].scores[2:],
+                                                dets["plane"].polys[2:])})  # fmt: skip
+    evaluation = evaluator.evaluate()
+    assert sorted(evaluation.curves) == [0.5, 0.75]
+    for thr, name in ((0.5, "AP50"), (0.75, "AP75")):
+        recall, precision, ap = evaluation.curves[thr]["plane"]
+        expected = pr_curves_from_metrics(dets, gts, ["img"], iou_thr=thr)["plane"]
+        np.testing.assert_array_equal(recall, expected[0])
+        np.testing.assert_array_equal(precision, expected[1])
+        assert ap == expected[2] == evaluation.report.per_class["plane"].aps[name]
+    assert evaluation.report.means["AP50"] == pytest.approx((4 * 1.0 + 3 * 0.5) / 11, abs=1e-15)
+    evaluator.reset()
+    assert evaluator.evaluate().report.means["AP50"] == 0.0 and evaluation.report.class_set == "plane only"

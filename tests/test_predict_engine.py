@@ -24,9 +24,9 @@ pytest.importorskip("mmrotate")
 from train_helpers import write_recipe  # noqa: E402
 
 from rotld_cli.cli import main  # noqa: E402
+from rotld_cli.demo.scenes import generate_dataset  # noqa: E402
 from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
 from rotld_cli.dota.split import SplitParams  # noqa: E402
-from rotld_cli.dota.synthetic import generate_dataset  # noqa: E402
 from rotld_cli.evaluation import EvaluateOptions, evaluate  # noqa: E402
 from rotld_cli.predict.run import PredictOptions, predict  # noqa: E402
 
@@ -79,7 +79,7 @@ def test_predict_then_evaluate_equals_evaluate_checkpoint(world, tmp_path):
 
     by_checkpoint = evaluate_checkpoint(
         CheckpointEvalOptions(checkpoint=world["model"], split_dir=world["val"], ann_dir=world["ann"],
-                              out_dir=tmp_path / "eval", device="cpu", show_progress=False, **TEST_CFG)
+                              out_dir=tmp_path / "eval", device="cpu", **TEST_CFG)
     )  # fmt: skip
     detector = EngineDetector.from_checkpoint(world["model"], device="cpu")
     for key, value in TEST_CFG.items():

@@ -9,9 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rotld_cli.dota.classes import DOTA_V1_0
-from rotld_cli.dota.formats import read_label_file
-from rotld_cli.dota.synthetic import (
+from rotld_cli.demo.scenes import (
     CLASS_STYLES,
     SUPPORTED_CLASSES,
     generate_dataset,
@@ -19,6 +17,8 @@ from rotld_cli.dota.synthetic import (
     plan_scene,
     render_scene,
 )
+from rotld_cli.dota.classes import DOTA_V1_0
+from rotld_cli.dota.formats import read_label_file
 from rotld_cli.errors import RotldError, UsageError
 
 ALL_CLASSES = ["plane", "small-vehicle", "large-vehicle", "ship", "tennis-court", "storage-tank", "swimming-pool"]

@@ -316,3 +316,22 @@ def test_a_student_recipe_is_refused(split, tmp_path, capsys, recipe):
     code, _, err = run_cli(["train-teacher", str(student), "--work-dir", str(tmp_path / "w")], capsys)
     assert code == 2 and "is a student recipe" in err and "rotld distill" in err
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_training_time_ap50_is_the_patch_loop_on_the_saved_checkpoint(full_run, recipe):
+    """The val mAP logged during training == the one patch loop run on the epoch's saved checkpoint."""
+    from mmrotate.datasets import build_dataset
+
+    from rotld_cli.engine.config import build_config
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patch_eval import patch_evaluator
+    from rotld_cli.recipes import load_recipe
+
+    work, _ = full_run
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    logged = next(r for r in records if r.get("mode") == "val")
+    detector = EngineDetector.from_checkpoint(work / "epoch_2.pth", device="cpu")
+    dataset = build_dataset(build_config(load_recipe(str(recipe))).data.val)
+    metrics = patch_evaluator(dataset)(detector.model)
+    assert set(metrics) == {k for k in logged if k == "mAP" or k.startswith("AP50_")}
+    assert metrics == pytest.approx({k: logged[k] for k in metrics}, abs=1e-9)

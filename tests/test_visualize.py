@@ -12,7 +12,8 @@ import pytest
 
 from rotld_cli.dota.classes import DOTA_V1_0, DOTA_V2_0
 from rotld_cli.dota.formats import Task1Detections, read_label_file
-from rotld_cli.dota.visualize import (
+from rotld_cli.errors import RotldError
+from rotld_cli.evaluation.visualize import (
     FONT,
     FONT_SCALE,
     FONT_THICKNESS,
@@ -20,7 +21,6 @@ from rotld_cli.dota.visualize import (
     draw_detections,
     save_visualizations,
 )
-from rotld_cli.errors import RotldError
 
 LARGE = "large-vehicle"
 SMALL = "small-vehicle"

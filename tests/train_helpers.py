@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rotld_cli.demo.scenes import generate_dataset
 from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
 from rotld_cli.dota.split import SplitParams
-from rotld_cli.dota.synthetic import generate_dataset
 
 PATCH = 128
 

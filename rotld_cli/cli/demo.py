@@ -28,14 +28,15 @@ def demo_cmd(
 
     threads.configure()  # before torch loads: no spin-waiting on busy CPUs
     from rotld_cli import ui
-    from rotld_cli.demo import TABLE_COLUMNS, parse_methods, run_demo, table_rows
+    from rotld_cli.cli.evaluate import print_table
+    from rotld_cli.demo import parse_methods, run_demo
 
     chosen = parse_methods(methods)  # checked before anything is written
     result = run_demo(work_dir, quick=quick, device=device, methods=chosen)
-    ui.console.print(ui.table("Rotated LD on the synthetic dataset (val, merged images)", ["Model", *TABLE_COLUMNS],
-                              table_rows(result.rows)))
+    print_table(result.table())
     ui.info(f"report: {result.report} ({result.seconds / 60:.1f} min"
             + (f"; reused {', '.join(result.reused)})" if result.reused else ")"))
     if as_json:
-        payload = {"work_dir": str(result.work_dir), "seconds": result.seconds, "models": result.rows}
+        payload = {"work_dir": str(result.work_dir), "seconds": result.seconds, "steps": result.steps,
+                   "models": result.rows}
         print(json.dumps(payload, indent=2))

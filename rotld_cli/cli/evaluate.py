@@ -19,8 +19,6 @@ import typer
 from rotld_cli.cli import app
 from rotld_cli.errors import UsageError
 
-PAPER_COLUMNS = ("AP", "AP50", "AP70", "AP90")
-
 
 @app.command(
     "evaluate",
@@ -66,10 +64,13 @@ def evaluate_cmd(
         None, "--workers", help="CKPT mode: image-decoding processes (default: 0 on the CPU, 4 with a GPU)."
     ),
     dota_version: Optional[str] = typer.Option(
-        None, "--dota-version", help="--results mode: class list of the mean, v1.0 (default), v1.5 or v2.0."
+        None, "--dota-version", help="--results mode: the mean over DOTA v1.0, v1.5 or v2.0's classes."
     ),
     classes: Optional[str] = typer.Option(
-        None, "--classes", help="--results mode: comma-separated classes of the mean (CKPT mode: the model's classes)."
+        None,
+        "--classes",
+        help="--results mode: comma-separated classes of the mean, or dota1.0 / dota1.5 / dota2.0. Default: the "
+        "model's classes (CKPT mode, or a folder rotld wrote), else DOTA v1.0's 15 (the devkit's mean).",
     ),
     metric: str = typer.Option("voc07", "--metric", help="voc07: 11-point AP (the devkit's); area: area under PR."),
     no_merge: bool = typer.Option(False, "--no-merge", help="Evaluate patch ids as given instead of merging them."),
@@ -78,7 +79,12 @@ def evaluate_cmd(
         None, "--save-merged", help="--results mode: write the evaluated (merged) Task1 files here."
     ),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Write a DOTA server submission zip (all classes)."),
-    strict: bool = typer.Option(True, "--strict/--lenient", help="Stop at the first bad line, or skip and count."),
+    strict: Optional[bool] = typer.Option(
+        None,
+        "--strict/--lenient",
+        help="--strict: stop at the first bad line; --lenient: skip and count bad lines. Default: a bad result line "
+        "stops, a bad ground-truth line is skipped, counted and reported (exit 1 at the end).",
+    ),
     seed_compat: bool = typer.Option(
         False, "--seed-compat", help="Reproduce the seed script's accumulator bug (inflated AP55..AP95), labelled."
     ),
@@ -109,7 +115,8 @@ def evaluate_cmd(
     pictures = PictureOptions(vis_dir=save_vis, image_dir=image_dir, vis_score_thr=vis_score_thr)
     if checkpoint is not None:
         results_only = dict(
-            no_merge=no_merge, save_merged=save_merged, classes=classes, dota_version=dota_version, lenient=not strict
+            no_merge=no_merge, save_merged=save_merged, classes=classes, dota_version=dota_version,
+            lenient=strict is False,
         )
         _refuse("--results evaluation", results_only)
         if split_dir is None:
@@ -120,6 +127,7 @@ def evaluate_cmd(
         report = _evaluate_checkpoint(
             checkpoint, split_dir, ann_dir, out, recipe, imageset, device, batch_size, workers, skip_empty_patches,
             score_thr, nms_iou, max_per_img, metric, merge_iou, zip_path, seed_compat, pictures, plot, show_progress,
+            strict is True,
         )  # fmt: skip
     else:
         checkpoint_only = dict(
@@ -143,10 +151,15 @@ def evaluate_cmd(
             results, ann_dir, imageset, dota_version, classes, metric, no_merge, merge_iou, save_merged, zip_path,
             strict, seed_compat, pictures, plot, out, show_progress,
         )  # fmt: skip
+    if report.run is not None:
+        for path, reason in report.run.unreadable:  # on stderr, with --json too
+            ui.warn(f"{path}: skipped ({reason})")
     if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    _render(report)
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _render(report)
+    if report.gt_skipped.lines:
+        raise typer.Exit(1)  # the numbers are printed, but a label file needs fixing
 
 
 def _refuse(mode: str, given: dict) -> None:
@@ -177,7 +190,8 @@ def _evaluate_checkpoint(
     pictures,
     plot,
     show_progress,
-) -> dict:
+    strict_ground_truth,
+):
     from rotld_cli.engine.checkpoint_eval import CheckpointEvalOptions, evaluate_checkpoint
 
     options = CheckpointEvalOptions(
@@ -185,9 +199,10 @@ def _evaluate_checkpoint(
         device=device, batch_size=batch_size, workers=workers,
         skip_empty_patches=skip_empty_patches, score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
         metric=metric, merge_iou=merge_iou, zip_path=zip_path, seed_compat=seed_compat, pictures=pictures, plot=plot,
-        show_progress=show_progress,
+        strict_ground_truth=strict_ground_truth,
     )  # fmt: skip
-    return evaluate_checkpoint(options).report
+    with Bars(show_progress, f"detect {split_dir.name}") as bars:
+        return evaluate_checkpoint(options, bars.progress()).report
 
 
 def _evaluate_results(
@@ -207,12 +222,11 @@ def _evaluate_results(
     plot,
     out,
     show_progress,
-) -> dict:
-    from rotld_cli import ui
-    from rotld_cli.evaluation import EvaluateOptions, default_out_dir, evaluate_result_files, evaluated_classes
+):
+    from rotld_cli.evaluation import EvaluateOptions, class_set, default_out_dir, evaluate_result_files
 
     options = EvaluateOptions(
-        results=results, ann_dir=ann_dir, imageset=imageset, dota_version=dota_version or "v1.0",
+        results=results, ann_dir=ann_dir, imageset=imageset, dota_version=dota_version,
         classes=None if classes is None else tuple(c.strip() for c in classes.split(",") if c.strip()),
         metric=metric, merge=not no_merge, merge_iou=merge_iou, save_merged=save_merged, zip_path=zip_path,
         strict=strict, seed_compat=seed_compat,
@@ -220,89 +234,92 @@ def _evaluate_results(
     if plot:
         out = out or default_out_dir(results)
         pictures.plot_dir = out
-    if not show_progress:
-        return evaluate_result_files(options, pictures, out)
-    with ui.progress(transient=True) as bar:
-        task = bar.add_task("reading results", total=len(evaluated_classes(options)))
-        return evaluate_result_files(
-            options,
-            pictures,
-            out,
-            lambda what, done: bar.update(task, advance=done, description=what),
-            show_progress=True,
-        )
+    with Bars(show_progress, "reading results", len(class_set(options).classes)) as bars:
+        progress = bars.progress()
+        return evaluate_result_files(options, pictures, out, progress.classes, progress.drawing)
 
 
-def _pct(value: float) -> str:
-    return f"{100.0 * value:.2f}"
+class Bars:
+    """The Rich bars of one evaluation (patches, classes, drawing), each started on its first
+    callback and stopped on exit; with `show=False` the callbacks are None and nothing is drawn."""
+
+    def __init__(self, show: bool, patches_label: str, classes_total: int | None = None) -> None:
+        self.show = show
+        self.patches_label = patches_label
+        self.classes_total = classes_total
+        self.bars: dict[str, tuple] = {}
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar, _ in self.bars.values():
+            bar.stop()
+
+    def _update(self, key: str, label: str, total: int | None, **fields) -> None:
+        from rotld_cli import ui
+
+        if key not in self.bars:
+            for other, _ in self.bars.values():  # one live display at a time
+                other.stop()
+            bar = ui.progress(transient=True)
+            bar.start()
+            self.bars[key] = (bar, bar.add_task(label, total=total))
+        bar, task = self.bars[key]
+        bar.update(task, **fields)
+
+    def progress(self):
+        from rotld_cli.evaluation.evaluator import EvalProgress
+
+        if not self.show:
+            return EvalProgress()
+        return EvalProgress(
+            patches=lambda done, total: self._update("patches", self.patches_label, total, completed=done),
+            classes=lambda what, done: self._update("classes", "reading results", self.classes_total, advance=done,
+                                                    description=what),
+            drawing=lambda done, total: self._update("drawing", "drawing", total, completed=done),
+        )  # fmt: skip
 
 
-def _render(report: dict) -> None:
+def _render(report) -> None:
     from rotld_cli import ui
+    from rotld_cli.evaluation.table import TERMINAL_COLUMNS, detections_table, per_class_table, summary_table
 
-    if "checkpoint" in report:
-        _render_inference(report)
-    if report.get("evaluated", True):
-        _render_ap(report)
+    if report.run is not None:
+        ui.info(report.run.describe())
+        ui.info(f"patch-level Task1 files written to {report.run.patch_results}")
+    if report.evaluated:
+        metric = "VOC07 11-point" if report.metric == "voc07" else "area under PR"
+        source = f"{report.run.recipe}: " if report.run is not None else ""
+        title = f"{source}{report.num_images} images, {metric} AP (%), mean over {report.class_set}"
+        if report.merged:
+            title += ", patches merged"
+        print_table(per_class_table(report, TERMINAL_COLUMNS), title)
+        print_table(summary_table(report))
+        if report.devkit is not None:
+            ui.warn(
+                "--seed-compat: AP55..AP95 and AP carry the seed script's accumulator bug; the correct values are "
+                + ", ".join(f"{k} {100 * report.devkit[k]:.2f}" for k in ("AP", "AP50", "AP70", "AP90"))
+            )
     else:
-        rows = [[name, c["num_det"]] for name, c in report["per_class"].items()]
-        title = f"{report['num_images']} images, detections merged and written (no --ann-dir: no AP)"
-        ui.console.print(ui.table(title, ["class", "detections"], rows))
-    if report["missing_classes"] and "checkpoint" not in report:
-        ui.warn(f"no result file for {', '.join(report['missing_classes'])}: AP 0")
-    if report.get("ignored_classes"):
-        ui.info(f"--classes: result files of {', '.join(report['ignored_classes'])} left out")
-    skipped = report["skipped"]
-    if skipped["lines"]:
-        ui.warn(f"--lenient: skipped {skipped['lines']} line(s); first problem: {skipped['problems'][0]}")
-    if "saved" in report:
-        ui.info(f"Task1 files written to {report['saved']}")
-    if "zip" in report:
-        ui.info(f"submission zip written to {report['zip']}")
-    _render_pictures(report.get("pictures", {}))
-    if "out" in report:
-        ui.info(f"report written to {Path(report['out']) / 'report.json'} and report.md")
+        print_table(detections_table(report))
+    if report.evaluated and report.missing_classes and report.run is None:
+        ui.warn(f"no detections for {', '.join(report.missing_classes)}: AP 0")
+    for note in report.notes():
+        ui.warn(note)
+    if report.saved is not None:
+        ui.info(f"Task1 files written to {report.saved}")
+    if report.zip is not None:
+        ui.info(f"submission zip written to {report.zip}")
+    _render_pictures(report.pictures)
+    if report.out is not None:
+        ui.info(f"report written to {Path(report.out) / 'report.json'} and report.md")
 
 
-def _render_inference(report: dict) -> None:
+def print_table(table, title: str | None = None) -> None:
     from rotld_cli import ui
 
-    patches, inference = report["patches"], report["inference"]
-    line = (
-        f"{patches['run']} of {patches['total']} patches in {inference['seconds']:.1f} s "
-        f"({inference['patches_per_s']:.1f} patches/s on {inference['device']})"
-    )
-    if patches["skipped_empty"]:
-        line += f", {patches['skipped_empty']} without objects skipped (--skip-empty-patches)"
-    if patches["unreadable"]:
-        line += f", {len(patches['unreadable'])} unreadable skipped (warned above)"
-    ui.info(line)
-    ui.info(f"patch-level Task1 files written to {report['patch_results']}")
-
-
-def _render_ap(report: dict) -> None:
-    from rotld_cli import ui
-
-    rows = [
-        [name, c["num_gt"], c["num_det"], _pct(c["AP50"]), _pct(c["AP75"]), _pct(c["AP"])]
-        for name, c in report["per_class"].items()
-    ]
-    rows.append(["mean", "", "", _pct(report["AP50"]), _pct(report["AP75"]), _pct(report["AP"])])
-    metric = "VOC07 11-point" if report["metric"] == "voc07" else "area under PR"
-    title = f"DOTA {report['dota_version']} Task1, {report['num_images']} images, {metric} AP (%)"
-    if "checkpoint" in report:
-        title = f"{report['recipe']}: {len(report['classes'])} classes, {report['num_images']} images, {metric} AP (%)"
-    if report["merged"]:
-        title += ", patches merged"
-    ui.console.print(ui.table(title, ["class", "GTs", "detections", "AP50", "AP75", "AP50:95"], rows))
-    label = "seed script values (accumulator bug reproduced)" if report["seed_compat"] else "paper form"
-    ui.console.print(ui.table(f"Summary, {label}", list(PAPER_COLUMNS), [[_pct(report[k]) for k in PAPER_COLUMNS]]))
-    if report["seed_compat"]:
-        true = report["devkit"]
-        ui.warn(
-            "--seed-compat: AP55..AP95 and AP carry the seed script's accumulator bug; the correct values are "
-            + ", ".join(f"{k} {_pct(true[k])}" for k in PAPER_COLUMNS)
-        )
+    ui.console.print(ui.table(title or table.title, list(table.columns), [list(r) for r in table.rows]))
 
 
 def _render_pictures(pictures: dict) -> None:

@@ -23,6 +23,15 @@ from rotld_cli.errors import RotldError, located
 from rotld_cli.fileio import atomic_write_text
 
 HEADER_PREFIXES = ("imagesource:", "gsd:")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".jpg")
+"""The image files rotld reads and `prepare-dota --ext` writes (full images and patches), the one list."""
+TEXT_ENCODING = "utf-8-sig"
+"""How DOTA text files are read: UTF-8, a leading byte-order mark (Windows editors add one) dropped."""
+
+
+def is_image_file(path: Path) -> bool:
+    """An image rotld reads: a known suffix (any case), not hidden, a regular file."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
 class FormatError(RotldError):
@@ -115,18 +124,22 @@ def _label_object(line: str, path: os.PathLike[str] | str, lineno: int, known: s
     return DotaObject(np.asarray(coords, dtype=np.float64), name, difficulty, lineno)
 
 
-def read_label_file(
-    path: os.PathLike[str] | str, classes: Sequence[str] | None = None, strict: bool = True
-) -> LabelFile:
-    """Read a labelTxt file (a UTF-8 BOM, as some editors write, is not part of the first line)."""
+def read_text_file(path: os.PathLike[str] | str) -> str:
+    """A DOTA text file's content (BOM dropped); unreadable or non-UTF-8 -> one located `FormatError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="strict")
+        return path.read_text(encoding=TEXT_ENCODING, errors="strict")
     except UnicodeDecodeError:
         raise FormatError(path, None, "not a UTF-8 text file") from None
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_label_text(text, path, classes, strict=strict)
+
+
+def read_label_file(
+    path: os.PathLike[str] | str, classes: Sequence[str] | None = None, strict: bool = True
+) -> LabelFile:
+    """`parse_label_text` of a file (a UTF-8 BOM, as some editors write, is not part of the first line)."""
+    return parse_label_text(read_text_file(path), path, classes, strict=strict)
 
 
 def format_annfile_line(poly: Iterable[float], name: str, difficulty: int | str) -> str:
@@ -195,12 +208,14 @@ def parse_task1_text(
 def read_task1_file(
     path: os.PathLike[str] | str, strict: bool = True, problems: list[str] | None = None
 ) -> Task1Detections:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(path, None, f"cannot read: {exc}") from None
-    return parse_task1_text(text, path, strict=strict, problems=problems)
+    return parse_task1_text(read_text_file(path), path, strict=strict, problems=problems)
+
+
+def as_written(det: Task1Detections) -> Task1Detections:
+    """The detections exactly as a Task1 file stores them (coordinates rounded by `%.2f`), so
+    evaluating in memory gives the numbers of evaluating the written files."""
+    polys = np.char.mod("%.2f", np.asarray(det.polys, dtype=np.float64)).astype(np.float64).reshape(-1, 8)
+    return Task1Detections(list(det.image_ids), np.asarray(det.scores, dtype=np.float64), polys)
 
 
 def format_task1_line(image_id: str, score: float, poly: Sequence[float]) -> str:

@@ -1,10 +1,12 @@
-"""`rotld evaluate CKPT`: run a detector over a split's patches, then merge and evaluate its Task1 files.
+"""`rotld evaluate CKPT`: a checkpoint's `EngineDetector` over a split's patches (the one patch loop,
+`engine/patches.py`), its detections into the evaluator (`evaluation/evaluator.py`), files and report.
 
 This is the only part of `rotld evaluate` that needs the engine (torch, MMRotate), so the
-result-file path (`rotld_cli/evaluation.py`) stays importable without it. The evaluation is that
-module's, applied to the patch-level files written here: `rotld evaluate CKPT` and
-`rotld evaluate --results OUT/patch_results` give the same numbers by construction, and what is
-evaluated is exactly what a user can re-evaluate or submit.
+result-file path (`rotld_cli/evaluation/`) stays importable without it. The evaluator receives the
+patch detections exactly as the patch-level Task1 files written here hold them: `rotld evaluate
+CKPT` and `rotld evaluate --results OUT/patch_results` give the same numbers by construction, and
+what is evaluated is exactly what a user can re-evaluate or submit. The demo evaluates its models
+through `evaluate_checkpoint` too.
 
 Everything that can be checked without running the model (split folder, labels of every image the
 patches come from, image folder for the pictures, option ranges, the checkpoint against its recipe)
@@ -15,33 +17,27 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rotld_cli import ui
-from rotld_cli.dota.formats import TASK1_PREFIX, class_from_task1_name, write_task1_files
+from rotld_cli.dota.formats import IMAGE_SUFFIXES, TASK1_PREFIX, as_written, class_from_task1_name, is_image_file
 from rotld_cli.dota.merge import split_patch_id
 from rotld_cli.errors import RotldError, UsageError
-from rotld_cli.evaluation import (
+from rotld_cli.evaluation.evaluator import DotaEvaluator, EvalProgress, Evaluation
+from rotld_cli.evaluation.pictures import PictureOptions, check_pictures, save_pictures
+from rotld_cli.evaluation.report import EvaluationReport, PatchRun
+from rotld_cli.evaluation.results import (
     EvaluateOptions,
-    Evaluation,
-    PictureOptions,
-    default_out_dir,
-    drawing_progress,
-    evaluate,
+    class_set,
     evaluated_image_ids,
-    resolve_image_dir,
-    save_pictures,
     validate_options,
-    write_report_files,
+    write_task1_folder,
 )
+from rotld_cli.evaluation.run import default_out_dir, write_outputs
 
-PATCH_SUFFIXES = (".png", ".bmp", ".tif", ".jpg")  # what `rotld prepare-dota --ext` writes
 PATCH_RESULTS = "patch_results"
 MERGED = "merged"
-MAX_LISTED_UNREADABLE = 20
 _SIZE_MISMATCH = re.compile(
     r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
     r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
@@ -71,7 +67,7 @@ class CheckpointEvalOptions:
     seed_compat: bool = False
     pictures: PictureOptions = field(default_factory=PictureOptions)
     plot: bool = False
-    show_progress: bool = True
+    strict_ground_truth: bool = False  # --strict: stop at a bad label line (default: skip and count it)
 
 
 @dataclass
@@ -88,7 +84,7 @@ class PatchSelection:
 class CheckpointEvaluation:
     """The report (the `--json` object, also in `out_dir/report.json`) and what it was computed from."""
 
-    report: dict
+    report: EvaluationReport
     out_dir: Path
     evaluation: Evaluation
 
@@ -141,13 +137,9 @@ def select_patches(options: CheckpointEvalOptions) -> PatchSelection:
         raise UsageError(
             f"--split-dir {split_dir}: no images/ folder (give a split written by `rotld prepare-dota`, e.g. OUT/val)"
         )
-    paths = sorted(
-        p
-        for p in image_dir.iterdir()
-        if p.suffix.lower() in PATCH_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    paths = sorted(p for p in image_dir.iterdir() if is_image_file(p))
     if not paths:
-        raise RotldError(f"--split-dir {split_dir}: no patch images ({', '.join(PATCH_SUFFIXES)}) in {image_dir}")
+        raise RotldError(f"--split-dir {split_dir}: no patch images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     if options.imageset is not None:
         wanted = evaluated_image_ids(
             EvaluateOptions(results=split_dir, ann_dir=options.ann_dir, imageset=options.imageset)
@@ -196,12 +188,13 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise RotldError(f"--out {out_dir}: not writable")
 
 
-def load_model(checkpoint: Path, device: str, recipe_ref: str | None) -> tuple[Any, Any, dict, Any]:
-    """`infer.load_detector`, with a one-line error when the weights do not fit the recipe's model."""
-    from rotld_cli.engine.infer import load_detector
+def load_model(checkpoint: Path, device: str, recipe_ref: str | None, batch_size: int = 1) -> Any:
+    """`EngineDetector.from_checkpoint`, with a one-line error when the weights do not fit the recipe's model."""
+    from rotld_cli.engine.detector import EngineDetector
 
     try:
-        model, recipe, meta, cfg = load_detector(checkpoint, device=device, recipe_ref=recipe_ref)
+        detector = EngineDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size,
+                                                  recipe_ref=recipe_ref)  # fmt: skip
     except RuntimeError as exc:  # torch's load_state_dict: a multi-line "size mismatch for ..." report
         match = _SIZE_MISMATCH.search(str(exc))
         if match is None:
@@ -211,13 +204,13 @@ def load_model(checkpoint: Path, device: str, recipe_ref: str | None) -> tuple[A
         if recipe_ref is None and "no recipe" in str(exc):
             raise RotldError(f"{exc} (--recipe R)") from None
         raise
-    trained_on = meta.get("classes")
-    if isinstance(trained_on, (list, tuple)) and tuple(trained_on) != tuple(recipe.classes):
+    trained_on = detector.meta.get("classes")
+    if isinstance(trained_on, (list, tuple)) and tuple(trained_on) != detector.classes:
         raise RotldError(
             f"{checkpoint}: trained on classes {_names(trained_on)}, but {_recipe_name(recipe_ref)} has "
-            f"{_names(recipe.classes)}"
+            f"{_names(detector.classes)}"
         )
-    return model, recipe, meta, cfg
+    return detector
 
 
 def _recipe_name(recipe_ref: str | None) -> str:
@@ -245,10 +238,8 @@ def _mismatch_error(checkpoint: Path, recipe_ref: str | None, key: str, theirs: 
     )
 
 
-def apply_test_settings(model: Any, options: CheckpointEvalOptions) -> dict[str, Any]:
+def apply_test_settings(test_cfg: Any, options: CheckpointEvalOptions) -> dict[str, Any]:
     """Override the recipe's test settings on the built head; returns the settings in effect."""
-    module = model.module if hasattr(model, "module") else model
-    test_cfg = module.bbox_head.test_cfg
     if options.score_thr is not None:
         test_cfg.score_thr = options.score_thr
     if options.nms_iou is not None:
@@ -263,30 +254,11 @@ def apply_test_settings(model: Any, options: CheckpointEvalOptions) -> dict[str,
     }
 
 
-def run_patches(
-    model: Any, cfg: Any, paths: list[Path], batch_size: int, workers: int, description: str, show_progress: bool
-) -> tuple[list[Any], list[str], list[tuple[str, str]], float]:
-    """(outputs, patch ids, unreadable (path, reason) pairs, seconds): the model over `paths`, batched."""
-    import torch
-    from mmdet.datasets.pipelines import Compose
-
-    from rotld_cli.engine.infer import _collate, _PatchImages, run_model
-
-    dataset = _PatchImages(paths, Compose(cfg.data.test.pipeline))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
-    )
-    unreadable: list[tuple[str, str]] = []
-    started = time.perf_counter()
-    outputs = run_model(model, loader, description=description, skipped=unreadable, show_progress=show_progress)
-    seconds = time.perf_counter() - started
-    bad = {path for path, _ in unreadable}
-    ids = [p.stem for p in paths if str(p) not in bad]
-    return outputs, ids, unreadable, seconds
-
-
-def evaluate_checkpoint(options: CheckpointEvalOptions) -> CheckpointEvaluation:
-    """Inference on every selected patch -> `patch_results/` -> `merged/` (+ zip) -> report and pictures."""
+def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress | None = None) -> CheckpointEvaluation:
+    """Inference on every selected patch -> the evaluator -> `patch_results/`, `merged/` (+ zip),
+    report and pictures. The evaluation is `rotld evaluate --results`'s, on the values the patch
+    files hold, so evaluating `OUT/patch_results` again gives the same numbers."""
+    progress = progress or EvalProgress()
     _check_options(options)
     validate_options(
         EvaluateOptions(
@@ -303,69 +275,54 @@ def evaluate_checkpoint(options: CheckpointEvalOptions) -> CheckpointEvaluation:
         options.pictures.vis_score_thr,
         out_dir if options.plot else None,
     )
-    resolve_image_dir(pictures, options.ann_dir)
+    check_pictures(pictures, options.ann_dir)
 
     from rotld_cli.engine import load_engine  # the engine loads only once the inputs are known to be usable
 
     load_engine()
     from rotld_cli.engine.devices import pick_device
     from rotld_cli.engine.infer import results_to_task1
+    from rotld_cli.engine.patches import detect_patches
 
     device = pick_device(options.device)
     batch_size, workers = device_defaults(device, options.batch_size, options.workers)
-    model, recipe, _, cfg = load_model(options.checkpoint, device, options.recipe)
-    test_cfg = apply_test_settings(model, options)
-    classes = tuple(recipe.classes)
+    detector = load_model(options.checkpoint, device, options.recipe, batch_size)
+    test_cfg = apply_test_settings(detector.test_cfg, options)
+    classes = detector.classes
     _prepare_out_dir(out_dir)
-
-    outputs, ids, unreadable, seconds = run_patches(
-        model,
-        cfg,
-        selection.paths,
-        batch_size,
-        workers,
-        f"detect {options.split_dir.name}",
-        options.show_progress,
-    )
-    for path, reason in unreadable:
-        ui.warn(f"{path}: skipped ({reason})")
-    detections = results_to_task1(outputs, ids, classes, recipe.get("model.angle_version"))
     patch_dir, merged_dir = out_dir / PATCH_RESULTS, out_dir / MERGED
-    for folder in (patch_dir, merged_dir):
-        _clear_stale_task1(folder, classes)
-    write_task1_files(patch_dir, detections, classes)
-
     evaluate_options = EvaluateOptions(
-        results=patch_dir, ann_dir=options.ann_dir, image_ids=selection.image_ids, classes=classes,
-        metric=options.metric, merge_iou=options.merge_iou, save_merged=merged_dir, zip_path=options.zip_path,
+        results=patch_dir, ann_dir=options.ann_dir, image_ids=selection.image_ids, model_classes=classes,
+        metric=options.metric, merge_iou=options.merge_iou, save_merged=None, zip_path=options.zip_path,
         seed_compat=options.seed_compat,
     )  # fmt: skip
-    if options.show_progress:
-        with ui.progress(transient=True) as bar:
-            task = bar.add_task("reading results", total=len(classes))
-            evaluation = evaluate(evaluate_options, lambda what, done: bar.update(task, advance=done, description=what))
-    else:
-        evaluation = evaluate(evaluate_options)
+    evaluator = DotaEvaluator(
+        class_set(evaluate_options), selection.image_ids, options.ann_dir, metric=options.metric,
+        merge_iou=options.merge_iou, seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth,
+    )  # fmt: skip
+
+    if options.ann_dir is not None:
+        evaluator.ground_truth()  # a label file that stops --strict does so before the inference
+
+    def on_batch(ids: list[str], outputs: list) -> None:
+        dets = results_to_task1(outputs, ids, classes, detector.angle_version)
+        evaluator.process({name: as_written(det) for name, det in dets.items()})
+
+    stats = detect_patches(detector, selection.paths, on_batch, batch_size=batch_size, workers=workers,
+                           on_progress=progress.patches)  # fmt: skip
+    for folder in (patch_dir, merged_dir):
+        _clear_stale_task1(folder, classes)
+    write_task1_folder(patch_dir, evaluator.detections(), classes, "patch")
+    evaluation = evaluator.evaluate(progress.classes)
+    evaluate_options.save_merged = merged_dir
+    write_outputs(evaluation, evaluate_options)
     report = evaluation.report
-    report["checkpoint"] = str(options.checkpoint)
-    report["recipe"] = recipe.label
-    report["split_dir"] = str(options.split_dir)
-    report["out"] = str(out_dir)
-    report["patch_results"] = str(patch_dir)
-    report["patches"] = {
-        "total": selection.total,
-        "run": len(ids),
-        "skipped_empty": selection.skipped_empty,
-        "unreadable": [{"path": p, "reason": r} for p, r in unreadable[:MAX_LISTED_UNREADABLE]],
-    }
-    report["inference"] = {
-        "device": device,
-        "batch_size": batch_size,
-        "seconds": seconds,
-        "patches_per_s": len(ids) / seconds if seconds > 0 else 0.0,
-    }
-    report["test_cfg"] = test_cfg
-    with drawing_progress(options.show_progress) as progress:
-        report["pictures"] = save_pictures(evaluation, pictures, options.ann_dir, options.metric, progress)
-    write_report_files(out_dir, report)
+    report.run = PatchRun(
+        checkpoint=str(options.checkpoint), recipe=detector.recipe.label, split_dir=str(options.split_dir),
+        patch_results=str(patch_dir), total=selection.total, run=len(stats.ran), skipped_empty=selection.skipped_empty,
+        unreadable=stats.unreadable, device=device, batch_size=batch_size, seconds=stats.seconds, test_cfg=test_cfg,
+    )  # fmt: skip
+    report.out = str(out_dir)
+    report.pictures = save_pictures(evaluation, pictures, options.ann_dir, progress.drawing)
+    report.write_files(out_dir)
     return CheckpointEvaluation(report, out_dir, evaluation)

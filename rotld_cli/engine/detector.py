@@ -20,18 +20,20 @@ from rotld_cli.detector import DetectionsPerClass
 class EngineDetector:
     """A loaded MMRotate detector (wrapped for its device) that detects on in-memory BGR images."""
 
-    def __init__(self, model: Any, cfg: Any, classes: Sequence[str], angle_version: str, device: str,
-                 batch_size: int = 1) -> None:
+    def __init__(self, model: Any, test_pipeline: Sequence[Any], classes: Sequence[str], angle_version: str,
+                 device: str, batch_size: int = 1) -> None:
+        """`test_pipeline`: the recipe's test pipeline (config dicts or built transforms, as mmdet's
+        `Compose` takes them); its first step, the file loader, is replaced by the array loader."""
         from mmdet.datasets.pipelines import Compose
 
-        pipeline = copy.deepcopy(cfg.data.test.pipeline)
-        pipeline[0] = {"type": "LoadImageFromWebcam"}
+        pipeline = [{"type": "LoadImageFromWebcam"}, *copy.deepcopy(list(test_pipeline)[1:])]
         self.model = model
-        self.cfg = cfg
         self.classes = tuple(classes)
         self.angle_version = angle_version
         self.device = device
         self.batch_size = max(1, int(batch_size))
+        self.recipe: Any = None
+        self.meta: dict[str, Any] = {}
         self._pipeline = Compose(pipeline)
 
     @classmethod
@@ -40,16 +42,20 @@ class EngineDetector:
         """Build the model of a rotld checkpoint on `device` (default: the GPU when there is one)."""
         from rotld_cli.engine.infer import load_detector
 
-        model, recipe, _, cfg = load_detector(checkpoint, device=device, recipe_ref=recipe_ref)
+        model, recipe, meta, cfg = load_detector(checkpoint, device=device, recipe_ref=recipe_ref)
         device = "cuda" if next(model.module.parameters()).is_cuda else "cpu"
         if batch_size is None:
             batch_size = 4 if device == "cuda" else 1
-        return cls(model, cfg, recipe.classes, recipe.get("model.angle_version"), device, batch_size)
+        detector = cls(model, cfg.data.test.pipeline, recipe.classes, recipe.get("model.angle_version"), device,
+                       batch_size)
+        detector.recipe, detector.meta = recipe, meta  # what it was built from (labels, the trained classes)
+        return detector
 
     @property
     def test_cfg(self) -> Any:
         """The head's test settings (score_thr, nms.iou_thr, max_per_img), editable before `detect`."""
-        return self.model.module.bbox_head.test_cfg
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        return module.bbox_head.test_cfg
 
     def detect(self, images: Sequence[np.ndarray]) -> list[DetectionsPerClass]:
         import torch

@@ -243,7 +243,7 @@ def export_graph(model: Any, path: Path, meta: ModelMetadata, opset: int) -> Non
 
 def synthetic_check_images(side: int, count: int) -> list[np.ndarray]:
     """Rendered DOTA-like scenes (rotld's synthetic data) at the model's input size: no files needed."""
-    from rotld_cli.dota.synthetic import make_config, plan_scene, render_scene
+    from rotld_cli.demo.scenes import make_config, plan_scene, render_scene
 
     config = make_config(seed=0, num_train=0, num_val=count, image_size=side,
                          objects_per_image=(6, 12), distractors_per_image=(4, 10))

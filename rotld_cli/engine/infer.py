@@ -1,4 +1,4 @@
-"""Patch inference: run a trained detector on every `images/*.png` of a split folder.
+"""Patch inference: load a trained detector, and run it on every patch image of a split folder.
 
 The output is patch-level DOTA Task1 detections (image id = patch id, e.g. `P0003__1024__0___824`),
 which the merge step turns into full-image detections (method.md §7.1). Polygons come from the
@@ -11,24 +11,17 @@ positives). An unreadable patch is reported and skipped, never fatal.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from rich.errors import LiveError
-from rich.progress import TextColumn
 
-from rotld_cli import ui
-from rotld_cli.dota.formats import Task1Detections, write_task1_files
+from rotld_cli.dota.formats import IMAGE_SUFFIXES, Task1Detections, is_image_file, write_task1_files
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
+from rotld_cli.engine.patches import PatchProgress, detect_patches
 from rotld_cli.errors import RotldError
-
-IMAGE_SUFFIXES = (".png",)
 
 
 @dataclass
@@ -45,74 +38,6 @@ class InferResult:
     @property
     def patches_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-class _PatchImages(torch.utils.data.Dataset):
-    """Patch files through the test pipeline; a failure becomes an error record instead of an exception."""
-
-    def __init__(self, paths: Sequence[Path], pipeline) -> None:
-        self.paths = list(paths)
-        self.pipeline = pipeline
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            return self.pipeline({"img_info": {"filename": path.name}, "img_prefix": str(path.parent)})
-        except Exception as exc:  # cv2 gives None for a corrupt file; the pipeline then fails anywhere
-            reason = "cannot decode the image" if "NoneType" in str(exc) else f"{type(exc).__name__}: {exc}"
-            return {"_error": reason, "_path": str(path)}
-
-
-def _collate(batch: list[dict[str, Any]]) -> tuple[Any, list[tuple[str, str]]]:
-    from mmcv.parallel import collate
-
-    errors = [(item["_path"], item["_error"]) for item in batch if "_error" in item]
-    good = [item for item in batch if "_error" not in item]
-    return (collate(good, samples_per_gpu=len(good)) if good else None), errors
-
-
-def run_model(model, loader, description: str = "inference", skipped: list[tuple[str, str]] | None = None,
-              show_progress: bool = True) -> list[Any]:
-    """Model outputs (one per image, in loader order) for a test-mode loader, with Rich progress.
-
-    `loader` yields mmdet batches, or `(batch, errors)` pairs from our patch loader; errors go
-    to `skipped`.
-    """
-    model.eval()
-    results: list[Any] = []
-    total = len(loader.dataset)
-    started = time.perf_counter()
-    bar = ui.progress(TextColumn("{task.fields[rate]}"), transient=True) if show_progress else None
-    task = None
-    if bar is not None:
-        try:
-            bar.start()
-        except LiveError:  # rich < 14 cannot nest it in the training display: run without a bar
-            bar = None
-        else:
-            task = bar.add_task(description, total=total, rate="")
-    try:
-        done = 0
-        for item in loader:
-            batch, errors = item if isinstance(item, tuple) else (item, [])
-            if skipped is not None:
-                skipped.extend(errors)
-            done += len(errors)
-            if batch is not None:
-                with torch.no_grad():
-                    outputs = model(return_loss=False, rescale=True, **batch)
-                results.extend(outputs)
-                done += len(outputs)
-            if bar is not None:
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=done, rate=f"{rate:.1f} patches/s")
-    finally:
-        if bar is not None:
-            bar.stop()
-    return results
 
 
 def results_to_task1(results: Sequence[Sequence[np.ndarray]], image_ids: Sequence[str],
@@ -178,34 +103,26 @@ def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None,
 
 def infer_split(checkpoint: os.PathLike[str] | str, split_dir: os.PathLike[str] | str, *,
                 out_dir: os.PathLike[str] | str | None = None, device: str | None = None, batch_size: int = 4,
-                workers: int = 0, recipe_ref: str | None = None, show_progress: bool = True) -> InferResult:
+                workers: int = 0, recipe_ref: str | None = None,
+                on_progress: PatchProgress | None = None) -> InferResult:
     """Detect on every patch in `split_dir/images`; write `Task1_<class>.txt` files to `out_dir` if given."""
-    from mmdet.datasets.pipelines import Compose
+    from rotld_cli.engine.detector import EngineDetector
 
     split_dir = Path(split_dir)
     image_dir = split_dir / "images" if (split_dir / "images").is_dir() else split_dir
-    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if image_dir.is_dir() else []
+    paths = sorted(p for p in image_dir.iterdir() if is_image_file(p)) if image_dir.is_dir() else []
     if not paths:
         raise RotldError(
-            f"{image_dir}: no patch images (*.png); point at a split folder written by `rotld prepare-dota`"
+            f"{image_dir}: no patch images ({', '.join(IMAGE_SUFFIXES)}); point at a split folder written by "
+            "`rotld prepare-dota`"
         )
-    model, recipe, _, cfg = load_detector(checkpoint, device=device, recipe_ref=recipe_ref)
-    dataset = _PatchImages(paths, Compose(cfg.data.test.pipeline))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
-    skipped: list[tuple[str, str]] = []
-    started = time.perf_counter()
-    outputs = run_model(model, loader, description=f"detect {split_dir.name}", skipped=skipped,
-                        show_progress=show_progress)
-    seconds = time.perf_counter() - started
-    bad = {path for path, _ in skipped}
-    image_ids = [p.stem for p in paths if str(p) not in bad]
-    for path, reason in skipped:
-        ui.warn(f"{path}: skipped ({reason})")
-    classes = tuple(recipe.classes)
-    detections = results_to_task1(outputs, image_ids, classes, recipe.get("model.angle_version"))
-    result = InferResult(detections=detections, classes=classes, images=len(image_ids), skipped=skipped,
-                         seconds=seconds)
+    detector = EngineDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size, recipe_ref=recipe_ref)
+    outputs: list = []
+    stats = detect_patches(detector, paths, lambda ids, dets: outputs.extend(dets), batch_size=detector.batch_size,
+                           workers=workers, on_progress=on_progress)
+    detections = results_to_task1(outputs, stats.ran, detector.classes, detector.angle_version)
+    result = InferResult(detections=detections, classes=detector.classes, images=len(stats.ran),
+                         skipped=stats.unreadable, seconds=stats.seconds)
     if out_dir is not None:
-        result.written = write_task1_files(out_dir, detections, classes)
+        result.written = write_task1_files(out_dir, detections, detector.classes)
     return result

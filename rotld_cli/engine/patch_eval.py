@@ -9,6 +9,7 @@ metric: `rotld evaluate` merges patches to full images and applies the DOTA devk
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,13 +38,28 @@ def patch_ap50(results: Sequence[Sequence[np.ndarray]], annotations: Sequence[di
     return {"mAP": mean, **{f"AP50_{name}": ap for name, ap in per_class.items()}}
 
 
-def patch_evaluator(dataset: Any, loader: Any) -> Callable[[Any], dict[str, float]]:
-    """`evaluate(model)` for the EvalHook: detect on the val loader, then `patch_ap50`."""
-    from rotld_cli.engine.infer import run_model
+def patch_evaluator(dataset: Any, loader: Any = None) -> Callable[[Any], dict[str, float]]:
+    """`evaluate(model)` for the EvalHook: the val patches through the one patch loop
+    (`engine/patches.py`, the model behind an `EngineDetector` on the val pipeline), then `patch_ap50`.
+
+    `loader` is unused (kept for the caller's signature): the loop reads the dataset's files itself.
+    An unreadable patch counts as one without detections, so results stay aligned with the annotations.
+    """
+    from rotld_cli.detector import empty_detections
+    from rotld_cli.engine.detector import EngineDetector
+    from rotld_cli.engine.patches import detect_patches
+
+    paths = [Path(dataset.img_prefix) / info["filename"] for info in dataset.data_infos]
+    classes = tuple(dataset.CLASSES)
+    batch_size = getattr(loader, "batch_size", None) or 1
 
     def evaluate(model) -> dict[str, float]:
-        results = run_model(model, loader, description="validation")
+        model.eval()
+        detector = EngineDetector(model, dataset.pipeline.transforms, classes, "oc", "", batch_size)
+        by_patch: dict[str, list[np.ndarray]] = {}
+        detect_patches(detector, paths, lambda ids, dets: by_patch.update(zip(ids, dets)), batch_size=batch_size)
+        results = [by_patch.get(p.stem) or empty_detections(len(classes)) for p in paths]
         annotations = [dataset.get_ann_info(i) for i in range(len(dataset))]
-        return patch_ap50(results, annotations, dataset.CLASSES)
+        return patch_ap50(results, annotations, classes)
 
     return evaluate

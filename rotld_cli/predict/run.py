@@ -315,7 +315,7 @@ def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr
     """The image with its detections drawn (images held in memory only: a window-read one is skipped)."""
     import cv2
 
-    from rotld_cli.dota.visualize import draw_detections
+    from rotld_cli.evaluation.visualize import draw_detections
     from rotld_cli.fileio import atomic_path
 
     pixels = reader.whole()

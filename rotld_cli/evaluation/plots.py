@@ -2,7 +2,7 @@
 
 Figures are built with matplotlib's object API (`matplotlib.figure.Figure`, rendered by Agg),
 never through pyplot: nothing needs a display, no global backend is switched under the caller,
-and no figure lingers in a pyplot registry. Class colours are the ones `rotld_cli.dota.visualize`
+and no figure lingers in a pyplot registry. Class colours are the ones `rotld_cli.evaluation.visualize`
 draws on the images. Every file is written atomically.
 """
 
@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from rotld_cli.dota.formats import Task1Detections
-from rotld_cli.dota.metrics import ClassGroundTruth, assign, best_gt, class_ap, score_order
-from rotld_cli.dota.visualize import class_colours
+from rotld_cli.evaluation.metrics import ClassGroundTruth, PRCurve, evaluate_class_curves
+from rotld_cli.evaluation.visualize import class_colours
 from rotld_cli.fileio import atomic_path
 
-PRCurve = tuple[np.ndarray, np.ndarray, float]  # recall, precision (one point per detection, by score), AP
 GRID_COLUMNS = 5
 DPI = 100
 
@@ -35,7 +34,7 @@ def _colour_order(names: Sequence[str], classes: Sequence[str] | None) -> list[s
     return order + [n for n in names if n not in set(order)]
 
 
-def _save(fig, out_path: os.PathLike[str] | str) -> Path:
+def save_figure(fig, out_path: os.PathLike[str] | str) -> Path:
     out_path = Path(out_path)
     with atomic_path(out_path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
@@ -51,9 +50,9 @@ def pr_curves_from_metrics(
 ) -> dict[str, PRCurve]:
     """Per class (in `gts` order): the devkit's recall and precision at `iou_thr`, and its AP.
 
-    `gts` and `image_ids` are what `rotld_cli.evaluation` evaluates (`gts[c].offsets` indexes
-    `image_ids`); the TP/FP marks come from `dota.metrics` itself, so the AP equals that
-    module's. A class without detections or without non-difficult GT gets empty arrays and AP 0.
+    For curves outside an evaluation (the evaluator already returns its curves: `Evaluation.curves`).
+    `gts[c].offsets` indexes `image_ids`; the marks come from `metrics.evaluate_class_curves`, so
+    the AP equals that module's. A class without detections or non-difficult GT gets empty arrays, AP 0.
     """
     index = {image_id: k for k, image_id in enumerate(image_ids)}
     curves: dict[str, PRCurve] = {}
@@ -62,14 +61,9 @@ def pr_curves_from_metrics(
         if det is None or len(det) == 0 or gt.npos == 0:
             curves[name] = (np.zeros(0), np.zeros(0), 0.0)
             continue
-        order = score_order(det.scores)
-        det_image = np.fromiter((index[i] for i in det.image_ids), dtype=np.int64, count=len(det))[order]
-        ovmax, jmax = best_gt(det_image, np.asarray(det.polys, dtype=np.float64).reshape(-1, 8)[order], gt, [iou_thr])
-        tp, fp = assign(ovmax, jmax, gt.difficult, iou_thr)
-        ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-        recall = ctp / float(gt.npos)
-        precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-        curves[name] = (recall, precision, class_ap(tp, fp, gt.npos, use_07_metric))
+        det_image = np.fromiter((index[i] for i in det.image_ids), dtype=np.int64, count=len(det))
+        _, by_thr = evaluate_class_curves(det.scores, det_image, det.polys, gt, [iou_thr], use_07_metric, [iou_thr])
+        curves[name] = by_thr[iou_thr]
     return curves
 
 
@@ -111,7 +105,7 @@ def plot_pr_curves(
             axes[k - cols].tick_params(labelbottom=True)  # shared x: the axes above shows the recall ticks
     fig.supxlabel("recall", fontsize=9)
     fig.supylabel("precision", fontsize=9)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def _threshold_of(name: str) -> float | None:
@@ -122,7 +116,7 @@ def _threshold_of(name: str) -> float | None:
 
 
 def ap_by_iou_from_report(report: Mapping) -> tuple[dict[float, float], dict[str, dict[float, float]]]:
-    """(mean AP, per-class AP) by IoU threshold from `rotld_cli.evaluation.evaluate_results`'s report."""
+    """(mean AP, per-class AP) by IoU threshold from an evaluation report's JSON."""
     mean = {t: float(v) for k, v in report.items() if (t := _threshold_of(k)) is not None}
     per_class = {
         name: {t: float(v) for k, v in aps.items() if (t := _threshold_of(k)) is not None}
@@ -170,4 +164,4 @@ def plot_ap_vs_iou(
     ax.set_ylim(0.0, 100.0)
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

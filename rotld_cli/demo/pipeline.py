@@ -1,30 +1,37 @@
 """`rotld demo`: the synthetic end-to-end pipeline of the paper, small enough for a laptop CPU.
 
-Steps (each reuses what a previous run completed): render the synthetic DOTA-like dataset,
-split it with prepare-dota, train the R-34 teacher, train the R-18 baseline and the R-18 LD+KD
-student for the same schedule, detect on the val patches, merge them to full images and
-evaluate AP at IoU 0.50:0.95 with the DOTA devkit's rules, then print and save the comparison
-table the paper shows (AP, AP50, AP70, AP90 per model).
+Steps (each reuses what a previous run completed, each timed): render the synthetic DOTA-like
+dataset, split it with prepare-dota, train the R-34 teacher, train the R-18 baseline and the R-18
+LD+KD student for the same schedule, evaluate each checkpoint exactly as `rotld evaluate CKPT
+--split-dir split/val --ann-dir data/val/labelTxt` does (the same function: detect on the val
+patches, merge to full images, DOTA devkit AP at IoU 0.50:0.95 over the model's classes), then
+print and save the comparison table the paper shows (AP, AP50, AP70, AP90 per model) with
+pictures: one val image with the ground truth and the baseline's and student's detections, and
+the three runs' loss curves.
 
 Layout of the work dir: `data/` (synthetic DOTA root), `split/` (patches), `runs/{teacher,
-baseline,student}/` (checkpoints, logs, `results/`), `report.md`, `demo.json` (the settings).
+baseline,student}/` (checkpoints, logs, `results/`: the evaluation's output folder), `figures/`,
+`report.md`, `demo.json` (the settings).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rotld_cli import ui
 from rotld_cli.errors import UsageError
+from rotld_cli.evaluation.table import PAPER_COLUMNS, Table, comparison_table
 from rotld_cli.fileio import atomic_write_text
 
 DEMO_FILE = "demo.json"
-TABLE_COLUMNS = ("AP", "AP50", "AP70", "AP90")
+TABLE_TITLE = "Rotated LD on the synthetic dataset (val, merged images)"
+SPLIT_WORKERS = 2  # the demo's 100 images split in two processes (prepare-dota's default: one per core)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,6 @@ class DemoSettings:
     patch: int
     gap: int
     overrides: tuple[str, ...] = ()  # --set for all three runs
-    batch_size: int = 8  # inference
 
 
 FULL = DemoSettings(
@@ -121,10 +127,34 @@ class DemoResult:
     reused: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report: Path | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # step -> wall seconds
+
+    def table(self) -> Table:
+        return demo_table(self.rows)
 
 
 def default_work_dir(quick: bool) -> Path:
     return Path("rotld-demo-quick" if quick else "rotld-demo")
+
+
+class StepTimer:
+    """Logs each step as it starts and its wall time when it ends; keeps the times for the report."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, number: str, what: str, key: str) -> Iterator[None]:
+        self.log(f"[bold]{number}[/] {what}")
+        started = time.perf_counter()
+        yield
+        self.steps[key] = time.perf_counter() - started
+        self.log(f"  {key}: {format_seconds(self.steps[key])}")
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
 def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | None = None,
@@ -133,31 +163,39 @@ def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | No
 
     Finished runs are reused, so adding a method to an existing demo trains only its student.
     """
+    if device is not None:  # a missing GPU is refused before any data is written
+        from rotld_cli.engine.devices import pick_device
+
+        device = pick_device(device)
     models = demo_models(methods)
     settings = QUICK if quick else FULL
     work_dir = (work_dir or default_work_dir(quick)).absolute()
     started = time.perf_counter()
     claim_work_dir(work_dir, settings)
+    timer = StepTimer(log)
     reused: list[str] = []
-    log(f"[bold]1/5[/] synthetic dataset → {work_dir / 'data'}")
-    make_data(work_dir, settings)
-    log(f"[bold]2/5[/] prepare-dota → {work_dir / 'split'}")
-    split_data(work_dir, settings)
+    with timer.step("1/5", f"synthetic dataset → {work_dir / 'data'}", "data"):
+        make_data(work_dir, settings)
+    with timer.step("2/5", f"prepare-dota → {work_dir / 'split'}", "split"):
+        split_data(work_dir, settings)
     checkpoints: dict[str, Path] = {}
     for model in models:
-        log(f"[bold]3/5[/] train {model.label} → {work_dir / 'runs' / model.key}")
-        checkpoint, was_reused = train_model(work_dir, settings, model, device, teacher=checkpoints.get("teacher"))
+        with timer.step("3/5", f"train {model.label} → {work_dir / 'runs' / model.key}", f"train {model.key}"):
+            checkpoint, was_reused = train_model(work_dir, settings, model, device, teacher=checkpoints.get("teacher"))
         checkpoints[model.key] = checkpoint
         if was_reused:
             reused.append(model.key)
             log(f"  reused the finished run ({checkpoint.name})")
-    log("[bold]4/5[/] detect on the val patches, merge, evaluate AP50:95 (DOTA devkit rules)")
-    rows = {model.key: evaluate_model(work_dir, settings, model, checkpoints[model.key], device)
-            for model in models}
-    seconds = time.perf_counter() - started
-    log("[bold]5/5[/] report")
-    report = write_report(work_dir, settings, rows, seconds, reused)
-    return DemoResult(work_dir=work_dir, rows=rows, reused=reused, seconds=seconds, report=report)
+    rows = {}
+    for model in models:
+        with timer.step("4/5", f"evaluate {model.label}: detect on the val patches, merge, AP50:95 (DOTA devkit rules)",
+                        f"evaluate {model.key}"):  # fmt: skip
+            rows[model.key] = evaluate_model(work_dir, model, checkpoints[model.key], device)
+    with timer.step("5/5", "report and figures", "report"):
+        seconds = time.perf_counter() - started
+        report = write_report(work_dir, settings, rows, seconds, reused, timer.steps, models)
+    return DemoResult(work_dir=work_dir, rows=rows, reused=reused, seconds=time.perf_counter() - started,
+                      report=report, steps=timer.steps)
 
 
 def claim_work_dir(work_dir: Path, settings: DemoSettings) -> None:
@@ -180,7 +218,7 @@ def claim_work_dir(work_dir: Path, settings: DemoSettings) -> None:
 
 
 def make_data(work_dir: Path, settings: DemoSettings) -> dict[str, Any]:
-    from rotld_cli.dota.synthetic import generate_dataset
+    from rotld_cli.demo.scenes import generate_dataset
 
     return generate_dataset(
         work_dir / "data",
@@ -199,8 +237,7 @@ def split_data(work_dir: Path, settings: DemoSettings):
     from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
     from rotld_cli.dota.split import SplitParams
 
-    # One process: the images are few, and a fork after OpenCV has started its threads can hang.
-    options = PrepareOptions(split=SplitParams(sizes=(settings.patch,), gaps=(settings.gap,)), workers=1)
+    options = PrepareOptions(split=SplitParams(sizes=(settings.patch,), gaps=(settings.gap,)), workers=SPLIT_WORKERS)
     return prepare_dota(work_dir / "data", work_dir / "split", options,
                         progress=ui.split_progress if ui.is_interactive() else None)
 
@@ -232,12 +269,12 @@ def train_model(work_dir: Path, settings: DemoSettings, model: Model, device: st
     return result.checkpoint, False
 
 
-def evaluate_model(work_dir: Path, settings: DemoSettings, model: Model, checkpoint: Path, device: str | None,
+def evaluate_model(work_dir: Path, model: Model, checkpoint: Path, device: str | None,
                    run_dir: Path | None = None) -> dict[str, float]:
-    """AP/AP50/.../AP95 (fractions) of one checkpoint on the merged val images; cached per checkpoint hash."""
+    """AP/AP50/.../AP95 (fractions) of one checkpoint on the merged val images: `rotld evaluate CKPT`'s
+    own function and defaults, output in `runs/<model>/results/`; cached per checkpoint hash."""
     from rotld_cli.engine import checkpoints as ckpt
-    from rotld_cli.engine.infer import infer_split
-    from rotld_cli.evaluation import EvaluateOptions, evaluate_results
+    from rotld_cli.engine.checkpoint_eval import CheckpointEvalOptions, evaluate_checkpoint
 
     results = (run_dir or work_dir / "runs" / model.key) / "results"
     cache = results / "metrics.json"
@@ -246,58 +283,53 @@ def evaluate_model(work_dir: Path, settings: DemoSettings, model: Model, checkpo
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("checkpoint_sha256") == sha:
             return cached["metrics"]
-    inferred = infer_split(checkpoint, work_dir / "split" / "val", out_dir=results / "patches", device=device,
-                           batch_size=settings.batch_size, show_progress=ui.is_interactive())
-    report = evaluate_results(EvaluateOptions(
-        results=results / "patches", ann_dir=work_dir / "data" / "val" / "labelTxt", save_merged=results / "merged",
-    ))
-    metrics = class_subset_means(report, inferred.classes)
-    metrics["patches_per_s"] = inferred.patches_per_s
-    atomic_write_text(cache, json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": sha,
-                                         "metrics": metrics, "report": report}, indent=2) + "\n")
+    report = evaluate_checkpoint(CheckpointEvalOptions(
+        checkpoint=checkpoint, split_dir=work_dir / "split" / "val", ann_dir=work_dir / "data" / "val" / "labelTxt",
+        out_dir=results, device=device,
+    )).report
+    metrics = dict(report.means)
+    atomic_write_text(cache, json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "metrics": metrics,
+                                         "patches_per_s": report.run.patches_per_s if report.run else 0.0,
+                                         "report": report.to_json()}, indent=2) + "\n")  # fmt: skip
     return metrics
 
 
-def class_subset_means(report: dict[str, Any], classes) -> dict[str, float]:
-    """Class means over the recipe's classes only (the report averages all 15 DOTA classes)."""
-    names = [k for k in report["per_class"][classes[0]] if k.startswith("AP")]
-    return {name: sum(report["per_class"][c][name] for c in classes) / len(classes) for name in names}
-
-
-def table_rows(rows: dict[str, dict[str, float]]) -> list[list[str]]:
-    out = []
-    for model in (*MODELS[:2], *DISTILLERS.values()):
-        if model.key not in rows:
-            continue
-        metrics = rows[model.key]
-        out.append([model.label, *(f"{100 * metrics[c]:.1f}" for c in TABLE_COLUMNS)])
-    return out
+def demo_table(rows: dict[str, dict[str, float]]) -> Table:
+    """The comparison: one row per model run, the paper's columns (the AP table renderer of `rotld evaluate`)."""
+    models = (*MODELS[:2], *DISTILLERS.values())
+    return comparison_table(TABLE_TITLE, [(model.label, rows[model.key]) for model in models if model.key in rows])
 
 
 def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[str, float]], seconds: float,
-                 reused: list[str]) -> Path:
-    """`report.md`: the table, the gains over the baseline, and how it was made."""
-    header = "| Model | " + " | ".join(TABLE_COLUMNS) + " |"
+                 reused: list[str], steps: dict[str, float] | None = None,
+                 models: tuple[Model, ...] = MODELS) -> Path:
+    """`report.md`: the table, the gains over the baseline, the pictures, and how it was made."""
+    from rotld_cli.demo.figures import write_figures
+
+    figures = write_figures(work_dir, [(m.key, m.label) for m in models])
     lines = [
         "# rotld demo: Rotated LD on the synthetic DOTA-like dataset",
         "",
         f"Val: {settings.num_val} images of {settings.image_size}² px, split into {settings.patch}² patches, "
-        "detections merged to full images (rotated NMS, IoU 0.1), DOTA devkit AP (VOC07 11-point), "
-        "AP = mean of AP50..AP95.",
+        "detections merged to full images (rotated NMS, IoU 0.1), DOTA devkit AP (VOC07 11-point) over the "
+        "model's classes, AP = mean of AP50..AP95; each row is `rotld evaluate CKPT` on that model "
+        "(`runs/<model>/results/report.md`).",
         "",
-        header,
-        "|" + "---|" * (len(TABLE_COLUMNS) + 1),
-        *("| " + " | ".join(row) + " |" for row in table_rows(rows)),
-        "",
+        demo_table(rows).to_markdown(heading=""),
     ]
     base = rows["baseline"]
     for model in DISTILLERS.values():
         if model.key in rows:
-            gains = ", ".join(f"{c} {100 * (rows[model.key][c] - base[c]):+.1f}" for c in TABLE_COLUMNS)
+            gains = ", ".join(f"{c} {100 * (rows[model.key][c] - base[c]):+.2f}" for c in PAPER_COLUMNS)
             lines += [f"{model.label} vs baseline: {gains}.", ""]
+    for title, path in figures:
+        lines += [f"## {title}", "", f"![{title}]({path.relative_to(work_dir).as_posix()})", ""]
     lines += [f"Wall time: {seconds / 60:.1f} min" + (f" (reused: {', '.join(reused)})" if reused else "") + ".", ""]
+    if steps:
+        rows = tuple((k, format_seconds(v)) for k, v in steps.items())
+        lines += [Table("", ("step", "wall time"), rows).to_markdown(heading="")]
     lines += ["Runs: `runs/teacher`, `runs/baseline`, `runs/student` (checkpoints, `log.jsonl`, `metrics.csv`, "
-              "`results/metrics.json`)."]
+              "`results/`: report, patch-level and merged Task1 files)."]
     path = work_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

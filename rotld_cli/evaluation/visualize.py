@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rotld_cli.dota.formats import FormatError, Task1Detections, read_label_file
+from rotld_cli.dota.formats import IMAGE_SUFFIXES, FormatError, Task1Detections, read_label_file
 from rotld_cli.errors import RotldError
 from rotld_cli.fileio import atomic_path
 
@@ -45,7 +45,6 @@ PALETTE_RGB: tuple[Colour, ...] = (
     (255, 215, 180),
     (0, 0, 128),
 )
-IMAGE_SUFFIXES = (".png", ".jpg", ".tif", ".bmp")
 BOX_THICKNESS = 2
 GT_COLOUR: Colour = (255, 255, 255)
 GT_DASH = 6  # pixels drawn, then GT_GAP pixels skipped, along every ground-truth edge

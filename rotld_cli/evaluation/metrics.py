@@ -210,6 +210,46 @@ def score_order(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
 
 
+PRCurve = tuple[np.ndarray, np.ndarray, float]
+"""recall, precision (one point per detection, by descending score), AP: one class at one IoU threshold."""
+
+
+def pr_curve(tp: np.ndarray, fp: np.ndarray, npos: int, use_07_metric: bool = True) -> PRCurve:
+    """The devkit's recall/precision arrays for TP/FP marks in score order, and `class_ap` of them."""
+    if npos == 0 or tp.size == 0:
+        return np.zeros(0), np.zeros(0), 0.0
+    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    recall = ctp / float(npos)
+    precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
+    return recall, precision, class_ap(tp, fp, npos, use_07_metric)
+
+
+def evaluate_class_curves(
+    scores: np.ndarray,
+    det_image: np.ndarray,
+    det_polys: np.ndarray,
+    gt: ClassGroundTruth,
+    thresholds: Sequence[float] = THRESHOLDS,
+    use_07_metric: bool = True,
+    curves_at: Sequence[float] = (),
+) -> tuple[list[float], dict[float, PRCurve]]:
+    """`evaluate_class`, plus the PR curve at each threshold of `curves_at` (one of `thresholds`),
+    from the very TP/FP marks of the APs: the plots never recompute the assignment."""
+    order = score_order(scores)
+    det_image = np.asarray(det_image, dtype=np.int64)[order]
+    det_polys = np.asarray(det_polys, dtype=np.float64).reshape(-1, 8)[order]
+    ovmax, jmax = best_gt(det_image, det_polys, gt, thresholds)
+    npos = gt.npos
+    aps: list[float] = []
+    curves: dict[float, PRCurve] = {}
+    for thr in thresholds:
+        tp, fp = assign(ovmax, jmax, gt.difficult, thr)
+        aps.append(class_ap(tp, fp, npos, use_07_metric))
+        if thr in curves_at:
+            curves[thr] = pr_curve(tp, fp, npos, use_07_metric)
+    return aps, curves
+
+
 def evaluate_class(
     scores: np.ndarray,
     det_image: np.ndarray,
@@ -219,16 +259,7 @@ def evaluate_class(
     use_07_metric: bool = True,
 ) -> list[float]:
     """AP of one class at every threshold. `det_image` indexes the images of `gt.offsets`."""
-    order = score_order(scores)
-    det_image = np.asarray(det_image, dtype=np.int64)[order]
-    det_polys = np.asarray(det_polys, dtype=np.float64).reshape(-1, 8)[order]
-    ovmax, jmax = best_gt(det_image, det_polys, gt, thresholds)
-    npos = gt.npos
-    aps = []
-    for thr in thresholds:
-        tp, fp = assign(ovmax, jmax, gt.difficult, thr)
-        aps.append(class_ap(tp, fp, npos, use_07_metric))
-    return aps
+    return evaluate_class_curves(scores, det_image, det_polys, gt, thresholds, use_07_metric)[0]
 
 
 def class_mean(aps: Sequence[float]) -> float:

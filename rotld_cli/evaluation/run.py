@@ -1,0 +1,82 @@
+"""`rotld evaluate --results`: a Task1 result folder through the evaluator, plus what it writes
+(merged Task1 files, the server zip, pictures, `report.json`/`report.md`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rotld_cli.evaluation.evaluator import DotaEvaluator, Evaluation, Progress
+from rotld_cli.evaluation.pictures import PictureOptions, check_pictures, save_pictures
+from rotld_cli.evaluation.report import EvaluationReport, Problems
+from rotld_cli.evaluation.results import (
+    EvaluateOptions,
+    drop_unknown_images,
+    evaluated_image_ids,
+    read_results,
+    validate_options,
+    write_submission_zip,
+    write_task1_folder,
+)
+
+
+def evaluate(options: EvaluateOptions, on_progress: Progress | None = None) -> Evaluation:
+    """Read and check the result files, evaluate them, write `--save-merged` and `--zip`."""
+    classes = validate_options(options)
+    image_ids = evaluated_image_ids(options) if options.ann_dir is not None else []
+    skipped, ignored = Problems(), []
+    dets = read_results(options, classes, skipped, ignored)
+    if options.ann_dir is not None:
+        dets = drop_unknown_images(dets, set(image_ids), options, skipped)
+    evaluator = DotaEvaluator(
+        classes, image_ids, options.ann_dir, metric=options.metric, merge=options.merge, merge_iou=options.merge_iou,
+        seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth,
+    )  # fmt: skip
+    evaluator.process(dets)
+    evaluation = evaluator.evaluate(on_progress)
+    report = evaluation.report
+    report.skipped, report.ignored_classes = skipped, ignored
+    write_outputs(evaluation, options)
+    return evaluation
+
+
+def write_outputs(evaluation: Evaluation, options: EvaluateOptions) -> None:
+    """The merged Task1 files (`--save-merged`, with rotld's manifest) and the submission zip."""
+    report = evaluation.report
+    if options.save_merged is not None:
+        write_task1_folder(options.save_merged, evaluation.detections, report.classes, "merged")
+        report.saved = str(options.save_merged)
+    if options.zip_path is not None:
+        write_submission_zip(options.zip_path, evaluation.detections, report.classes)
+        report.zip = str(options.zip_path)
+
+
+def evaluate_results(options: EvaluateOptions, on_progress: Progress | None = None) -> dict:
+    """The report of a Task1 result folder as JSON (fractions in [0, 1])."""
+    return evaluate(options, on_progress).report.to_json()
+
+
+def default_out_dir(source: Path) -> Path:
+    """`work/epoch_12.pth` -> `work/epoch_12-eval/`, `runs/results/` -> `runs/results-eval/`: beside the input."""
+    return source.parent / f"{source.stem if source.is_file() else source.name}-eval"
+
+
+def evaluate_result_files(
+    options: EvaluateOptions,
+    pictures: PictureOptions | None = None,
+    out_dir: Path | None = None,
+    on_progress: Progress | None = None,
+    drawing: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """`rotld evaluate --results`: the report, plus pictures and `report.json`/`report.md` in `out_dir`."""
+    pictures = pictures or PictureOptions()
+    validate_options(options)
+    check_pictures(pictures, options.ann_dir)
+    evaluation = evaluate(options, on_progress)
+    report = evaluation.report
+    if pictures.wanted:
+        report.pictures = save_pictures(evaluation, pictures, options.ann_dir, drawing)
+    if out_dir is not None:
+        report.out = str(out_dir)
+        report.write_files(out_dir)
+    return report
