@@ -57,7 +57,12 @@ def safe_globals() -> list[Any]:
 
     import numpy as np
 
-    names: list[Any] = [np.core.multiarray.scalar, np.core.multiarray._reconstruct, np.ndarray, np.dtype]
+    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
+    names: list[Any] = [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
+    # numpy 2 renamed numpy.core to numpy._core: a file pickled under either loads under both
+    # (torch accepts (object, "name in the pickle") pairs).
+    names += [(getattr(multiarray, fn), f"{module}.multiarray.{fn}")
+              for fn in ("scalar", "_reconstruct") for module in ("numpy.core", "numpy._core")]
     dtypes_module = getattr(np, "dtypes", None)
     if dtypes_module is not None:
         names += [getattr(dtypes_module, n) for n in dir(dtypes_module) if n.endswith("DType")]
@@ -93,7 +98,7 @@ def _unsafe_globals(torch: Any, path: Path | None, message: str) -> list[str]:
     """Every global the safe loader refuses (all of them for a local zip checkpoint, else the first one)."""
     lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
     if lister is not None and path is not None and path.is_file():
-        allowed = {f"{g.__module__}.{g.__qualname__}" for g in safe_globals()}
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in safe_globals()}
         try:
             found = [g for g in lister(str(path)) if g not in allowed]
         except Exception:  # legacy, non-zip files: fall back to the error message

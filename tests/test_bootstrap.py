@@ -68,3 +68,43 @@ def test_shared_wheels_beside_the_checkout_are_a_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("ROTLD_WHEELS", raising=False)
     monkeypatch.setattr(bootstrap, "REPO_ROOT", repo)
     assert bootstrap.wheel_sources(Path(tmp_path / "none")) == ["--find-links", str(shared)]
+
+
+def test_missing_distributions_respects_pins_and_opencv_variants(tmp_path):
+    import sys
+
+    python = Path(sys.executable)
+    wanted = ["pytest>=7", "rotld-no-such-distribution", "typer==0.0.1", "opencv-python-headless>=4.5"]
+    # typer is installed but not at 0.0.1; some opencv build is installed; pytest is there.
+    assert bootstrap.missing_distributions(python, wanted) == ["rotld-no-such-distribution", "typer==0.0.1"]
+
+
+def test_cuda_build_only_with_a_visible_gpu_and_nvcc():
+    import sys
+
+    torch = pytest.importorskip("torch")
+    env = bootstrap.cuda_build_env(Path(sys.executable))
+    if not torch.cuda.is_available():
+        assert env == {}
+    else:
+        assert env["FORCE_CUDA"] == "1" and all("." in arch for arch in env["TORCH_CUDA_ARCH_LIST"].split(";"))
+
+
+def test_mmcv_sdist_is_found_in_offline_wheel_folders(tmp_path):
+    empty, offline = tmp_path / "a", tmp_path / "b"
+    empty.mkdir()
+    offline.mkdir()
+    (offline / "mmcv-full-1.7.2.tar.gz").write_bytes(b"")
+    assert bootstrap.find_sdist([empty]) is None
+    assert bootstrap.find_sdist([empty, offline]) == offline / "mmcv-full-1.7.2.tar.gz"
+
+
+def test_cuda_wheelhouse_is_keyed_by_architecture(monkeypatch, tmp_path):
+    import sys
+
+    pytest.importorskip("torch")
+    monkeypatch.setenv("ROTLD_CACHE_DIR", str(tmp_path))
+    cpu = bootstrap.wheelhouse_for(Path(sys.executable))
+    gpu = bootstrap.wheelhouse_for(Path(sys.executable), "8.0;9.0")
+    assert cpu.parent == gpu.parent == tmp_path / "wheelhouse"
+    assert gpu.name == cpu.name + "-sm80-90"

@@ -57,7 +57,7 @@ import cv2
 from rotld_cli.deploy.onnx_detector import OnnxDetector
 from rotld_cli.deploy.split_inference import detect_split_onnx
 
-model, images, out, split, task1 = sys.argv[1:6]
+model, images, out, split, task1, predicted = sys.argv[1:7]
 detector = OnnxDetector.from_file(model)
 arrays = {{}}
 for i, path in enumerate(json.loads(images)):
@@ -66,6 +66,12 @@ for i, path in enumerate(json.loads(images)):
         arrays[f"{{i}}_{{c}}"] = boxes
 np.savez(out, **arrays)
 detect_split_onnx(model, split, task1)
+from rotld_cli.cli import main  # `rotld predict MODEL.onnx`: the whole command, engine-free
+try:
+    main(["predict", model, split, "--out", predicted, "--sizes", "128", "--gaps", "0", "--json"])
+except SystemExit as exc:
+    if exc.code:
+        raise
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {engine})))
 """
 
@@ -138,7 +144,7 @@ def test_onnx_model_runs_without_the_engine_and_matches_torch(demo_student, expo
     script = NO_ENGINE_RUN.format(engine=set(ENGINE))
     proc = subprocess.run(
         [sys.executable, "-c", script, str(out), json.dumps(images), str(tmp_path / "onnx.npz"),
-         str(demo_student["val"]), str(tmp_path / "onnx_task1")],
+         str(demo_student["val"]), str(tmp_path / "onnx_task1"), str(tmp_path / "onnx_predict")],
         cwd=repo_root, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -155,15 +161,26 @@ def test_onnx_model_runs_without_the_engine_and_matches_torch(demo_student, expo
 
     # Task1 files of the engine-free split inference equal the engine's (polygons as mmrotate writes them)
     infer_split(demo_student["student"], demo_student["val"], out_dir=tmp_path / "engine_task1", device="cpu")
-    for cls in engine.classes:
-        a = read_task1_file(tmp_path / "engine_task1" / f"Task1_{cls}.txt")
-        b = read_task1_file(tmp_path / "onnx_task1" / f"Task1_{cls}.txt")
+    assert_same_task1(tmp_path / "engine_task1", tmp_path / "onnx_task1", engine.classes)
+    # and `rotld predict` gives the same detections from the .onnx file as from the checkpoint
+    code = subprocess.run([sys.executable, "-m", "rotld_cli", "predict", str(demo_student["student"]),
+                           str(demo_student["val"]), "--out", str(tmp_path / "pth_predict"), "--sizes", "128",
+                           "--gaps", "0", "--device", "cpu"], cwd=repo_root, capture_output=True, text=True,
+                          timeout=600).returncode  # fmt: skip
+    assert code == 0
+    assert_same_task1(tmp_path / "pth_predict", tmp_path / "onnx_predict", engine.classes)
+
+
+def assert_same_task1(dir_a: Path, dir_b: Path, classes) -> None:
+    """Every Task1 line has a partner within %.2f rounding of the ~1e-4 px backend differences, both ways."""
+    for cls in classes:
+        a = read_task1_file(dir_a / f"Task1_{cls}.txt")
+        b = read_task1_file(dir_b / f"Task1_{cls}.txt")
         assert sorted(a.image_ids) == sorted(b.image_ids)
         for image_id in set(a.image_ids):
             rows_a = np.column_stack([a.scores, a.polys])[np.array(a.image_ids) == image_id]
             rows_b = np.column_stack([b.scores, b.polys])[np.array(b.image_ids) == image_id]
             gap = np.abs(rows_a[:, None, :] - rows_b[None, :, :]).max(axis=2)
-            # every line has a partner within %.2f rounding of the ~1e-4 px differences, both ways
             assert gap.min(axis=1).max() <= 0.02 and gap.min(axis=0).max() <= 0.02
 
 

@@ -216,10 +216,11 @@ def test_bad_options_fail_before_the_engine_loads(tmp_path, repo_root, args, mes
     assert not (tmp_path / "o").exists()
 
 
-def test_onnx_models_are_refused_clearly_for_now(tmp_path):
+def test_a_broken_onnx_file_is_one_clear_error(tmp_path):
+    from rotld_cli.errors import RotldError
     from rotld_cli.predict.backend import load_detector_backend
 
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    with pytest.raises(UsageError, match="ONNX models are not available"):
+    with pytest.raises(RotldError, match=r"m\.onnx"):
         load_detector_backend(model, None, None)

@@ -309,8 +309,10 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
     from rotld_cli.engine.detector import EngineDetector
 
     step("loading the checkpoint")
-    wrapped, recipe, _, cfg = load_model(options.checkpoint, "cpu", options.recipe)
+    loaded = load_model(options.checkpoint, "cpu", options.recipe)
+    wrapped, recipe = loaded.model, loaded.recipe
     model = wrapped.module
+    cfg = model.cfg
     meta = build_metadata(model, cfg, recipe, options.checkpoint, options)
     verify_anchors(model, meta)
     side = meta.input.fixed_size or max(meta.input.img_scale)
@@ -320,7 +322,8 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
         export_graph(model, tmp, meta, options.opset)
         step(f"parity check on {len(images)} image(s): torch vs onnxruntime")
         onnx_detector = OnnxDetector.from_file(tmp)
-        engine = EngineDetector(wrapped, padded_like(cfg, meta.input), meta.classes, meta.angle_version, "cpu")
+        engine = EngineDetector(wrapped, padded_like(cfg, meta.input).data.test.pipeline, meta.classes,
+                                meta.angle_version, "cpu")
         report = compare_detections(engine.detect(images), onnx_detector.detect(images), meta.classes,
                                     meta.test_cfg.score_thr, options.tolerance, names)
         score_diff, logit_diff = raw_differences(model, onnx_detector, images)

@@ -18,11 +18,27 @@ def check_model_path(path: Path) -> None:
         raise RotldError(f"{path}: {'no such file' if not path.exists() else 'not a file'}")
 
 
+def onnx_providers(path: Path, device: str | None) -> list[str] | None:
+    """onnxruntime's execution providers for `--device` (None: its default, the CPU)."""
+    if device != "cuda":
+        return None
+    try:
+        import onnxruntime
+    except ImportError:
+        return None  # open_session reports the missing package with its install line
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise UsageError(f"--device cuda: this onnxruntime has no CUDA provider for {path} "
+                         "(install onnxruntime-gpu, or drop --device cuda)")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def load_detector_backend(path: Path, device: str | None, batch_size: int | None) -> Detector:
-    """`.pth` -> the engine's `EngineDetector`; `.onnx` -> the ONNX runtime detector (not yet wired)."""
+    """`.pth` -> the engine's `EngineDetector`; `.onnx` -> onnxruntime (`rotld export`'s file; no engine import)."""
     check_model_path(path)
     if path.suffix.lower() == ".onnx":
-        raise UsageError(f"{path}: ONNX models are not available in `rotld predict` yet; give a .pth checkpoint")
+        from rotld_cli.deploy.onnx_detector import OnnxDetector
+
+        return OnnxDetector.from_file(path, batch_size=batch_size or 1, providers=onnx_providers(path, device))
     from rotld_cli.engine.detector import EngineDetector
 
     return EngineDetector.from_checkpoint(path, device=device, batch_size=batch_size)
