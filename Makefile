@@ -18,7 +18,7 @@ demo-quick: setup
 	$(BIN)/rotld demo --quick
 
 test: setup
-	$(BIN)/python -m ruff check rotld_cli tests bench
+	$(BIN)/python -m ruff check rotld_cli tests bench scripts
 	$(BIN)/python -m pytest -q
 
 # The suite again under numpy 2 + opencv >= 4.12: an overlay venv whose own numpy/opencv shadow
@@ -34,7 +34,7 @@ test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/python -m ruff check rotld_cli tests bench
+	$(BIN)/python -m ruff check rotld_cli tests bench scripts
 	$(BIN)/python -m ruff format --check rotld_cli tests bench
 
 # On a CUDA machine with its own torch (e.g. offline: GPU_CHECK_ARGS="--offline --find-links DIR").

@@ -86,7 +86,7 @@ def describe_os_error(exc: OSError, path: os.PathLike[str] | str | None = None) 
         if parent.is_dir():
             reason += f" (and it cannot be created in {printable(str(parent))})" if _is_pseudo_fs(parent) else ""
     else:
-        reason = _OS_REASONS.get(exc.errno, (exc.strerror or type(exc).__name__).lower())
+        reason = _OS_REASONS.get(exc.errno, exc.strerror.lower() if exc.strerror else str(exc) or type(exc).__name__)
     return located(where, None, reason)
 
 

@@ -40,7 +40,7 @@ def teacher(tmp_path_factory):
     split = make_split(root)
     recipe = write_recipe(root / "teacher.yaml", split)
     run = train_teacher(str(recipe), TrainOptions(work_dir=root / "teacher", device="cpu", validate=False,
-                                                  live=False, overrides=["schedule.epochs=1"]))
+                                                  overrides=["schedule.epochs=1"]))
     return root, split, recipe, run.checkpoint
 
 

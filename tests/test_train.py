@@ -29,6 +29,7 @@ from rotld_cli.engine import hooks  # noqa: E402
 from rotld_cli.engine.patch_eval import patch_ap50  # noqa: E402
 from rotld_cli.engine.reporting import TrainReporter  # noqa: E402
 from rotld_cli.engine.train import TrainOptions, check_pretrained, train_teacher  # noqa: E402
+from rotld_cli.errors import RotldError  # noqa: E402
 
 BASE_LR = 0.01
 WARMUP_RATIO = 1 / 3
@@ -234,7 +235,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", torn_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RotldError, match=r"latest\.pth: .*disk full"):  # the user's file, not the temp one
         ckpt.save_checkpoint(path, {"w": torch.zeros(3)}, {"epoch": 2})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["latest.pth"]
     assert torch.load(path, weights_only=True)["meta"]["epoch"] == 1

@@ -2,6 +2,7 @@
 trains on (`scenes`, also the tests' data) and the report's pictures (`figures`)."""
 
 from rotld_cli.demo.pipeline import (
+    DISTILLERS,
     FULL,
     MODELS,
     QUICK,
@@ -9,15 +10,17 @@ from rotld_cli.demo.pipeline import (
     DemoSettings,
     Model,
     claim_work_dir,
+    demo_models,
     demo_table,
     evaluate_model,
     make_data,
+    parse_methods,
     run_demo,
     split_data,
     train_model,
 )
 
 __all__ = [
-    "FULL", "MODELS", "QUICK", "DemoResult", "DemoSettings", "Model", "claim_work_dir", "demo_table",
-    "evaluate_model", "make_data", "run_demo", "split_data", "train_model",
+    "DISTILLERS", "FULL", "MODELS", "QUICK", "DemoResult", "DemoSettings", "Model", "claim_work_dir", "demo_models",
+    "demo_table", "evaluate_model", "make_data", "parse_methods", "run_demo", "split_data", "train_model",
 ]  # fmt: skip

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rotld_cli.dota.formats import TASK1_PREFIX, Task1Detections, class_from_task1_name, write_task1_files
+from rotld_cli.dota.formats import TASK1_PREFIX, Task1Detections, class_from_task1_name
 from rotld_cli.errors import RotldError
+from rotld_cli.evaluation.results import write_task1_folder
 
 IMAGES_DIR = "images"  # one <image id>.json per finished image
 
@@ -41,4 +42,5 @@ def write_task1_from_results(out_dir: Path, image_ids: Sequence[str], classes: S
     for path in out_dir.glob(f"{TASK1_PREFIX}*.txt"):
         if class_from_task1_name(path) not in classes:
             path.unlink()
-    return write_task1_files(out_dir, task1_from_results(out_dir, image_ids, classes), classes)
+    # the folder's manifest names the model's classes: `evaluate --results` takes its mean over them
+    return write_task1_folder(out_dir, task1_from_results(out_dir, image_ids, classes), classes, "predicted")
