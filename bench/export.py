@@ -91,9 +91,9 @@ def demo_run(demo_dir: Path, run: str) -> Path:
 
 def accuracy(root: Path, args: argparse.Namespace) -> None:
     from rotld_cli.deploy.onnx_detector import OnnxDetector
-    from rotld_cli.deploy.split_inference import detect_split
     from rotld_cli.engine.detector import EngineDetector
     from rotld_cli.engine.export import ExportOptions, export_model
+    from rotld_cli.engine.patches import detect_split
     from rotld_cli.evaluation import EvaluateOptions, evaluate_results
 
     work = args.demo_dir or root / "demo-quick"

@@ -99,7 +99,7 @@ def make_checkpoint(recipe_ref: str, overrides: list[str], path: Path, seed: int
 
 def rotld_loop(detector, paths: list[Path], batch_size: int) -> dict:
     """`rotld evaluate CKPT`'s loop: `detect_patches` (reading, batching) then the Task1 conversion."""
-    from rotld_cli.engine.infer import results_to_task1
+    from rotld_cli.dota.polygons import detections_to_task1
     from rotld_cli.engine.patches import detect_patches
 
     ids: list[str] = []
@@ -111,16 +111,16 @@ def rotld_loop(detector, paths: list[Path], batch_size: int) -> dict:
 
     stats = detect_patches(detector, paths, keep, batch_size=batch_size)
     assert not stats.unreadable, stats.unreadable
-    return results_to_task1(outputs, ids, detector.classes, detector.angle_version)
+    return detections_to_task1(outputs, ids, detector.classes, detector.angle_version)
 
 
 def plain_loop(detector, paths: list[Path]) -> dict:
     from mmdet.apis import inference_detector
 
-    from rotld_cli.engine.infer import results_to_task1
+    from rotld_cli.dota.polygons import detections_to_task1
 
     outputs = [inference_detector(detector.model.module, str(p)) for p in paths]
-    return results_to_task1(outputs, [p.stem for p in paths], detector.classes, detector.angle_version)
+    return detections_to_task1(outputs, [p.stem for p in paths], detector.classes, detector.angle_version)
 
 
 def timed(fn) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from rotld_cli.deploy.postprocess import (
     top_k,
 )
 from rotld_cli.deploy.preprocess import collate, padded_shape, prepare_image, rescale_size
-from rotld_cli.deploy.split_inference import best_begin_point, to_task1
+from rotld_cli.dota.polygons import best_begin_point, detections_to_task1
 from rotld_cli.errors import RotldError
 
 BINS = np.linspace(-2, 2, 9, dtype=np.float32)
@@ -130,8 +130,8 @@ def test_preprocess_resize_normalise_pad() -> None:
 
 def test_best_begin_point_and_task1() -> None:
     square = np.array([[10, 10, 0, 10, 0, 0, 10, 0]], dtype=np.float64)  # starts at the bottom-right corner
-    np.testing.assert_allclose(best_begin_point(square), [[0, 0, 10, 0, 10, 10, 0, 10]])
-    dets = to_task1([[np.array([[5, 5, 10, 10, 0, 0.75]], np.float32), np.zeros((0, 6), np.float32)]],
+    np.testing.assert_allclose(best_begin_point(square[0].tolist()), [0, 0, 10, 0, 10, 10, 0, 10])
+    dets = detections_to_task1([[np.array([[5, 5, 10, 10, 0, 0.75]], np.float32), np.zeros((0, 6), np.float32)]],
                     ["P0001__1024__0___0"], ["a", "b"])
     assert dets["a"].image_ids == ["P0001__1024__0___0"] and dets["a"].scores.tolist() == [0.75]
     np.testing.assert_allclose(dets["a"].polys, [[0, 0, 10, 0, 10, 10, 0, 10]])

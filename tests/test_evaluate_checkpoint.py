@@ -161,7 +161,8 @@ def test_patch_results_are_the_models_own_detections(world, teacher_eval):
     """Each patch through plain mmdet `inference_detector`, one at a time: the same boxes as the batched run."""
     from mmdet.apis import inference_detector
 
-    from rotld_cli.engine.infer import load_detector, results_to_task1
+    from rotld_cli.dota.polygons import detections_to_task1
+    from rotld_cli.engine.infer import load_detector
 
     _, out = teacher_eval
     model, recipe, _, _ = load_detector(world["teacher"], device="cpu")
@@ -170,7 +171,7 @@ def test_patch_results_are_the_models_own_detections(world, teacher_eval):
     ours = task1_rows(out / "patch_results", world["classes"])
     for path in sorted((world["val"] / "images").glob("*.png")):
         raw = inference_detector(model.module, str(path))
-        single = results_to_task1([raw], [path.stem], recipe.classes)
+        single = detections_to_task1([raw], [path.stem], recipe.classes)
         for name in world["classes"]:
             mine = [(s, p) for i, s, p in ours[name] if i == path.stem]
             assert len(mine) == len(single[name])

@@ -36,7 +36,7 @@ ENGINE_FREE = (
     "rotld_cli.predict.reader",
     "rotld_cli.predict.run",
     "rotld_cli.predict.outputs",
-    "rotld_cli.predict.polygons",
+    "rotld_cli.engine.patches",  # the one patch loop: any Detector, no engine import
     "rotld_cli.predict.tiff",
     "rotld_cli.quiet",
     "rotld_cli.publish",

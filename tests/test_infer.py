@@ -15,9 +15,10 @@ pytest.importorskip("mmrotate")
 from train_helpers import make_split, write_recipe  # noqa: E402
 
 from rotld_cli.dota.formats import read_task1_file  # noqa: E402
+from rotld_cli.dota.polygons import detections_to_task1  # noqa: E402
 from rotld_cli.engine import checkpoints as ckpt  # noqa: E402
 from rotld_cli.engine import load_engine  # noqa: E402
-from rotld_cli.engine.infer import infer_split, load_detector, results_to_task1  # noqa: E402
+from rotld_cli.engine.infer import infer_split, load_detector  # noqa: E402
 
 load_engine()
 
@@ -108,10 +109,10 @@ def test_an_unreadable_patch_is_reported_and_skipped(setup, tmp_path):
     assert all("broken" not in i for d in result.detections.values() for i in d.image_ids)
 
 
-def test_results_to_task1_orders_corners_like_mmrotate():
+def test_detections_to_task1_orders_corners_like_mmrotate():
     # An axis-aligned 'oc' box at θ = π/2 (w is the vertical extent): corners start at the top-left.
     box = np.array([[50.0, 40.0, 20.0, 10.0, np.pi / 2, 0.75]])
-    dets = results_to_task1([[box]], ["P1__128__0___0"], ["plane"])["plane"]
+    dets = detections_to_task1([[box]], ["P1__128__0___0"], ["plane"])["plane"]
     assert dets.image_ids == ["P1__128__0___0"] and dets.scores.tolist() == [0.75]
     np.testing.assert_allclose(dets.polys[0], [45, 30, 55, 30, 55, 50, 45, 50], atol=1e-9)
 

@@ -62,7 +62,7 @@ def _main(argv: list) -> tuple[int, str, str]:
 def test_polygons_equal_mmrotates_obb2poly(world):
     from mmrotate.core import obb2poly_np
 
-    from rotld_cli.predict.polygons import rboxes_to_polygons
+    from rotld_cli.dota.polygons import rboxes_to_polygons
 
     rng = np.random.default_rng(0)
     boxes = np.column_stack([rng.uniform(0, 500, (300, 2)), rng.uniform(1, 200, (300, 2)),

@@ -280,8 +280,8 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
     from rotld_cli.engine import load_engine  # the engine loads only once the inputs are known to be usable
 
     load_engine()
+    from rotld_cli.dota.polygons import detections_to_task1
     from rotld_cli.engine.devices import pick_device
-    from rotld_cli.engine.infer import results_to_task1
     from rotld_cli.engine.patches import detect_patches
 
     device = pick_device(options.device)
@@ -305,7 +305,7 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
         evaluator.ground_truth()  # a label file that stops --strict does so before the inference
 
     def on_batch(ids: list[str], outputs: list) -> None:
-        dets = results_to_task1(outputs, ids, classes, detector.angle_version)
+        dets = detections_to_task1(outputs, ids, classes, detector.angle_version)
         evaluator.process({name: as_written(det) for name, det in dets.items()})
 
     stats = detect_patches(detector, selection.paths, on_batch, batch_size=batch_size, workers=workers,

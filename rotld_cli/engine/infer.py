@@ -2,8 +2,8 @@
 
 The output is patch-level DOTA Task1 detections (image id = patch id, e.g. `P0003__1024__0___824`),
 which the merge step turns into full-image detections (method.md §7.1). Polygons come from the
-rotated boxes exactly as MMRotate writes them: `obb2poly_np(..., 'oc')`, which already applies
-`get_best_begin_point`. Every patch is processed, also those without objects (method.md §7.1
+rotated boxes exactly as MMRotate's `obb2poly_np` writes them (`dota/polygons.py`, which also
+applies `get_best_begin_point`). Every patch is processed, also those without objects (method.md §7.1
 notes the seed skipped them; the merged evaluation does not depend on that choice for true
 positives). An unreadable patch is reported and skipped, never fatal.
 """
@@ -11,58 +11,12 @@ positives). An unreadable patch is reported and skipped, never fatal.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from rotld_cli.dota.formats import IMAGE_SUFFIXES, Task1Detections, is_image_file, write_task1_files
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
-from rotld_cli.engine.patches import PatchProgress, detect_patches
+from rotld_cli.engine.patches import PatchProgress, SplitDetections, detect_split, split_patch_paths
 from rotld_cli.errors import RotldError
-
-
-@dataclass
-class InferResult:
-    """Per-class patch detections, plus what was skipped and how fast it ran."""
-
-    detections: dict[str, Task1Detections]
-    classes: tuple[str, ...]
-    images: int
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    written: list[Path] = field(default_factory=list)
-
-    @property
-    def patches_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-def results_to_task1(results: Sequence[Sequence[np.ndarray]], image_ids: Sequence[str],
-                     classes: Sequence[str], angle_version: str = "oc") -> dict[str, Task1Detections]:
-    """Per-image, per-class (n, 6) [cx, cy, w, h, θ, score] arrays → Task1 detections per class."""
-    from mmrotate.core import obb2poly_np
-
-    ids: dict[str, list[str]] = {c: [] for c in classes}
-    scores: dict[str, list[np.ndarray]] = {c: [] for c in classes}
-    polys: dict[str, list[np.ndarray]] = {c: [] for c in classes}
-    for image_id, per_class in zip(image_ids, results):
-        for name, boxes in zip(classes, per_class):
-            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
-            if not len(boxes):
-                continue
-            converted = obb2poly_np(boxes, angle_version).reshape(-1, 9)
-            ids[name].extend([image_id] * len(converted))
-            polys[name].append(converted[:, :8])
-            scores[name].append(converted[:, 8])
-    out = {}
-    for name in classes:
-        poly = np.concatenate(polys[name]) if polys[name] else np.zeros((0, 8))
-        score = np.concatenate(scores[name]) if scores[name] else np.zeros((0,))
-        out[name] = Task1Detections(ids[name], score, poly)
-    return out
 
 
 def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None, recipe_ref: str | None = None):
@@ -104,25 +58,10 @@ def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None,
 def infer_split(checkpoint: os.PathLike[str] | str, split_dir: os.PathLike[str] | str, *,
                 out_dir: os.PathLike[str] | str | None = None, device: str | None = None, batch_size: int = 4,
                 workers: int = 0, recipe_ref: str | None = None,
-                on_progress: PatchProgress | None = None) -> InferResult:
+                on_progress: PatchProgress | None = None) -> SplitDetections:
     """Detect on every patch in `split_dir/images`; write `Task1_<class>.txt` files to `out_dir` if given."""
     from rotld_cli.engine.detector import EngineDetector
 
-    split_dir = Path(split_dir)
-    image_dir = split_dir / "images" if (split_dir / "images").is_dir() else split_dir
-    paths = sorted(p for p in image_dir.iterdir() if is_image_file(p)) if image_dir.is_dir() else []
-    if not paths:
-        raise RotldError(
-            f"{image_dir}: no patch images ({', '.join(IMAGE_SUFFIXES)}); point at a split folder written by "
-            "`rotld prepare-dota`"
-        )
+    paths = split_patch_paths(split_dir)  # before the model loads: a wrong folder fails in a second
     detector = EngineDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size, recipe_ref=recipe_ref)
-    outputs: list = []
-    stats = detect_patches(detector, paths, lambda ids, dets: outputs.extend(dets), batch_size=detector.batch_size,
-                           workers=workers, on_progress=on_progress)
-    detections = results_to_task1(outputs, stats.ran, detector.classes, detector.angle_version)
-    result = InferResult(detections=detections, classes=detector.classes, images=len(stats.ran),
-                         skipped=stats.unreadable, seconds=stats.seconds)
-    if out_dir is not None:
-        result.written = write_task1_files(out_dir, detections, detector.classes)
-    return result
+    return detect_split(detector, paths[0].parent, out_dir, workers=workers, on_progress=on_progress)

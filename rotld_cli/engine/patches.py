@@ -9,6 +9,7 @@ batch. Progress goes to a callback: this module draws nothing.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ import cv2
 import numpy as np
 
 from rotld_cli.detector import DetectionsPerClass, Detector
+from rotld_cli.dota.formats import IMAGE_SUFFIXES, Task1Detections, is_image_file, write_task1_files
+from rotld_cli.dota.polygons import detections_to_task1
+from rotld_cli.errors import RotldError
 
 cv2.setLogLevel(0)  # a corrupt patch is reported once, by its caller, not also by libpng's warnings on stderr
 PatchProgress = Callable[[int, int], None]
@@ -93,3 +97,46 @@ def detect_patches(
             on_progress(done, len(paths))
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+@dataclass
+class SplitDetections:
+    """Per-class patch detections of a split folder, what was skipped, and how fast it ran."""
+
+    detections: dict[str, Task1Detections]
+    classes: tuple[str, ...]
+    images: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def split_patch_paths(split_dir: os.PathLike[str] | str) -> list[Path]:
+    """The patch images of a split folder (or of its `images/`); none is a one-line error."""
+    split_dir = Path(split_dir)
+    image_dir = split_dir / "images" if (split_dir / "images").is_dir() else split_dir
+    paths = sorted(p for p in image_dir.iterdir() if is_image_file(p)) if image_dir.is_dir() else []
+    if not paths:
+        raise RotldError(
+            f"{image_dir}: no patch images ({', '.join(IMAGE_SUFFIXES)}); point at a split folder written by "
+            "`rotld prepare-dota`"
+        )
+    return paths
+
+
+def detect_split(detector: Detector, split_dir: os.PathLike[str] | str, out_dir: os.PathLike[str] | str | None = None,
+                 *, workers: int = 0, on_progress: PatchProgress | None = None) -> SplitDetections:
+    """Any `Detector` over a split's patches -> Task1 detections per class (patch ids), written to `out_dir`
+    if given: what `rotld evaluate --results DIR --ann-dir DIR` merges and scores."""
+    outputs: list[DetectionsPerClass] = []
+    stats = detect_patches(detector, split_patch_paths(split_dir), lambda ids, dets: outputs.extend(dets),
+                           batch_size=getattr(detector, "batch_size", 1), workers=workers, on_progress=on_progress)
+    detections = detections_to_task1(outputs, stats.ran, detector.classes, detector.angle_version)
+    found = SplitDetections(detections, tuple(detector.classes), len(stats.ran), stats.unreadable, stats.seconds)
+    if out_dir is not None:
+        found.written = write_task1_files(out_dir, detections, detector.classes)
+    return found

@@ -23,13 +23,13 @@ import numpy as np
 
 from rotld_cli.detector import Detector
 from rotld_cli.dota.merge import round_like_task1
+from rotld_cli.dota.polygons import ANGLE_VERSIONS, rboxes_to_polygons
 from rotld_cli.dota.prepare import ImageReadError
 from rotld_cli.dota.rotated_nms import nms_quads
 from rotld_cli.dota.split import SplitParams, patch_name, sliding_windows
 from rotld_cli.errors import UsageError
 from rotld_cli.fileio import atomic_write_text
 from rotld_cli.predict.outputs import IMAGES_DIR, write_task1_from_results
-from rotld_cli.predict.polygons import ANGLE_VERSIONS, rboxes_to_polygons
 from rotld_cli.predict.reader import DEFAULT_WINDOW_READ_PIXELS, image_size, open_image
 
 RESULT_FORMAT = "rotld-predict/1"

@@ -40,8 +40,11 @@ def rotated_iou_kd_loss(boxes: Tensor, teacher_boxes: Tensor) -> Tensor:
     return 1.0 - rotated_iou(boxes, teacher_boxes)
 
 
-class _WeightedKDLoss(nn.Module):
-    """loss_weight × the mmdet-reduced element loss; the teacher's side is always detached."""
+class WeightedKDLoss(nn.Module):
+    """loss_weight × the mmdet-reduced element loss; the teacher's side is always detached.
+
+    The base of every rotld distillation loss (IM, binary KD, rotated-IoU KD): subclasses only say
+    which element loss they reduce."""
 
     def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
@@ -67,7 +70,7 @@ class _WeightedKDLoss(nn.Module):
 
 
 @ROTATED_LOSSES.register_module()
-class BinaryKDLoss(_WeightedKDLoss):
+class BinaryKDLoss(WeightedKDLoss):
     """Per-class binary cross-entropy towards the teacher's sigmoid scores, QFL-modulated (β)."""
 
     def __init__(self, beta: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
@@ -79,7 +82,7 @@ class BinaryKDLoss(_WeightedKDLoss):
 
 
 @ROTATED_LOSSES.register_module()
-class RotatedIoUKDLoss(_WeightedKDLoss):
+class RotatedIoUKDLoss(WeightedKDLoss):
     """1 − IoU between decoded rotated boxes (exact, differentiable; see `rotated_iou`)."""
 
     def element_loss(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -1,16 +1,19 @@
 """Rotated boxes -> Task1 polygons, value for value as MMRotate 0.3.4's `obb2poly_np` (engine-free).
 
-`rotld evaluate CKPT` writes its polygons with MMRotate's converter; predict must give the same
-numbers without importing MMRotate (an ONNX backend has no engine), so the three angle versions
-and `get_best_begin_point` are ported here with the same arithmetic (checked against MMRotate
+Every Task1 file rotld writes (`evaluate CKPT`, `predict`, an exported ONNX model) gets its
+polygons here, without importing MMRotate (an ONNX backend has no engine): the three angle
+versions and `get_best_begin_point` are ported with the same arithmetic (checked against MMRotate
 in tests/test_predict_engine.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+
+from rotld_cli.dota.formats import Task1Detections
 
 ANGLE_VERSIONS = ("oc", "le135", "le90")
 _NO_BETTER_START = 100000000.0  # get_best_begin_point_single's initial "force"
@@ -68,8 +71,24 @@ def rboxes_to_polygons(boxes: np.ndarray, angle_version: str) -> np.ndarray:
     """(n, 5+) [cx, cy, w, h, angle, ...] -> (n, 8) float64 polygons, MMRotate's corner order."""
     if angle_version not in _CORNERS:
         raise ValueError(f"angle version {angle_version!r}: expected one of {', '.join(ANGLE_VERSIONS)}")
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
     if not len(boxes):
         return np.zeros((0, 8))
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
     corners = _CORNERS[angle_version](boxes)
     return np.array([best_begin_point(row) for row in corners.tolist()], dtype=np.float64).reshape(-1, 8)
+
+
+def detections_to_task1(results: Sequence[Sequence[np.ndarray]], image_ids: Sequence[str], classes: Sequence[str],
+                        angle_version: str = "oc") -> dict[str, Task1Detections]:
+    """Per image, per class (n, 6) [cx, cy, w, h, angle, score] arrays -> Task1 detections per class."""
+    out = {}
+    for c, name in enumerate(classes):
+        ids: list[str] = []
+        rows = []
+        for image_id, per_class in zip(image_ids, results):
+            boxes = np.asarray(per_class[c], dtype=np.float64).reshape(-1, 6)
+            ids.extend([image_id] * len(boxes))
+            rows.append(boxes)
+        boxes = np.concatenate(rows) if rows else np.zeros((0, 6))
+        out[name] = Task1Detections(ids, boxes[:, 5].copy(), rboxes_to_polygons(boxes, angle_version))
+    return out
