@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,6 @@ class Step:
     seconds: float = 0.0
     figure: str = ""
     detail: str = ""
-    log: list[str] = field(default_factory=list, repr=False)
 
 
 class Check:
@@ -110,11 +109,11 @@ def venv_python(args: argparse.Namespace, check: Check) -> str:
     venv = REPO / args.venv
     command = [sys.executable, "-m", "rotld_cli.bootstrap", "--system-torch", "--venv", str(venv)]
     command += ["--offline"] * args.offline + [a for d in args.find_links for a in ("--find-links", d)]
-    step = check.run("engine (mmcv-full CUDA)", command, module=False, timeout=1200,
-                     figure=lambda out: (re.findall(r"built (\S+) in (\d+) s", out) and
-                                         "built in {} s".format(re.findall(r"built \S+ in (\d+) s", out)[-1]))
-                     or "cached wheel")
-    step.figure = step.figure or "cached wheel"
+    def built(out: str) -> str:
+        seconds = re.findall(r"built \S+ in (\d+) s", out)
+        return f"built in {seconds[-1]} s" if seconds else "cached wheel"
+
+    check.run("engine (mmcv-full CUDA)", command, module=False, timeout=1200, figure=built)
     return str(venv / "bin" / "python")
 
 
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(check.summary())
-    summary = {"steps": [{k: v for k, v in asdict(s).items() if k != "log"} for s in check.steps],
+    summary = {"steps": [asdict(s) for s in check.steps],
                "ok": all(s.ok for s in check.steps),
                "seconds": round(sum(s.seconds for s in check.steps), 1)}
     out = Path(args.json) if args.json else work / "summary.json"

@@ -55,7 +55,8 @@ def patch_evaluator(dataset: Any, loader: Any = None) -> Callable[[Any], dict[st
 
     def evaluate(model) -> dict[str, float]:
         model.eval()
-        detector = EngineDetector(model, dataset.pipeline.transforms, classes, "oc", "", batch_size)
+        device = next(model.parameters()).device.type
+        detector = EngineDetector(model, dataset.pipeline.transforms, classes, dataset.version, device, batch_size)
         by_patch: dict[str, list[np.ndarray]] = {}
         detect_patches(detector, paths, lambda ids, dets: by_patch.update(zip(ids, dets)), batch_size=batch_size)
         results = [by_patch.get(p.stem) or empty_detections(len(classes)) for p in paths]
