@@ -21,12 +21,8 @@ import statistics
 import time
 from pathlib import Path
 
-from rotld_cli import threads
-
-threads.configure()
-
-from rotld_cli import ui  # noqa: E402
-from rotld_cli.demo import (  # noqa: E402
+from rotld_cli import ui
+from rotld_cli.demo import (
     DISTILLERS,
     FULL,
     MODELS,
@@ -38,7 +34,7 @@ from rotld_cli.demo import (  # noqa: E402
     split_data,
     train_model,
 )
-from rotld_cli.errors import UsageError  # noqa: E402
+from rotld_cli.errors import UsageError
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""

@@ -17,11 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rotld_cli import threads
-
-threads.configure()
-
-import cv2  # noqa: E402
+import cv2
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dota-samples"
 

@@ -22,17 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from rotld_cli import threads
+import torch
 
-threads.configure()
-
-import torch  # noqa: E402
-
-from rotld_cli import ui  # noqa: E402
-from rotld_cli.demo.scenes import generate_dataset  # noqa: E402
-from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
-from rotld_cli.dota.split import SplitParams  # noqa: E402
-from rotld_cli.engine import load_engine  # noqa: E402
+from rotld_cli import ui
+from rotld_cli.demo.scenes import generate_dataset
+from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
+from rotld_cli.dota.split import SplitParams
+from rotld_cli.engine import load_engine
 
 TARGET = 1.10
 RECIPES = {

@@ -8,9 +8,9 @@ import pytest
 
 from rotld_cli import threads
 
-# Before any test imports torch: idle OpenMP threads sleep instead of spin-waiting, which on a
-# busy 2-core machine made the training tests 10x slower (one place: rotld_cli/threads.py).
-threads.configure()
+# Before any test imports torch: pytest and the trainings it starts share the cores, so idle OpenMP
+# threads sleep instead of spin-waiting (spinning made the training tests 10x slower; rotld_cli/threads.py).
+threads.share_cpu()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"

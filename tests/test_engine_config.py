@@ -46,7 +46,8 @@ TRAIN_CFG = dict(
         neg_iou_thr=0.4,
         min_pos_iou=0,
         ignore_iof_thr=-1,
-        iou_calculator=dict(type="RBboxOverlaps2D"),
+        # the seed's RBboxOverlaps2D, computed only where it can be > 0 (same values: test_rotated_overlaps)
+        iou_calculator=dict(type="SparseRBboxOverlaps2D"),
     ),
     allowed_border=-1,
     pos_weight=-1,

@@ -24,9 +24,6 @@ def demo_cmd(
         "(finished runs are reused: adding a method trains only its student)."
     ),
 ) -> None:
-    from rotld_cli import threads
-
-    threads.configure()  # before torch loads: no spin-waiting on busy CPUs
     from rotld_cli import ui
     from rotld_cli.cli.evaluate import print_table
     from rotld_cli.demo import parse_methods, run_demo

@@ -120,10 +120,9 @@ def command_argv(ctx: typer.Context) -> list[str]:
 
 def run_training(args: TrainArgs, argv: list[str], student: bool) -> None:
     """Check the request, launch (or join) the processes, train, print the summary."""
-    from rotld_cli import threads, ui
+    from rotld_cli import ui
     from rotld_cli.training import training_recipe
 
-    threads.configure()  # before torch loads: no spin-waiting on busy CPUs
     recipe = training_recipe(args.recipe, args.train_options(), student=student)  # before the engine loads
     from rotld_cli.cli.worker import quiet_other_ranks
     from rotld_cli.engine.dist.launch import maybe_launch, worker_device

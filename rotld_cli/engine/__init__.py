@@ -6,7 +6,6 @@ torch 2.x shims once and registers rotld's plugins under the seed's type names.
 
 from __future__ import annotations
 
-from rotld_cli import threads
 from rotld_cli.errors import EngineMissingError
 
 _loaded = False
@@ -24,7 +23,6 @@ def load_engine() -> None:
     from rotld_cli.engine import compat
 
     compat.quiet_imports()
-    threads.configure()  # before torch loads: no OpenMP spin-waiting
     try:
         import mmcv.ops  # fails without the compiled mmcv-full ops
         import mmcv.runner  # noqa: F401  (imports torchvision)

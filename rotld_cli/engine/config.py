@@ -158,7 +158,7 @@ def model_dict(
             neg_iou_thr=get("model.assigner.neg_iou_thr"),
             min_pos_iou=get("model.assigner.min_pos_iou"),
             ignore_iof_thr=-1,
-            iou_calculator=dict(type="RBboxOverlaps2D"),
+            iou_calculator=dict(type="SparseRBboxOverlaps2D"),  # same values, only the pairs that can overlap
         ),
         allowed_border=-1,
         pos_weight=-1,

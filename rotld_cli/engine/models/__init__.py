@@ -3,8 +3,8 @@
 `RotatedRetinaHeadDistribution`, `LDRotatedRetinaHead`,
 `KnowledgeDistillationRotatedSingleStageDetector` and `IMLoss` go into mmrotate's registries
 (with rotld's successors `CrossKDRotatedRetinaHead`, `BCKDRotatedRetinaHead`, `BinaryKDLoss` and
-`RotatedIoUKDLoss`)
-(mmdet's MODELS), so a seed config builds by name. Import through `rotld_cli.engine.load_engine()`,
+`RotatedIoUKDLoss`) (mmdet's MODELS), so a seed config builds by name; the assigner's
+`SparseRBboxOverlaps2D` goes into the IoU calculators. Import through `rotld_cli.engine.load_engine()`,
 which applies the compat shims first.
 """
 
@@ -16,4 +16,5 @@ from rotld_cli.engine.models import (  # noqa: F401
     kd_losses,
     ld_head,
     losses,
+    rotated_overlaps,
 )
