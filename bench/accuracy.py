@@ -12,11 +12,17 @@ LD-only benchmark, `runs/{baseline,student}-seedN`, count).
     .venv/bin/python -m bench.accuracy                 # the demo's full settings, 3 seeds, 5 models (hours on 2 cores)
     .venv/bin/python -m bench.accuracy --quick         # the demo's --quick settings: a smoke run of the procedure
     .venv/bin/python -m bench.accuracy --methods ld,crosskd --seeds 0 1 2
+    .venv/bin/python -m bench.accuracy --readme README.md   # and write the table into the README
+
+`--readme` replaces the block between the README's `bench.accuracy` markers with this run's table,
+verdicts and settings, so the published numbers are the benchmark's output, never typed in.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +41,7 @@ from rotld_cli.demo import (
     train_model,
 )
 from rotld_cli.errors import UsageError
+from rotld_cli.fileio import atomic_write_text
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""
@@ -52,6 +59,37 @@ def verdict(name: str, reference: str, gains: list[float]) -> str:
             f"{'beats it' if beats else 'does NOT beat it'} on this data")
 
 
+README_BEGIN = "<!-- bench.accuracy:begin (written by `python -m bench.accuracy --readme README.md`) -->"
+README_END = "<!-- bench.accuracy:end -->"
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts: list[str], how: str) -> str:
+    """The README's accuracy section body: title, table, verdicts, and how the run was made."""
+    return "\n".join([f"{title}:", "", markdown_table(columns, rows), "", *(f"- {v}" for v in verdicts), "", how])
+
+
+def write_readme(path: Path, block: str) -> None:
+    """Replace what lies between the markers (both must be there, in order); everything else is kept."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise UsageError(f"--readme {path}: no `{README_BEGIN}` ... `{README_END}` block to replace")
+    atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:])
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings (1 iteration per run)")
@@ -61,7 +99,11 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="runs folder, reused when rerun (default rotld-bench-accuracy[-quick])")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also write the table into this file's bench.accuracy block (e.g. README.md)")
     args = parser.parse_args()
+    if args.readme is not None and README_BEGIN not in args.readme.read_text(encoding="utf-8"):
+        parser.error(f"--readme {args.readme}: no `{README_BEGIN}` marker")  # before hours of training
     try:
         methods = parse_methods(args.methods)
     except UsageError as exc:  # one line naming the option, exit 2
@@ -95,13 +137,22 @@ def main() -> None:
     title = f"AP50:95 on merged val images ({settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
     columns = ["model", *(f"seed {s}" for s in args.seeds), "mean ± std", "Δ baseline", "Δ LD+KD"]
     ui.console.print(ui.table(title, columns, rows))
+    verdicts = []
     for model in models[1:]:
         gains = [a - b for a, b in zip(aps[model.key], aps[baseline_model.key])]
         name = NAMES.get(model.key, model.key)
-        print(verdict(name, "baseline", gains))
+        verdicts.append(verdict(name, "baseline", gains))
         if ld_key and model.key != ld_key:
-            print(verdict(name, "LD+KD", [a - b for a, b in zip(aps[model.key], aps[ld_key])]))
-    print(f"({(time.perf_counter() - started) / 60:.1f} min, runs in {work})")
+            verdicts.append(verdict(name, "LD+KD", [a - b for a, b in zip(aps[model.key], aps[ld_key])]))
+    print("\n".join(verdicts))
+    minutes = (time.perf_counter() - started) / 60
+    print(f"({minutes:.1f} min, runs in {work})")
+    if args.readme is not None:
+        how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''} --seeds {' '.join(map(str, args.seeds))} "
+               f"--methods {','.join(methods)}` on {datetime.date.today().isoformat()}, {machine()}: "
+               f"{minutes:.0f} min (finished runs reused).")
+        write_readme(args.readme, readme_block(title, columns, rows, verdicts, how))
+        print(f"wrote the table into {args.readme}")
 
 
 if __name__ == "__main__":

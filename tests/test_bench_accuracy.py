@@ -1,0 +1,59 @@
+"""`bench.accuracy --readme`: the README's accuracy block is the benchmark's output, written in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.accuracy import README_BEGIN, README_END, markdown_table, readme_block, verdict, write_readme
+from rotld_cli.errors import UsageError
+
+
+def test_the_readme_has_the_block(repo_root: Path) -> None:
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
+    assert text.index(README_BEGIN) < text.index(README_END)
+
+
+def test_write_replaces_only_the_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n", encoding="utf-8")
+    rows = [["baseline", "10.00", "11.00", "10.50 ± 0.71", "+0.00", "–"],
+            ["LD+KD", "12.00", "12.50", "12.25 ± 0.35", "+1.75", "+0.00"]]
+    columns = ["model", "seed 0", "seed 1", "mean ± std", "Δ baseline", "Δ LD+KD"]
+    verdicts = [verdict("LD+KD", "baseline", [0.02, 0.015])]
+    block = readme_block("AP50:95 (full settings)", columns, rows, verdicts, "made by the test")
+    write_readme(readme, block)
+    assert readme.read_text(encoding="utf-8") == (
+        f"# Title\n\nbefore\n{README_BEGIN}\n"
+        "AP50:95 (full settings):\n\n"
+        "| model | seed 0 | seed 1 | mean ± std | Δ baseline | Δ LD+KD |\n"
+        "|---|---|---|---|---|---|\n"
+        "| baseline | 10.00 | 11.00 | 10.50 ± 0.71 | +0.00 | – |\n"
+        "| LD+KD | 12.00 | 12.50 | 12.25 ± 0.35 | +1.75 | +0.00 |\n\n"
+        "- LD+KD vs baseline: +1.75 AP (spread 0.35) — beats it on this data\n\n"
+        f"made by the test\n{README_END}\nafter\n"
+    )
+    write_readme(readme, "second run")  # rerunning replaces, never appends
+    assert readme.read_text(encoding="utf-8").count("second run") == 1
+    assert "old table" not in readme.read_text(encoding="utf-8")
+
+
+def test_a_file_without_the_block_is_refused_untouched(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"no block here\n{README_END}\n{README_BEGIN}\n", encoding="utf-8")  # wrong order
+    with pytest.raises(UsageError, match="no .* block"):
+        write_readme(readme, "table")
+    assert readme.read_text(encoding="utf-8") == f"no block here\n{README_END}\n{README_BEGIN}\n"
+
+
+def test_markdown_table() -> None:
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_verdict_needs_every_seed_and_more_than_the_spread() -> None:
+    assert "beats it" in verdict("X", "baseline", [0.02, 0.03, 0.025])
+    assert "does NOT beat it" in verdict("X", "baseline", [0.05, -0.01, 0.02])  # one seed loses
+    assert "does NOT beat it" in verdict("X", "baseline", [0.001, 0.02, 0.0])  # not above its spread
+    assert "does NOT beat it" in verdict("X", "baseline", [0.03])  # one seed: no spread to compare
