@@ -27,8 +27,12 @@ import statistics
 import time
 from pathlib import Path
 
-from rotld_cli import ui
-from rotld_cli.demo import (
+from rotld_cli.quiet import silence_third_party
+
+silence_third_party()  # as the CLI: the engine stack's import-time notices stay off the terminal
+
+from rotld_cli import ui  # noqa: E402
+from rotld_cli.demo import (  # noqa: E402
     DISTILLERS,
     FULL,
     MODELS,
@@ -40,8 +44,8 @@ from rotld_cli.demo import (
     split_data,
     train_model,
 )
-from rotld_cli.errors import UsageError
-from rotld_cli.fileio import atomic_write_text
+from rotld_cli.errors import UsageError  # noqa: E402
+from rotld_cli.fileio import atomic_write_text  # noqa: E402
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""

@@ -17,7 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
+from rotld_cli.quiet import silence_third_party
+
+silence_third_party()  # as the CLI: the engine stack's import-time notices stay off the terminal
+
+import cv2  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dota-samples"
 

@@ -22,13 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from rotld_cli.quiet import silence_third_party
 
-from rotld_cli import ui
-from rotld_cli.demo.scenes import generate_dataset
-from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
-from rotld_cli.dota.split import SplitParams
-from rotld_cli.engine import load_engine
+silence_third_party()  # as the CLI: the engine stack's import-time notices stay off the terminal
+
+import torch  # noqa: E402
+
+from rotld_cli import ui  # noqa: E402
+from rotld_cli.demo.scenes import generate_dataset  # noqa: E402
+from rotld_cli.dota.prepare import PrepareOptions, prepare_dota  # noqa: E402
+from rotld_cli.dota.split import SplitParams  # noqa: E402
+from rotld_cli.engine import load_engine  # noqa: E402
 
 TARGET = 1.10
 RECIPES = {
