@@ -43,7 +43,7 @@ def test_write_replaces_only_the_block(tmp_path: Path) -> None:
 def test_a_file_without_the_block_is_refused_untouched(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"no block here\n{README_END}\n{README_BEGIN}\n", encoding="utf-8")  # wrong order
-    with pytest.raises(UsageError, match="no .* block"):
+    with pytest.raises(UsageError, match=r"no .* block"):
         write_readme(readme, "table")
     assert readme.read_text(encoding="utf-8") == f"no block here\n{README_END}\n{README_BEGIN}\n"
 
