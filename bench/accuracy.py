@@ -77,12 +77,22 @@ def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts
     return "\n".join([f"{title}:", "", markdown_table(columns, rows), "", *(f"- {v}" for v in verdicts), "", how])
 
 
+def readme_span(path: Path) -> tuple[str, int, int]:
+    """(text, start, end) of the block: one begin marker, then one end marker; else a one-line UsageError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--readme {path}: {exc.strerror or exc}") from None
+    start = text.find(README_BEGIN)
+    end = text.find(README_END, start + 1) if start >= 0 else -1
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or end < 0:
+        raise UsageError(f"--readme {path}: needs one `{README_BEGIN}` ... `{README_END}` block to replace")
+    return text, start, end
+
+
 def write_readme(path: Path, block: str) -> None:
-    """Replace what lies between the markers (both must be there, in order); everything else is kept."""
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        raise UsageError(f"--readme {path}: no `{README_BEGIN}` ... `{README_END}` block to replace")
+    """Replace what lies between the markers; everything else is kept."""
+    text, start, end = readme_span(path)
     atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:])
 
 
@@ -106,8 +116,11 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, default=None,
                         help="also write the table into this file's bench.accuracy block (e.g. README.md)")
     args = parser.parse_args()
-    if args.readme is not None and README_BEGIN not in args.readme.read_text(encoding="utf-8"):
-        parser.error(f"--readme {args.readme}: no `{README_BEGIN}` marker")  # before hours of training
+    if args.readme is not None:
+        try:
+            readme_span(args.readme)  # before hours of training
+        except UsageError as exc:
+            parser.error(str(exc))
     try:
         methods = parse_methods(args.methods)
     except UsageError as exc:  # one line naming the option, exit 2
@@ -123,10 +136,13 @@ def main() -> None:
     teacher, _ = train_model(work, settings, teacher_model, args.device)
     teacher_ap = evaluate_model(work, teacher_model, teacher, args.device)["AP"]
     aps: dict[str, list[float]] = {model.key: [] for model in models}
+    reused = 0
     for seed in args.seeds:
         for model in models:
             run_dir = work / "runs" / f"{model.key}-seed{seed}"
-            checkpoint, _ = train_model(work, settings, model, args.device, teacher=teacher, seed=seed, run_dir=run_dir)
+            checkpoint, was_done = train_model(work, settings, model, args.device, teacher=teacher, seed=seed,
+                                               run_dir=run_dir)
+            reused += was_done
             aps[model.key].append(evaluate_model(work, model, checkpoint, args.device, run_dir=run_dir)["AP"])
 
     ld_key = DISTILLERS["ld"].key if "ld" in methods else None
@@ -154,7 +170,7 @@ def main() -> None:
     if args.readme is not None:
         how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''} --seeds {' '.join(map(str, args.seeds))} "
                f"--methods {','.join(methods)}` on {datetime.date.today().isoformat()}, {machine()}: "
-               f"{minutes:.0f} min (finished runs reused).")
+               f"{minutes:.0f} min" + (f" ({reused} finished runs reused)." if reused else "."))
         write_readme(args.readme, readme_block(title, columns, rows, verdicts, how))
         print(f"wrote the table into {args.readme}")
 

@@ -1,4 +1,4 @@
-"""Thread settings for torch's OpenMP pool, applied before torch is imported (the one place).
+"""Thread settings for torch's OpenMP pool, applied before torch is imported.
 
 Why two policies: between two parallel regions libgomp's idle threads spin for a moment (its
 default) before they sleep. For one training on its own cores that spin is what keeps the many

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.accuracy import README_BEGIN, README_END, markdown_table, readme_block, verdict, write_readme
+from bench.accuracy import (
+    README_BEGIN,
+    README_END,
+    markdown_table,
+    readme_block,
+    readme_span,
+    verdict,
+    write_readme,
+)
 from rotld_cli.errors import UsageError
 
 
@@ -40,12 +48,23 @@ def test_write_replaces_only_the_block(tmp_path: Path) -> None:
     assert "old table" not in readme.read_text(encoding="utf-8")
 
 
-def test_a_file_without_the_block_is_refused_untouched(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", [
+    f"no block here\n{README_END}\n{README_BEGIN}\n",  # wrong order
+    f"only a start\n{README_BEGIN}\n",
+    f"{README_BEGIN}\na\n{README_END}\n{README_BEGIN}\nb\n{README_END}\n",  # two blocks
+    "nothing\n",
+])
+def test_a_file_without_one_block_is_refused_untouched(tmp_path: Path, text: str) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"no block here\n{README_END}\n{README_BEGIN}\n", encoding="utf-8")  # wrong order
-    with pytest.raises(UsageError, match=r"no .* block"):
+    readme.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError, match=r"needs one .* block"):
         write_readme(readme, "table")
-    assert readme.read_text(encoding="utf-8") == f"no block here\n{README_END}\n{README_BEGIN}\n"
+    assert readme.read_text(encoding="utf-8") == text
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--readme .*: No such file"):
+        readme_span(tmp_path / "absent.md")
 
 
 def test_markdown_table() -> None:

@@ -119,3 +119,15 @@ def test_far_pairs_skip_the_kernel(monkeypatch) -> None:
 
 def test_registered_for_configs() -> None:
     assert isinstance(build_iou_calculator(dict(type="SparseRBboxOverlaps2D")), SparseRBboxOverlaps2D)
+
+
+def test_non_finite_boxes_answer_as_the_dense_kernel() -> None:
+    """A NaN or inf box compares False with every extent: it goes to the kernel, not to a silent 0."""
+    boxes = random_boxes(20, 7)
+    bad = boxes.clone()
+    bad[3, 2] = float("nan")
+    bad[5, 0] = float("inf")
+    for first, second in ((bad, boxes), (boxes, bad)):
+        dense = RBboxOverlaps2D()(first, second)
+        assert not torch.isfinite(dense).all()
+        torch.testing.assert_close(SparseRBboxOverlaps2D()(first, second), dense, rtol=0, atol=0, equal_nan=True)

@@ -21,8 +21,9 @@ from mmrotate.core.bbox.iou_calculators.builder import ROTATED_IOU_CALCULATORS
 from mmrotate.core.bbox.iou_calculators.rotate_iou2d_calculator import RBboxOverlaps2D, rbbox_overlaps
 
 EXTENT_SLACK = (1e-3, 1.0)
-"""(relative, absolute px) growth of each extent, far above float32 rounding and the 1e-5 tolerance of
-mmcv's point-in-box test: a pair answered 0 here has IoU exactly 0 in the dense kernel too."""
+"""(relative, absolute px) growth of each extent, far above float32 rounding. mmcv's pair function
+counts a corner inside the other box or an edge crossing only with exact comparisons (>= 0,
+t in [0, 1]), so a pair answered 0 here has IoU exactly 0 in the dense kernel too."""
 
 
 def rotated_extents(boxes: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,8 @@ def sparse_rbbox_overlaps(bboxes1: torch.Tensor, bboxes2: torch.Tensor, mode: st
     ext1, ext2 = rotated_extents(boxes1), rotated_extents(boxes2)
     touch = ((ext1[:, None, 0] <= ext2[None, :, 2]) & (ext2[None, :, 0] <= ext1[:, None, 2])
              & (ext1[:, None, 1] <= ext2[None, :, 3]) & (ext2[None, :, 1] <= ext1[:, None, 3]))
+    # a NaN/inf box compares False everywhere: hand it to the kernel, which answers as the dense one
+    touch |= ~torch.isfinite(ext1).all(dim=1)[:, None] | ~torch.isfinite(ext2).all(dim=1)[None, :]
     ious = boxes1.new_zeros((rows, cols))
     i, j = touch.nonzero(as_tuple=True)
     if i.numel():
@@ -63,7 +66,8 @@ class SparseRBboxOverlaps2D(RBboxOverlaps2D):
     """`RBboxOverlaps2D` that skips the pairs that cannot overlap on the CPU (same values)."""
 
     def __call__(self, bboxes1, bboxes2, mode="iou", is_aligned=False, version="oc"):
-        if is_aligned or bboxes1.device.type != "cpu":
+        # the CPU kernel is float32-only: anything else goes to the dense path and fails as it does there
+        if is_aligned or bboxes1.device.type != "cpu" or bboxes1.dtype != torch.float32:
             return super().__call__(bboxes1, bboxes2, mode, is_aligned, version)
         assert bboxes1.size(-1) in (0, 5, 6) and bboxes2.size(-1) in (0, 5, 6)
         return sparse_rbbox_overlaps(bboxes1[..., :5].contiguous(), bboxes2[..., :5].contiguous(), mode)
