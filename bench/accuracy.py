@@ -45,6 +45,7 @@ from rotld_cli.demo import (  # noqa: E402
     train_model,
 )
 from rotld_cli.errors import UsageError  # noqa: E402
+from rotld_cli.evaluation.table import Table  # noqa: E402
 from rotld_cli.fileio import atomic_write_text  # noqa: E402
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
@@ -67,14 +68,10 @@ README_BEGIN = "<!-- bench.accuracy:begin (written by `python -m bench.accuracy 
 README_END = "<!-- bench.accuracy:end -->"
 
 
-def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts: list[str], how: str) -> str:
     """The README's accuracy section body: title, table, verdicts, and how the run was made."""
-    return "\n".join([f"{title}:", "", markdown_table(columns, rows), "", *(f"- {v}" for v in verdicts), "", how])
+    table = Table(title, tuple(columns), tuple(tuple(row) for row in rows)).to_markdown(heading="")
+    return "\n".join([f"{title}:", "", table, *(f"- {v}" for v in verdicts), "", how])
 
 
 def readme_span(path: Path) -> tuple[str, int, int]:

@@ -9,7 +9,6 @@ import pytest
 from bench.accuracy import (
     README_BEGIN,
     README_END,
-    markdown_table,
     readme_block,
     readme_span,
     verdict,
@@ -37,7 +36,7 @@ def test_write_replaces_only_the_block(tmp_path: Path) -> None:
         f"# Title\n\nbefore\n{README_BEGIN}\n"
         "AP50:95 (full settings):\n\n"
         "| model | seed 0 | seed 1 | mean ± std | Δ baseline | Δ LD+KD |\n"
-        "|---|---|---|---|---|---|\n"
+        "|---|---:|---:|---:|---:|---:|\n"
         "| baseline | 10.00 | 11.00 | 10.50 ± 0.71 | +0.00 | – |\n"
         "| LD+KD | 12.00 | 12.50 | 12.25 ± 0.35 | +1.75 | +0.00 |\n\n"
         "- LD+KD vs baseline: +1.75 AP (spread 0.35) — beats it on this data\n\n"
@@ -65,10 +64,6 @@ def test_a_file_without_one_block_is_refused_untouched(tmp_path: Path, text: str
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--readme .*: No such file"):
         readme_span(tmp_path / "absent.md")
-
-
-def test_markdown_table() -> None:
-    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
 
 
 def test_verdict_needs_every_seed_and_more_than_the_spread() -> None:

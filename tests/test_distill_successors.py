@@ -9,12 +9,10 @@ the sum of the terms, and resuming picks the run up again.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")

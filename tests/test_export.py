@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2 threads on a busy 2-core box: no spin-waiting
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmrotate")
