@@ -107,6 +107,12 @@ SCHEMA = Section(
                     {
                         "feat_channels": _int("width of the head's conv towers", minimum=1),
                         "stacked_convs": _int("convs per head tower", minimum=0),
+                        "norm_groups": _int(
+                            "GroupNorm groups in the tower convs (0: none, the paper's head; a head trained from "
+                            "scratch needs it)",
+                            minimum=0,
+                            required=False,
+                        ),
                         "reg_max": _int("distribution bins per box coordinate = reg_max + 1", minimum=1),
                         "reg_decoded_bbox": Key((bool,), "apply loss_bbox to decoded boxes (required for GWD/KLD)"),
                         "loss_cls": Section(
@@ -232,8 +238,26 @@ SCHEMA = Section(
                     "localization distillation (KL of box distributions)",
                 ),
                 "loss_kd": Section(
-                    {"weight": _float("KD loss weight", minimum=0), "T": _float("KD temperature", minimum=1)},
-                    "classification distillation (KL of class logits)",
+                    {
+                        "weight": _float("KD loss weight", minimum=0),
+                        "T": _float("KD temperature (softmax KD)", minimum=1),
+                        "type": Key(
+                            (str,),
+                            "softmax: KL of the softmax over the class logits (the seed's); binary: per-class "
+                            "BCE towards the teacher's sigmoid scores (absolute scores, as the detector thresholds)",
+                            choices=("softmax", "binary"),
+                            required=False,
+                        ),
+                        "beta": _float("binary KD's modulation |p_s - p_t|^beta", minimum=0, required=False),
+                        "region": Key(
+                            (str,),
+                            "where KD applies: ld (the valuable localization region's weights, / N_ld, the "
+                            "seed's) or all (every anchor the assigner does not ignore, / number of positives)",
+                            choices=("ld", "all"),
+                            required=False,
+                        ),
+                    },
+                    "classification distillation",
                 ),
                 "loss_im": Section({"weight": _float("feature imitation weight", minimum=0)}, "feature imitation"),
                 "imitation_method": Key(
@@ -706,6 +730,10 @@ def _check_semantics(recipe: Recipe) -> None:
         fail(("model.anchors.strides",), f"the FPN has 5 levels, got {get('model.anchors.strides')}")
     if get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
         fail(("model.assigner.neg_iou_thr", "model.assigner.pos_iou_thr"), "must not exceed pos_iou_thr")
+    groups, width = get("model.head.norm_groups", 0), get("model.head.feat_channels")
+    if groups and width % groups:
+        fail(("model.head.norm_groups", "model.head.feat_channels"),
+             f"{groups} GroupNorm groups do not divide feat_channels ({width})")
     method = get("distill.method", "ld") if "distill" in recipe.data else "ld"
     if method != "ld" and method not in recipe.data["distill"]:
         fail((f"distill.{method}", "distill.method"), f"missing section (distill.method is {method})")

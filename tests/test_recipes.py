@@ -427,7 +427,8 @@ def test_describe_schema_covers_every_key_of_a_student_recipe():
             if isinstance(value, dict):
                 yield from leaves(value, f"{prefix}{key}.")
 
-    students = ("dota1/student-r18-gwd-ld-kd-1x", "dota1/student-r18-gwd-crosskd-1x", "dota1/student-r18-gwd-bckd-1x")
+    students = ("dota1/student-r18-gwd-ld-kd-1x", "dota1/student-r18-gwd-crosskd-1x", "dota1/student-r18-gwd-bckd-1x",
+                "synthetic/student-r18-gwd-ld-kd")  # the optional keys (norm_groups, binary KD) are set there
     assert set().union(*(set(leaves(load_recipe(name).data)) for name in students)) == described
 
 

@@ -156,6 +156,8 @@ def render_result(result) -> None:
         rows += [[f"val {k} (epoch {result.evaluations[-1]['epoch']})", f"{v:.4f}"]
                  for k, v in result.evaluations[-1].items() if k != "epoch"]
     ui.console.print(ui.table("Training finished", ["", "value"], rows, justify_numbers=False))
+    for verdict in result.health:  # last: a run that detects nothing or whose loss exploded says so
+        ui.warn(verdict)
 
 
 def _register(name: str, help: str, recipe_help: str, student: bool) -> Callable[..., None]:

@@ -16,11 +16,12 @@ from rotld_cli.demo.pipeline import (
     make_data,
     parse_methods,
     run_demo,
+    run_health,
     split_data,
     train_model,
 )
 
 __all__ = [
     "DISTILLERS", "FULL", "MODELS", "QUICK", "DemoResult", "DemoSettings", "Model", "claim_work_dir", "demo_models",
-    "demo_table", "evaluate_model", "make_data", "parse_methods", "run_demo", "split_data", "train_model",
+    "demo_table", "evaluate_model", "make_data", "parse_methods", "run_demo", "run_health", "split_data", "train_model",
 ]  # fmt: skip

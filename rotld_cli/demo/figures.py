@@ -11,11 +11,13 @@ import cv2
 import numpy as np
 
 from rotld_cli.dota.formats import TASK1_PREFIX, class_from_task1_name, read_label_file, read_task1_file
+from rotld_cli.dota.polyiou import iou_poly_pairs
 from rotld_cli.evaluation.visualize import draw_detections, find_image
 from rotld_cli.fileio import atomic_path
 
 FIGURES = "figures"
 SCORE_THR = 0.3  # `rotld evaluate --save-vis`'s default
+FOUND_IOU = 0.5  # a ground-truth object counts as found by a same-class box above SCORE_THR with IoU > this
 TITLE_HEIGHT = 22
 SCALE = 2  # the 256 px scenes drawn at 512 px: labels stay readable
 
@@ -80,14 +82,47 @@ def detections_side_by_side(work_dir: Path, runs: Sequence[tuple[str, str]], out
         detections[label] = _merged(merged).get(image_id, [])
         classes += sorted({name for name, _, _ in detections[label]} - set(classes))
     gt = [o.poly for o in objects]
-    panels = [_panel(image, "ground truth", [], gt, classes)]
-    panels += [_panel(image, label, dets, gt, classes) for label, dets in detections.items()]
+    panels = [_panel(image, f"ground truth: {len(gt)} objects", [], gt, classes)]
+    truth = [(o.name, o.poly) for o in objects]
+    panels += [_panel(image, f"{label}: {found_objects(truth, dets)} found", dets, gt, classes)
+               for label, dets in detections.items()]
     final = out_dir / f"val_{image_id}.png"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(final, suffix=".png") as tmp:
         if not cv2.imwrite(str(tmp), np.hstack(panels)):
             raise OSError(f"{final}: the PNG encoder failed")
     return final
+
+
+def found_objects(truth: Sequence[tuple[str, np.ndarray]], dets: Sequence[tuple[str, float, np.ndarray]],
+                  score_thr: float = SCORE_THR, iou_thr: float = FOUND_IOU) -> int:
+    """Ground-truth objects matched by a same-class detection scoring >= `score_thr` with polygon IoU >
+    `iou_thr`: detections by descending score, each object matched once (the devkit's greedy rule)."""
+    matched = [False] * len(truth)
+    for name, _, poly in sorted((d for d in dets if d[1] >= score_thr), key=lambda d: -d[1]):
+        candidates = [i for i, (gt_name, _) in enumerate(truth) if gt_name == name and not matched[i]]
+        if not candidates:
+            continue
+        ious = iou_poly_pairs(np.array([truth[i][1] for i in candidates]).reshape(-1, 8),
+                              np.tile(np.asarray(poly, dtype=np.float64).reshape(1, 8), (len(candidates), 1)))
+        best = int(np.argmax(ious))
+        if ious[best] > iou_thr:
+            matched[candidates[best]] = True
+    return sum(matched)
+
+
+def found_in_val(work_dir: Path, key: str) -> tuple[int, int] | None:
+    """(found, total) ground-truth objects over every val image for one run's merged detections."""
+    ann_dir, merged = work_dir / "data" / "val" / "labelTxt", work_dir / "runs" / key / "results" / "merged"
+    if not (ann_dir.is_dir() and merged.is_dir()):
+        return None
+    by_image = _merged(merged)
+    found = total = 0
+    for label in sorted(ann_dir.glob("*.txt")):
+        truth = [(o.name, o.poly) for o in read_label_file(label).objects]
+        total += len(truth)
+        found += found_objects(truth, by_image.get(label.stem, []))
+    return found, total
 
 
 def read_losses(log: Path) -> tuple[list[int], list[float]]:

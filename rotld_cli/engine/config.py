@@ -296,7 +296,8 @@ def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
     get = recipe.get
     angle = get("model.angle_version")
     loss_bbox = BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight"))
-    return dict(
+    groups = get("model.head.norm_groups", 0)
+    head = dict(
         type="RotatedRetinaHeadDistribution",
         num_classes=len(recipe.classes),
         in_channels=width,
@@ -330,6 +331,19 @@ def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
         ),
         loss_bbox=loss_bbox,
     )
+    if groups:  # the seed's head has no norm; a from-scratch head needs one (tests/test_head_collapse.py)
+        head["norm_cfg"] = dict(type="GN", num_groups=groups, requires_grad=True)
+    return head
+
+
+def _kd_loss(recipe: Recipe) -> dict[str, Any]:
+    """The LD head's classification KD: the seed's softmax KL, or the binary (sigmoid) KD."""
+    get = recipe.get
+    if get("distill.loss_kd.type", "softmax") == "binary":
+        return dict(type="BinaryKDLoss", beta=get("distill.loss_kd.beta", 1.0),
+                    loss_weight=get("distill.loss_kd.weight"))
+    return dict(type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_kd.weight"),
+                T=get("distill.loss_kd.T"))
 
 
 def _distill_args(recipe: Recipe) -> dict[str, Any]:
@@ -339,13 +353,13 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
         loss_ld=dict(
             type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_ld.weight"), T=get("distill.loss_ld.T")
         ),
-        loss_kd=dict(
-            type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_kd.weight"), T=get("distill.loss_kd.T")
-        ),
+        loss_kd=_kd_loss(recipe),
         loss_im=dict(type="IMLoss", loss_weight=get("distill.loss_im.weight")),
         imitation_method=get("distill.imitation_method"),
         ld_region_box=get("distill.ld_region_box"),
     )
+    if get("distill.loss_kd.region", "ld") != "ld":
+        args["kd_region"] = get("distill.loss_kd.region")
     method = get("distill.method", "ld")
     args["type"] = STUDENT_HEADS[method]
     if method == "crosskd":

@@ -16,16 +16,18 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rotld_cli import __version__
+from rotld_cli import __version__, threads
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine import load_engine
+from rotld_cli.engine.cpu_threads import CpuShareHook
+from rotld_cli.engine.health import HeadHealthHook
 from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
 from rotld_cli.engine.patch_eval import patch_evaluator
 from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
@@ -57,6 +59,7 @@ class TrainResult:
     final_losses: dict[str, float]
     evaluations: list[dict[str, Any]]
     teacher: dict[str, str] | None = None
+    health: list[str] = field(default_factory=list)  # end-of-run warnings: a collapsed classifier, an exploding loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +416,9 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
         evaluate = patch_evaluator(datasets["val"], val_loader)
         runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval, reporter=options.reporter),
                              priority="LOW")
+    runner.register_hook(HeadHealthHook(run_log.record, interval=cfg.log_config.interval), priority="LOW")
+    if device == "cpu" and not ctx.enabled and threads.governor_wanted():
+        runner.register_hook(CpuShareHook(run_log.record), priority="LOW")
     progress = ProgressHook(run_log, interval=cfg.log_config.interval, reporter=options.reporter)
     runner.register_hook(progress, priority="VERY_LOW")
     runner.register_hook(
@@ -461,6 +467,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
 
     progress = next((h for h in runner.hooks if isinstance(h, ProgressHook)), None)  # rank 0 only
     evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
+    health = next((h for h in runner.hooks if isinstance(h, HeadHealthHook)), None)
     if resumed_from is not None:
         ckpt.restore_rng_state(runner.rotld_rng)
         log.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
@@ -487,6 +494,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
         seconds=time.perf_counter() - started, resumed_from=resumed_from, final_losses=losses,
         evaluations=list(evaluator.results) if evaluator else [],
         teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
+        health=list(health.verdicts) if health else [],
     )
     if not group.is_main_process():
         return result  # rank 0 writes the checkpoints and the done marker

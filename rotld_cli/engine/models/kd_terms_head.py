@@ -80,7 +80,9 @@ class KDTermsHead(LDRotatedRetinaHead):
         if "ld" in self.ld_terms:
             terms.append(self.region_ld_loss(self.loss_ld, bbox_pred, teacher_bbox_pred, ld_region))
         if "kd" in self.ld_terms:
-            terms.append(self.region_kd_loss(cls_score, teacher_cls_score, ld_region))
+            terms.append(
+                self.region_kd_loss(cls_score, teacher_cls_score, ld_region, label_weights, num_total_samples)
+            )
         if "im" in self.ld_terms:
             terms.append(self.imitation_loss(x, teacher_x, im_region, bbox_pred))
         terms.extend(

@@ -36,6 +36,7 @@ LOSS_KEYS = ("loss_cls", "loss_bbox", "loss_ld", "loss_kd", "loss_im")
 DEFAULT_LOSS_LD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=0.25, T=10)
 DEFAULT_LOSS_KD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=10, T=2)
 DEFAULT_LOSS_IM = dict(type="IMLoss", loss_weight=2.0)
+KD_REGIONS = ("ld", "all")
 
 
 def check_imitation_method(method: str) -> None:
@@ -84,14 +85,18 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         loss_im: dict | None = None,
         imitation_method: str = "finegrained",
         ld_region_box: str = "seed",
+        kd_region: str = "ld",
         **kwargs,
     ) -> None:
         check_imitation_method(imitation_method)
+        if kd_region not in KD_REGIONS:
+            raise ValueError(f"kd_region must be one of {', '.join(KD_REGIONS)}, got {kd_region!r}")
         if ld_region_box not in BOX_MODES:
             raise ValueError(f"ld_region_box must be one of {', '.join(BOX_MODES)}, got {ld_region_box!r}")
         super().__init__(num_classes, in_channels, **kwargs)
         self.imitation_method = imitation_method
         self.ld_region_box = ld_region_box
+        self.kd_region = kd_region
         self.loss_ld = build_loss(loss_ld or dict(DEFAULT_LOSS_LD))
         self.loss_kd = build_loss(loss_kd or dict(DEFAULT_LOSS_KD))
         self.loss_im = build_loss(loss_im or dict(DEFAULT_LOSS_IM))
@@ -183,7 +188,7 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
             cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights, num_total_samples
         )
         loss_ld = self.region_ld_loss(self.loss_ld, bbox_pred, teacher_bbox_pred, ld_region)
-        loss_kd = self.region_kd_loss(cls_score, teacher_cls_score, ld_region)
+        loss_kd = self.region_kd_loss(cls_score, teacher_cls_score, ld_region, label_weights, num_total_samples)
         loss_im = self.imitation_loss(x, teacher_x, im_region, bbox_pred)
         return loss_cls, loss_bbox, loss_ld, loss_kd, loss_im
 
@@ -196,14 +201,21 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         ld_weight = ld_region[:, None].expand(-1, NUM_COORDS).reshape(-1)
         return loss_ld(student_dist, teacher_dist, weight=ld_weight, avg_factor=region_count(ld_region))
 
-    def region_kd_loss(self, cls_score: Tensor, teacher_cls_score: Tensor, ld_region: Tensor) -> Tensor:
-        """KD on the class logits with the LD region's weights and normaliser (§3.4)."""
-        ld_region = ld_region.reshape(-1)
+    def region_kd_loss(self, cls_score: Tensor, teacher_cls_score: Tensor, ld_region: Tensor, label_weights: Tensor,
+                       num_total_samples: float) -> Tensor:
+        """KD on the class logits: with the LD region's weights and normaliser (§3.4, `kd_region='ld'`), or on
+        every anchor the assigner does not ignore, divided by the number of positives (`kd_region='all'`)."""
+        if self.kd_region == "all":
+            weight = (label_weights.reshape(-1) > 0).float()
+            avg_factor = num_total_samples
+        else:
+            weight = ld_region.reshape(-1)
+            avg_factor = region_count(weight)
         return self.loss_kd(
             flat_scores(cls_score, self.cls_out_channels),
             flat_scores(teacher_cls_score, self.cls_out_channels),
-            weight=ld_region,
-            avg_factor=region_count(ld_region),
+            weight=weight,
+            avg_factor=avg_factor,
         )
 
     def imitation_loss(self, x: Tensor, teacher_x: Tensor, im_region: Tensor, bbox_pred: Tensor) -> Tensor:
