@@ -385,6 +385,39 @@ def test_a_20000_px_tiled_file_is_read_by_windows_and_its_nodata_windows_skipped
         assert x0 <= det["rbox"]["cx"] <= x0 + 1500 and y0 <= det["rbox"]["cy"] <= y0 + 900
 
 
+def _sparse_uint16(path, side, blocks):
+    """A side x side px uint16 tiled GeoTIFF, nodata 0, holding only `blocks` {(x, y): (h, w) array}."""
+    from rasterio.windows import Window
+
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 1, "dtype": "uint16", "nodata": 0,
+               "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+               "sparse_ok": True}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for (x, y), block in blocks.items():
+            dst.write(block[None], window=Window(x, y, block.shape[1], block.shape[0]))
+    return path
+
+
+def test_a_huge_16bit_raster_is_scaled_from_its_window_grid(tmp_path):
+    """Above 64 MP without overviews, `max` comes from the 8 x 8 grid of 256 px windows; a brighter pixel
+    elsewhere saturates at 255. A sample without one valid pixel is said, not silently black."""
+    side = 9000  # 81 MP; the grid's windows start at round(i * (9000 - 256) / 7): 0, 1249, 2498, ...
+    inside = np.full((256, 256), 1000, np.uint16)
+    inside[10, 10] = 3000  # the sample's maximum
+    outside = np.full((100, 100), 5000, np.uint16)  # brighter, between the grid's windows
+    path = _sparse_uint16(tmp_path / "huge16.tif", side, {(1249, 1249): inside, (600, 600): outside})
+    image = open_image(path)
+    assert image.scaling.sample == "64 windows of 256 px" and image.scaling.high == (3000.0,)
+    got = image.read((500, 500, 1524, 1524), PAD)[:, :, 0]
+    assert got[100, 100] == 255  # 5000 > 3000: saturated
+    assert got[1249 - 500, 1249 - 500] == np.floor(np.float32(1000) * np.float32(255 / 3000) + np.float32(0.5))
+    assert got[0, 0] == PAD[0] and image.notes == []
+    image.close()
+    empty = open_image(_sparse_uint16(tmp_path / "missed.tif", side, {(600, 600): outside}))
+    assert len(empty.notes) == 1 and "hold no valid pixel, so the image reads black" in empty.notes[0]
+    empty.close()
+
+
 def test_unreadable_rasters_are_named_and_bad_pixel_options_refused(tmp_path):
     from rotld_cli.dota.prepare import ImageReadError
 

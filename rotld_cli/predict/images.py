@@ -231,12 +231,19 @@ class RasterImage:
         factor = self._overview_factor()
         if factor is not None:
             shape = (math.ceil(self.height / factor), math.ceil(self.width / factor))
-            data, valid = self._read_raw((0, 0, self.width, self.height), out_shape=shape)
-            return scaling_from_sample(_valid_values(data, valid), options, f"overview 1/{factor}")
-        grid = stats_grid(self.width, self.height)
-        parts = [_valid_values(*self._read_raw(w)) for w in grid]
-        values = [np.concatenate([p[b] for p in parts]) for b in range(len(self.bands))]
-        return scaling_from_sample(values, options, f"{len(grid)} windows of 256 px")
+            values = _valid_values(*self._read_raw((0, 0, self.width, self.height), out_shape=shape))
+            sample = f"overview 1/{factor}"
+        else:
+            grid = stats_grid(self.width, self.height)
+            parts = [_valid_values(*self._read_raw(w)) for w in grid]
+            values = [np.concatenate([p[b] for p in parts]) for b in range(len(self.bands))]
+            sample = f"{len(grid)} windows of 256 px"
+        if not any(v.size for v in values):
+            self.notes.append(
+                f"{self.path}: the {sample} sampled for the {self.dtype} -> 8-bit scaling hold no valid pixel, "
+                "so the image reads black; add overviews (gdaladdo) for the statistics to come from"
+            )
+        return scaling_from_sample(values, options, sample)
 
     def _overview_factor(self) -> int | None:
         """The finest overview of at most STATS_WHOLE_PIXELS pixels (None: no such overview)."""

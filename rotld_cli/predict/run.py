@@ -39,7 +39,7 @@ from rotld_cli.predict.outputs import IMAGES_DIR, write_task1_from_results
 from rotld_cli.predict.pixels import PixelOptions
 
 RESULT_FORMAT = "rotld-predict/2"  # 2: the source's georeference and pixel rules are recorded
-ResultWriter = Callable[[Path, Sequence[str]], "tuple[list[Path], list[str]]"]
+ResultWriter = Callable[[Path, Sequence[str]], tuple[list[Path], list[str]]]
 """Writes outputs rebuilt from the finished images' JSONs (out dir, image ids) -> (files, notes)."""
 VIS_DIR = "vis"
 
