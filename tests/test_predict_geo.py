@@ -58,31 +58,50 @@ def _geotiff_copy(png, path, **profile):
 # -- pixels: the georeferenced copy of a real sample is the PNG ----------------------------------------
 
 
-def test_geotiff_and_cog_copies_of_a_real_sample_predict_as_the_png(dota_samples, tmp_path):
+def test_raster_copies_of_a_real_sample_predict_as_the_png(dota_samples, tmp_path):
+    """P1888.png as a DEFLATE-tiled UTM GeoTIFF, a COG in EPSG:4326, an LZW-striped BigTIFF, a lossless
+    JPEG2000 and a VRT over the GeoTIFF: every window equals the PNG's, so do the detections."""
     png = dota_samples / "images" / "P1888.png"
-    tiled = _geotiff_copy(png, tmp_path / "tiled" / "P1888.tif", crs=UTM33,
-                          transform=from_origin(500000, 4100000, 0.3, 0.3), tiled=True, blockxsize=128,
-                          blockysize=128, compress="deflate")  # fmt: skip
-    cog = _geotiff_copy(png, tmp_path / "cog" / "P1888.tif", driver="COG", crs="EPSG:4326",
-                        transform=from_origin(15.2, 41.9, 2e-6, 2e-6), compress="deflate", blocksize=256)  # fmt: skip
+    utm = {"crs": UTM33, "transform": from_origin(500000, 4100000, 0.3, 0.3)}
+    copies = {
+        "tiled": _geotiff_copy(png, tmp_path / "tiled" / "P1888.tif", **utm, tiled=True, blockxsize=128,
+                               blockysize=128, compress="deflate"),
+        "cog": _geotiff_copy(png, tmp_path / "cog" / "P1888.tif", driver="COG", crs="EPSG:4326",
+                             transform=from_origin(15.2, 41.9, 2e-6, 2e-6), compress="deflate", blocksize=256),
+        "bigtiff": _geotiff_copy(png, tmp_path / "big" / "P1888.tif", **utm, BIGTIFF="YES", compress="lzw"),
+        "jpeg2000": _geotiff_copy(png, tmp_path / "jp2" / "P1888.jp2", **utm, driver="JP2OpenJPEG", QUALITY=100,
+                                  REVERSIBLE="YES"),
+    }  # fmt: skip
+    vrt = tmp_path / "vrt" / "P1888.vrt"
+    vrt.parent.mkdir()
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="0">'
+        f"{copies['tiled']}</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt.write_text(f'<VRTDataset rasterXSize="712" rasterYSize="557">{bands}</VRTDataset>')
+    copies["vrt"] = vrt
     reference = ArrayImage.decode(png, PixelOptions())
     windows = image_windows(reference.width, reference.height, SMALL)
-    for path in (tiled, cog):
+    drivers = {}
+    for name, path in copies.items():
         raster = open_image(path)
-        assert isinstance(raster, RasterImage) and raster.georef is not None and raster.notes == []
+        assert isinstance(raster, RasterImage) and raster.notes == []
+        drivers[name] = raster.describe()["driver"]
         for window in windows:  # every window, past-the-border padding included
-            assert np.array_equal(raster.read(window, PAD), reference.read(window, PAD)), (path, window)
+            assert np.array_equal(raster.read(window, PAD), reference.read(window, PAD)), (name, window)
         raster.close()
+    assert drivers == {"tiled": "GTiff", "cog": "GTiff", "bigtiff": "GTiff", "jpeg2000": "JP2OpenJPEG", "vrt": "VRT"}
     results = {}
-    for path in (png, tiled, cog):
-        out = tmp_path / f"out-{path.parent.name}-{path.suffix}"
-        summary = _run(PixelDetector(), [path], out)
+    for name, path in {"png": png, **copies}.items():
+        summary = _run(PixelDetector(), [path], tmp_path / f"out-{name}")
         assert summary.problems == [] and summary.to_dict()["windows"] == len(windows)
-        results[path] = _result(out, "P1888")
-    assert len(results[png]["detections"]) > 3
-    assert results[tiled]["detections"] == results[png]["detections"] == results[cog]["detections"]
-    assert results[png]["georef"] is None and results[tiled]["georef"]["epsg"] == 32633
-    assert results[cog]["georef"]["epsg"] == 4326 and results[cog]["source"]["driver"] == "GTiff"
+        results[name] = _result(tmp_path / f"out-{name}", "P1888")
+    assert len(results["png"]["detections"]) > 3
+    for name in copies:
+        assert results[name]["detections"] == results["png"]["detections"], name
+    assert results["png"]["georef"] is None and results["tiled"]["georef"]["epsg"] == 32633
+    assert results["cog"]["georef"]["epsg"] == 4326 and results["vrt"]["georef"] is None
 
 
 # -- geometry: polygons are the affine image of the pixel polygons --------------------------------------
