@@ -12,12 +12,13 @@ interleaved runs:
 The timed runs keep no box (score_thr above 1, as bench/inference.py): random weights put 0 or
 thousands of boxes over a threshold depending on the draw, and that would time the NMS, not the loop.
 
-Memory: a 20,000 x 20,000 px RGB image (1.2 GB of pixels) written as an uncompressed striped TIFF,
-then every 1024 px window (200 px gaps) read by `predict.reader` in a fresh process, and the whole
-`rotld predict` command on it (a tiny synthetic-recipe model, windows resized to 128 px, so the CPU
-run takes minutes, not hours); their peak RSS (VmHWM) is printed beside a process that decodes the
-same file whole with OpenCV (what a reader that holds the image costs; above 100 MP only its pixel
-bytes are printed). Target: below 2 GiB.
+Memory: a 20,000 x 20,000 px RGB image (1.2 GB of pixels) written with rasterio as a DEFLATE-compressed,
+512 px tiled GeoTIFF (UTM), then every 1024 px window (200 px gaps) read through `predict.images` (GDAL,
+block by block) in a fresh process, and the whole `rotld predict` command on it with `--geojson --gpkg`
+(a tiny synthetic-recipe model, windows resized to 128 px, so the CPU run takes minutes, not hours);
+their peak RSS (VmHWM) is printed beside a process that decodes the same file whole with OpenCV (what a
+reader that holds the image costs; above 100 MP only its pixel bytes are printed). Target: below 2 GiB.
+`--striped` writes the file as DEFLATE strips instead (gdal_translate's default layout).
 
     .venv/bin/python -m bench.predict            # the DOTA samples at 1024/200; 20,000 px image
     .venv/bin/python -m bench.predict --quick    # synthetic 256 px images at 128/32; 9,000 px image
@@ -44,8 +45,9 @@ STUDENT = {"full": "dota1/student-r18-gwd-ld-kd-1x", "quick": QUICK["student"]}
 READ_ALL = """
 import json, resource, sys, time
 from pathlib import Path
+import numpy as np
 from rotld_cli.dota.split import SplitParams
-from rotld_cli.predict.reader import open_image
+from rotld_cli.predict.images import open_image
 from rotld_cli.predict.run import image_windows
 path, mode = Path(sys.argv[1]), sys.argv[2]
 started = time.perf_counter()
@@ -53,8 +55,8 @@ if mode == "rotld":
     reader = open_image(path)
     params = SplitParams()
     windows = image_windows(reader.width, reader.height, params)
-    for window in windows:
-        reader.read(window, params.padding_value)
+    for i in np.lexsort((windows[:, 0], windows[:, 1])):  # predict's read order: rows of windows
+        reader.read(windows[i], params.padding_value)
     kind, count = type(reader).__name__, len(windows)
 elif mode == "whole":
     import cv2
@@ -65,7 +67,8 @@ else:  # the whole command: read, detect (tiny model: 1024 px windows resized to
     from rotld_cli.cli import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        main(["predict", mode, str(path), "--out", str(path.parent / "out"), "--device", "cpu", "--json"])
+        main(["predict", mode, str(path), "--out", str(path.parent / "out"), "--device", "cpu", "--json", "--geojson",
+              "--gpkg"])
     kind, count = "rotld predict", json.loads(out.getvalue())["windows"]
 # VmHWM: this process image's own peak (ru_maxrss keeps the forking parent's peak across exec)
 hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
@@ -90,14 +93,30 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def measure_memory(root: Path, side: int, checkpoint: Path | None) -> dict[str, dict]:
-    from rotld_cli.predict.tiff import write_striped_tiff
+def write_huge_geotiff(path: Path, side: int, striped: bool = False) -> None:
+    """A side x side px RGB GeoTIFF, DEFLATE-compressed, 512 px tiles (or strips), written block row by block row."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
 
-    path = root / "huge.tif"
+    layout = {} if striped else {"tiled": True, "blockxsize": 512, "blockysize": 512}
     ramp = (np.arange(side, dtype=np.int64) % 256).astype(np.uint8)
-    write_striped_tiff(path, side, side, lambda y0, y1: np.broadcast_to(
-        np.stack([ramp, np.roll(ramp, y0 % 256), ramp[::-1]], axis=-1), (y1 - y0, side, 3)))  # fmt: skip
-    results = {}
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "compress": "deflate",
+               "crs": "EPSG:32633", "transform": from_origin(500000, 4100000, 0.3, 0.3), **layout}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for y in range(0, side, 512):
+            rows = min(512, side - y)
+            noise = np.random.default_rng(y).integers(0, 16, size=(rows, side), dtype=np.uint8)
+            red = np.broadcast_to(ramp, (rows, side)) + noise
+            green = np.broadcast_to(np.roll(ramp, y % 256), (rows, side))
+            blue = np.broadcast_to(ramp[::-1], (rows, side)) ^ noise
+            dst.write(np.stack([red, green, blue]), window=Window(0, y, side, rows))
+
+
+def measure_memory(root: Path, side: int, checkpoint: Path | None, striped: bool = False) -> dict[str, dict]:
+    path = root / "huge.tif"
+    write_huge_geotiff(path, side, striped)
+    results = {"file": {"bytes": path.stat().st_size}}
     # OpenCV's TIFF decoder peaks near 8x the pixel bytes (0.9 GiB for 6,000 px): the whole-image
     # baseline runs only where that fits beside the other jobs of a shared machine
     modes = ["rotld", "whole"] if side * side <= WHOLE_DECODE_MAX_PIXELS else ["rotld"]
@@ -120,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", type=int, default=None, help="side of the memory test image (default 20000)")
     parser.add_argument("--skip-speed", action="store_true", help="only the memory measurement")
     parser.add_argument("--skip-predict-memory", action="store_true", help="measure the reader alone, not predict")
+    parser.add_argument("--striped", action="store_true", help="the memory image in DEFLATE strips, not tiles")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     side = args.side or (9000 if args.quick else 20000)
@@ -132,12 +152,14 @@ def main(argv: list[str] | None = None) -> None:
             load_engine()
             checkpoint = make_checkpoint(QUICK["student"], ["data.img_scale=128", "model.backbone.pretrained=null"],
                                          root / "tiny.pth")  # fmt: skip
-        memory = measure_memory(root, side, checkpoint)
+        memory = measure_memory(root, side, checkpoint, args.striped)
         if not args.skip_speed:
             speed(root, args, repeats)
     rotld, gib = memory["rotld"], 2**30
     pixels = side * side * 3
-    print(f"\nmemory, {side} x {side} px RGB TIFF ({pixels / gib:.2f} GiB of pixels), peak RSS:")
+    layout = "DEFLATE strips" if args.striped else "DEFLATE, 512 px tiles"
+    print(f"\nmemory, {side} x {side} px RGB GeoTIFF ({layout}, {memory['file']['bytes'] / gib:.2f} GiB on disk, "
+          f"{pixels / gib:.2f} GiB of pixels), peak RSS:")  # fmt: skip
     print(f"  rotld reader ({rotld['reader']}, {rotld['windows']} windows, {rotld['seconds']:.1f} s)"
           f"  {rotld['peak'] / gib:6.3f} GiB")  # fmt: skip
     whole = memory.get("whole", {"peak": pixels})
@@ -147,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         run = memory["predict"]
         print(f"  rotld predict, whole command ({run['windows']} windows, {run['seconds']:.0f} s)"
               f"  {run['peak'] / gib:6.3f} GiB")  # fmt: skip
-    worst = max(r["peak"] for key, r in memory.items() if key != "whole")
+    worst = max(r["peak"] for key, r in memory.items() if key not in ("whole", "file"))
     print(f"  ratio rotld / whole: {rotld['peak'] / whole['peak']:.3f}; "
           f"target < 2 GiB: {'met' if worst < 2 * gib else 'NOT met'}")  # fmt: skip
 

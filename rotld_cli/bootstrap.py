@@ -57,6 +57,9 @@ BASE_PINS = [
 DEV_PINS = ["pytest>=7", "ruff>=0.6", "setuptools>=77.0.3,<81", "wheel"]
 # `rotld export` (onnx) and running an exported model without the engine (onnxruntime).
 DEPLOY_PINS = ["onnx==1.23.2", "onnxruntime==1.32.0"]
+# `rotld predict` on GeoTIFF/COG/JPEG2000/VRT (rasterio: GDAL windowed reads), map outputs (pyproj: CRSs and
+# reprojection; pyogrio: the GeoPackage writer). manylinux wheels with GDAL/PROJ bundled: no system library.
+GEO_PINS = ["rasterio==1.4.4", "pyproj==3.7.2", "pyogrio==0.13.0"]
 # The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
 # combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
 # suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2).
@@ -85,6 +88,7 @@ def env_key(engine: bool) -> str:
         *BASE_PINS,
         *DEV_PINS,
         *DEPLOY_PINS,
+        *GEO_PINS,
         *CONSTRAINTS,
     ]
     if engine:
@@ -315,7 +319,7 @@ def build_shared_env(env_dir: Path, engine: bool) -> None:
             install_mmcv(python, constraints)
             pip(python, ENGINE_DEPS, constraints)
             pip(python, ["--no-deps", *ENGINE_PINS], constraints)
-        pip(python, [*BASE_PINS, *DEV_PINS, *DEPLOY_PINS], constraints)
+        pip(python, [*BASE_PINS, *DEV_PINS, *DEPLOY_PINS, *GEO_PINS], constraints)
         marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
         log("shared environment complete")
 
@@ -352,7 +356,7 @@ SYSTEM_TORCH_NEEDS = [
     "addict", "yapf==0.40.1", "importlib-metadata", "platformdirs", "tomli", "terminaltables", "pycocotools",
     "shapely>=2.0", "typer>=0.12", "rich>=13", "pyyaml>=6", "Pillow>=9", "matplotlib>=3.7", "scipy", "six",
     "sympy", "opencv-python-headless>=4.5", "packaging", "setuptools>=77.0.3,<81", "wheel", "ninja",
-    "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx",
+    "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx", *GEO_PINS,
 ]
 ENGINE_NO_DEPS = [*ENGINE_PINS]
 # opencv and numpy of the machine are kept; these may be satisfied by any installed distribution.

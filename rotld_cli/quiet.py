@@ -10,7 +10,9 @@ each harmless for rotld's use:
   `torch.utils.cpp_extension`; rotld never compiles at run time);
 - invalid-escape SyntaxWarnings (DeprecationWarnings before Python 3.12) raised while Python
   compiles mmcv, mmdet, mmrotate or e2cnn sources;
-- torch's `torch.cuda.amp.*` FutureWarnings raised from mmcv's fp16 code (it still works).
+- torch's `torch.cuda.amp.*` FutureWarnings raised from mmcv's fp16 code (it still works);
+- GDAL's own messages, which rasterio and pyogrio log (e.g. a TIFF tag GDAL ignores): a raster
+  rotld cannot read is reported by rotld with its path.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def silence_third_party() -> None:
     for category in (SyntaxWarning, DeprecationWarning):
         # Compile-time warnings carry the source path as their module.
         warnings.filterwarnings("ignore", message=r"invalid escape sequence", category=category, module=STACK_SOURCES)
+    for name in ("rasterio", "pyogrio"):  # without a handler, Python's last-resort one prints them
+        gdal = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in gdal.handlers):
+            gdal.addHandler(logging.NullHandler())
     logger = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _NoCudaRuntimeFilter) for f in logger.filters):
         logger.addFilter(_NoCudaRuntimeFilter())

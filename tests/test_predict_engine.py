@@ -142,25 +142,33 @@ def test_cuda_without_a_gpu_is_one_line(world, tmp_path):
     assert code == 2 and "--device cuda: no usable GPU" in err and "Traceback" not in err
 
 
-def test_a_window_read_tiff_gives_the_same_detections_as_the_decoded_png(world, tmp_path):
+def test_a_georeferenced_geotiff_copy_of_a_real_sample_gives_the_pngs_detections(world, dota_samples, tmp_path):
+    """P1888.png written as a DEFLATE-tiled UTM GeoTIFF with rasterio: a real model's detections, read
+    through GDAL window by window, equal the PNG's; the GeoJSON holds them on the map."""
     import cv2
+    from geo_helpers import bgr_to_bands, write_raster
+    from rasterio.transform import from_origin
 
     from rotld_cli.engine.detector import EngineDetector
-    from rotld_cli.predict.reader import StripTiffImage, open_image
-    from rotld_cli.predict.tiff import write_striped_tiff
+    from rotld_cli.predict.maps import MapOptions, write_map_outputs
 
-    png = sorted(world["images"].glob("*.png"))[0]
-    rgb = cv2.imread(str(png))[:, :, ::-1]
-    tiff = tmp_path / "tiff" / f"{png.stem}.tif"
-    tiff.parent.mkdir()
-    write_striped_tiff(tiff, rgb.shape[1], rgb.shape[0], lambda y0, y1: rgb[y0:y1], rows_per_strip=10)
-    assert isinstance(open_image(tiff, window_read_pixels=1000), StripTiffImage)
+    png = dota_samples / "images" / "P1888.png"
+    tiff = write_raster(tmp_path / "tif" / "P1888.tif", bgr_to_bands(cv2.imread(str(png))), crs="EPSG:32633",
+                        transform=from_origin(500000, 4100000, 0.3, 0.3), tiled=True, blockxsize=256,
+                        blockysize=256, compress="deflate")  # fmt: skip
     detector = EngineDetector.from_checkpoint(world["model"], device="cpu")
     for key, value in TEST_CFG.items():
         setattr(detector.test_cfg, key, value)
+    maps = MapOptions(geojson=True)
     results = []
-    for path, limit in ((png, 10**9), (tiff, 1000)):
+    for path in (png, tiff):
         out = tmp_path / path.suffix[1:]
-        predict(detector, [path], out, PredictOptions(split=WINDOWS, window_read_pixels=limit), {"file": "t"})
-        results.append(json.loads((out / "images" / f"{png.stem}.json").read_text())["detections"])
-    assert results[0] == results[1] and len(results[0]) > 0
+        writers = [lambda o, ids: write_map_outputs(o, ids, maps)]
+        predict(detector, [path], out, PredictOptions(split=WINDOWS), {"file": "t"}, writers=writers)
+        results.append(json.loads((out / "images" / "P1888.json").read_text()))
+    assert results[0]["detections"] == results[1]["detections"] and len(results[0]["detections"]) > 0
+    assert results[0]["windows"] == results[1]["windows"] == 48
+    features = json.loads((tmp_path / "tif" / "geojson" / "P1888.geojson").read_text())["features"]
+    first = results[1]["detections"][0]["polygon"]
+    expected = [[500000 + 0.3 * x, 4100000 - 0.3 * y] for x, y in zip(first[0::2], first[1::2])]
+    np.testing.assert_allclose(features[0]["geometry"]["coordinates"][0][:4], expected, rtol=0, atol=1e-9)

@@ -35,7 +35,7 @@ METAVARS: dict[object, str] = {
 TYPE_METAVARS = {int: "N", float: "FLOAT", str: "TEXT", Path: "DIR"}
 FILE_ARGUMENTS = {"checkpoint": "CKPT"}
 
-# Two or three command lines per command, shown under its --help.
+# Two to four command lines per command, shown under its --help.
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "": [
         ("Check the installation, then run the synthetic end-to-end demo", "rotld doctor && rotld demo --quick"),
@@ -68,10 +68,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "predict": [
         ("Detect on every image of a folder", "rotld predict student.pth scenes/ --out predictions/"),
-        ("Huge TIFF mosaics and a PNG, multi-scale windows, with pictures",
+        ("Huge GeoTIFF mosaics and a PNG, multi-scale windows, with pictures",
          "rotld predict student.pth 'mosaics/**/*.tif' big.png --out pred/ --preset ms --save-vis"),
         ("DOTA val, then `rotld evaluate --results pred/ --ann-dir DOTA/val/labelTxt` for its AP",
          "rotld predict student.pth DOTA/val/images --out pred/ --json"),
+        ("A GeoTIFF to a GeoPackage layer for QGIS, in WGS 84 lon/lat",
+         "rotld predict student.pth orthomosaic.tif --out ships/ --gpkg --to-crs EPSG:4326"),
     ],
     "publish-model": [
         ("Strip a checkpoint for release (writes student-<sha256[:8]>.pth)",

@@ -44,3 +44,12 @@ def write_task1_from_results(out_dir: Path, image_ids: Sequence[str], classes: S
             path.unlink()
     # the folder's manifest names the model's classes: `evaluate --results` takes its mean over them
     return write_task1_folder(out_dir, task1_from_results(out_dir, image_ids, classes), classes, "predicted")
+
+
+def read_result(out_dir: Path, image_id: str) -> dict:
+    """One finished image's result JSON (a RotldError naming the file when it cannot be read)."""
+    path = out_dir / IMAGES_DIR / f"{image_id}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RotldError(f"{path}: cannot read the image's result ({exc})") from None

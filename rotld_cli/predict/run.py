@@ -7,6 +7,11 @@ are merged with the rotated NMS of `rotld evaluate`'s merge (`dota.rotated_nms.n
 class unless class-agnostic, rounded with `dota.merge.round_like_task1`), in the order the patch
 files of prepare-dota would be read. So `predict` then `evaluate --results` equals `evaluate CKPT`.
 
+Pixels come from an image source (`images.open_image`: OpenCV for PNG/JPEG/BMP, rasterio for every
+raster GDAL opens); a window that is entirely nodata is skipped and counted. After the images, the
+Task1 files and any result writers (`maps.write_map_outputs`: GeoJSON, GeoPackage) are rebuilt
+from all the per-image JSONs.
+
 Engine-free: the model arrives as a `Detector`; progress goes to callbacks, not to a UI.
 """
 
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rotld_cli.detector import Detector
+from rotld_cli.detector import Detector, empty_detections
 from rotld_cli.dota.merge import round_like_task1
 from rotld_cli.dota.polygons import ANGLE_VERSIONS, rboxes_to_polygons
 from rotld_cli.dota.prepare import ImageReadError
@@ -29,10 +34,13 @@ from rotld_cli.dota.rotated_nms import nms_quads
 from rotld_cli.dota.split import SplitParams, patch_name, sliding_windows
 from rotld_cli.errors import UsageError
 from rotld_cli.fileio import atomic_write_text
+from rotld_cli.predict.images import image_size, open_image
 from rotld_cli.predict.outputs import IMAGES_DIR, write_task1_from_results
-from rotld_cli.predict.reader import DEFAULT_WINDOW_READ_PIXELS, image_size, open_image
+from rotld_cli.predict.pixels import PixelOptions
 
-RESULT_FORMAT = "rotld-predict/1"
+RESULT_FORMAT = "rotld-predict/2"  # 2: the source's georeference and pixel rules are recorded
+ResultWriter = Callable[[Path, Sequence[str]], tuple[list[Path], list[str]]]
+"""Writes outputs rebuilt from the finished images' JSONs (out dir, image ids) -> (files, notes)."""
 VIS_DIR = "vis"
 
 
@@ -48,7 +56,7 @@ class PredictOptions:
     batch_size: int = 1
     save_vis: bool = False
     vis_score_thr: float = 0.3
-    window_read_pixels: int = DEFAULT_WINDOW_READ_PIXELS
+    pixels: PixelOptions = field(default_factory=PixelOptions)  # bands, scaling of non-8-bit images
     redo: bool = False  # recompute images already done
 
     def validate(self) -> None:
@@ -62,6 +70,7 @@ class PredictOptions:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.vis_score_thr <= 1.0:
             raise UsageError(f"--vis-score-thr must be in [0, 1], got {self.vis_score_thr}")
+        self.pixels.validate()
 
     def settings(self, model: dict) -> dict:
         """What makes a finished image's result reusable: the model and every result-shaping option."""
@@ -74,6 +83,7 @@ class PredictOptions:
             "score_thr": self.score_thr,
             "max_per_img": self.max_per_img,
             "class_agnostic": self.class_agnostic,
+            "pixels": self.pixels.settings(),
         }
 
 
@@ -97,6 +107,8 @@ class ImageOutcome:
     resumed: bool = False
     problem: str | None = None
     no_picture: bool = False  # --save-vis, but the image is read by windows: too large to draw
+    windows_nodata: int = 0  # windows skipped: every pixel nodata
+    notes: list[str] = field(default_factory=list)  # warnings about this image (e.g. predicted in pixels)
 
 
 @dataclass
@@ -106,6 +118,8 @@ class PredictSummary:
     classes: tuple[str, ...]
     seconds: float
     written: list[Path] = field(default_factory=list)
+    map_files: list[Path] = field(default_factory=list)
+    writer_notes: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -123,6 +137,7 @@ class PredictSummary:
             "resumed": len(done) - len(run),
             "failed": len(self.outcomes) - len(done),
             "windows": windows,
+            "windows_nodata": sum(o.windows_nodata for o in run),
             "detections": per_class,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(len(run) / self.seconds, 3) if self.seconds > 0 else 0.0,
@@ -130,6 +145,8 @@ class PredictSummary:
             "problems": self.problems,
             "no_picture": [o.image_id for o in self.outcomes if o.no_picture],
             "task1_files": [str(p) for p in self.written],
+            "map_files": [str(p) for p in self.map_files],
+            "warnings": [n for o in self.outcomes for n in o.notes] + self.writer_notes,
         }
 
 
@@ -157,29 +174,40 @@ def detect_windows(
     params: SplitParams,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
-) -> list[list[np.ndarray]]:
-    """Per window, per class (n, 6) boxes in window pixels.
+) -> tuple[list[list[np.ndarray]], int]:
+    """Per window, per class (n, 6) boxes in window pixels; and how many windows were skipped (nodata).
 
     Windows are read one batch at a time, the next batch in a thread while the model runs on this
-    one (file reads and OpenCV release the GIL), so at most two batches of pixels are held."""
+    one (file reads, GDAL and OpenCV release the GIL), so at most two batches of pixels are held.
+    They are read row by row (top to bottom, left to right; a striped file's strips are decoded once
+    per row of windows, not once per window) and their boxes returned in `windows`' order. A window
+    the reader gives as None (entirely nodata) is not detected on: it has no boxes."""
     padding = params.padding_value if params.padding else None
-    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
-    results: list[list[np.ndarray]] = []
+    order = np.lexsort((windows[:, 0], windows[:, 1])) if len(windows) else np.zeros(0, dtype=np.int64)
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    results: list = [None] * len(windows)
+    skipped = 0
 
-    def read(chunk: np.ndarray) -> list[np.ndarray]:
-        return [reader.read(w, padding) for w in chunk]
+    def read(chunk: np.ndarray) -> list[np.ndarray | None]:
+        return [reader.read(windows[i], padding) for i in chunk]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, chunks[0])
+        pending = pool.submit(read, chunks[0]) if chunks else None
         for index, chunk in enumerate(chunks):
             pixels = pending.result()
             if index + 1 < len(chunks):
                 pending = pool.submit(read, chunks[index + 1])
-            results.extend(detector.detect(pixels))
+            kept = [i for i, p in zip(chunk, pixels) if p is not None]
+            for i, boxes in zip(kept, detector.detect([p for p in pixels if p is not None]) if kept else []):
+                results[i] = boxes
+            for i, p in zip(chunk, pixels):
+                if p is None:
+                    results[i] = empty_detections(len(detector.classes))
+                    skipped += 1
             del pixels
             if on_batch is not None:
                 on_batch(len(chunk))
-    return results
+    return results, skipped  # type: ignore[return-value]
 
 
 def merge_windows(
@@ -219,8 +247,10 @@ def result_json(
     merged: Merged,
     classes: Sequence[str],
     settings: dict,
+    source: dict | None = None,
 ) -> dict:
-    """The per-image JSON: polygons (Task1 values), rotated boxes, class and score of every detection."""
+    """The per-image JSON: polygons (Task1 values), rotated boxes, class and score of every detection;
+    `source`: how the pixels were read and where the image lies (`source_record`)."""
     detections = [
         {
             "class": classes[label],
@@ -242,7 +272,20 @@ def result_json(
         "seconds": round(seconds, 4),
         "classes": list(classes),
         "settings": settings,
+        **(source or {}),
         "detections": detections,
+    }
+
+
+def source_record(reader, windows_nodata: int) -> dict:
+    """What the JSON keeps of the source: its georeference (null: pixel coordinates), the pixel rules
+    applied, the windows skipped as nodata and the warnings about it (a resumed image keeps them)."""
+    georef = reader.georef
+    return {
+        "georef": georef.to_dict() if georef is not None else None,
+        "source": reader.describe(),
+        "windows_nodata": windows_nodata,
+        "notes": list(reader.notes),
     }
 
 
@@ -276,15 +319,16 @@ def predict_image(
     started = time.perf_counter()
     outcome = ImageOutcome(path, path.stem)
     try:
-        reader = open_image(path, options.window_read_pixels)
+        reader = open_image(path, options.pixels, options.split.padding_value)
     except ImageReadError as exc:
         outcome.problem = str(exc)
         return outcome
     try:
         windows = image_windows(reader.width, reader.height, options.split)
-        per_window = detect_windows(
+        per_window, outcome.windows_nodata = detect_windows(
             detector, reader, windows, options.split, options.batch_size, callbacks.windows_done
         )
+        outcome.notes = list(reader.notes)
         merged = merge_windows(windows, per_window, detector.angle_version, options)
         outcome.seconds = time.perf_counter() - started
         outcome.windows = len(windows)
@@ -297,6 +341,7 @@ def predict_image(
             merged,
             detector.classes,
             settings,
+            source_record(reader, outcome.windows_nodata),
         )
         if options.save_vis:
             final = out_dir / VIS_DIR / f"{path.stem}.png"
@@ -349,8 +394,10 @@ def predict(
     options: PredictOptions,
     model: dict,
     callbacks: Callbacks | None = None,
+    writers: Sequence[ResultWriter] = (),
 ) -> PredictSummary:
-    """Every image not already done with these settings -> its JSON; then the Task1 files from all JSONs."""
+    """Every image not already done with these settings -> its JSON; then the Task1 files and the
+    `writers`' outputs (GeoJSON, GeoPackage) from all JSONs."""
     if detector.angle_version not in ANGLE_VERSIONS:
         raise UsageError(f"the model's angle version {detector.angle_version!r} is not one of {ANGLE_VERSIONS}")
     callbacks = callbacks or Callbacks()
@@ -368,6 +415,8 @@ def predict(
                 seconds=data["seconds"],
                 counts=_counts(data["detections"]),
                 resumed=True,
+                windows_nodata=data.get("windows_nodata", 0),
+                notes=data.get("notes", []),
             )
             outcomes.append(outcome)
         else:
@@ -384,4 +433,8 @@ def predict(
     summary.written = write_task1_from_results(
         out_dir, [o.image_id for o in ordered if not o.problem], detector.classes
     )
+    for writer in writers:
+        files, notes = writer(out_dir, [o.image_id for o in ordered if not o.problem])
+        summary.map_files += files
+        summary.writer_notes += notes
     return summary

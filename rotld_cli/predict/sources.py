@@ -1,4 +1,10 @@
-"""SOURCE arguments -> the image files to predict on: files, folders (not recursive) and globs."""
+"""SOURCE arguments -> the image files to predict on: files, folders (not recursive) and globs.
+
+Images are known by their suffix: OpenCV's (PNG, JPEG, BMP) and the rasters GDAL reads that aerial
+imagery comes in (GeoTIFF and COG, JPEG2000, VRT, ERDAS Imagine, NITF). A file named on the
+command line with another suffix is still tried with GDAL (it reads many more formats); folders and
+patterns pick only the suffixes listed.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ from pathlib import Path
 
 from rotld_cli.errors import UsageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ntf", ".nitf")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", *RASTER_SUFFIXES)
 _GLOB_CHARS = set("*?[")
 
 
@@ -19,9 +26,7 @@ def expand_source(source: str) -> list[Path]:
     """The images one SOURCE names, sorted; a SOURCE that names none is a usage error."""
     path = Path(source)
     if path.is_file():
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UsageError(f"{source}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
-        return [path]
+        return [path]  # GDAL decides what it reads; an unreadable file is reported with the other images
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if _is_image(p))
         if not found:
