@@ -52,7 +52,8 @@ from rotld_cli.errors import UsageError  # noqa: E402
 from rotld_cli.evaluation.table import Table  # noqa: E402
 from rotld_cli.fileio import atomic_write_text  # noqa: E402
 
-NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
+NAMES = {"baseline": "baseline", "student": "LD+KD", "ld-seed": "LD+KD (seed's KD)", "crosskd": "CrossKD",
+         "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""
 
 
@@ -108,8 +109,9 @@ def machine() -> str:
     return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
-DEFAULT_METHODS = ("ld", "crosskd", "bckd")
-"""The distillers of the published table; `--methods ld,crosskd,bckd,ld-crosskd` adds LD+CrossKD."""
+DEFAULT_METHODS = ("ld", "ld-seed", "crosskd", "bckd")
+"""The distillers of the published table (LD+KD also with the seed's softmax KD and region, to show what
+rotld's departures are worth); `--methods ...,ld-crosskd` adds LD+CrossKD."""
 
 
 def pct(value: float) -> str:

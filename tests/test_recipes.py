@@ -38,6 +38,7 @@ BUNDLED = [
     "synthetic/student-r18-gwd-crosskd",
     "synthetic/student-r18-gwd-ld-crosskd",
     "synthetic/student-r18-gwd-ld-kd",
+    "synthetic/student-r18-gwd-ld-kd-seed",
     "synthetic/teacher-r34-gwd",
 ]
 

@@ -20,7 +20,7 @@ def demo_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON after the table."),
     methods: str = typer.Option(
-        "ld", "--methods", help="Students to train and compare, comma-separated: ld, crosskd, bckd, ld-crosskd "
+        "ld", "--methods", help="Students to train and compare, comma-separated: ld, ld-seed, crosskd, bckd, ld-crosskd "
         "(finished runs are reused: adding a method trains only its student)."
     ),
 ) -> None:

@@ -100,6 +100,8 @@ MODELS = (
 )
 DISTILLERS = {
     "ld": MODELS[2],
+    "ld-seed": Model("ld-seed", "Student R-18 (GWD, LD+KD as the seed)", "synthetic/student-r18-gwd-ld-kd-seed",
+                     distilled=True),
     "crosskd": Model("crosskd", "Student R-18 (GWD, CrossKD)", "synthetic/student-r18-gwd-crosskd", distilled=True),
     "bckd": Model("bckd", "Student R-18 (GWD, BCKD)", "synthetic/student-r18-gwd-bckd", distilled=True),
     "ld-crosskd": Model("ld-crosskd", "Student R-18 (GWD, LD+CrossKD)", "synthetic/student-r18-gwd-ld-crosskd",
