@@ -180,9 +180,10 @@ def main() -> None:
                      pct(statistics.fmean(column(model.key, "AP50"))), pct(statistics.fmean(column(model.key, "AP75"))),
                      f"{100 * gain(model.key, base_key):+.2f}", f"{100 * gain(model.key, base_key, 'AP75'):+.2f}",
                      f"{100 * gain(model.key, ld_key):+.2f}" if ld_key else "–"])
-    title = f"AP on merged val images ({settings.name} settings, seeds {' '.join(map(str, args.seeds))})"
-    columns = ["model", *(f"AP seed {s}" for s in args.seeds), "AP mean ± std", "AP50", "AP75", "Δ AP vs baseline",
-               "Δ AP75 vs baseline", "Δ AP vs LD+KD"]
+    title = (f"AP on merged val images ({settings.name} settings, seeds {' '.join(map(str, args.seeds))}; "
+             "Δ: mean gain over the baseline)")
+    columns = ["model", *(f"AP seed {s}" for s in args.seeds), "AP mean ± std", "AP50", "AP75", "Δ AP", "Δ AP75",
+               "Δ AP vs LD+KD"]
     ui.console.print(ui.table(title, columns, rows))
     base_mean = statistics.fmean(column(base_key))
     ratio = teacher_metrics["AP"] / base_mean if base_mean > 0 else float("inf")
