@@ -4,7 +4,9 @@ CrossKD and BCKD replace LD+KD, but a recipe may keep LD beside them (`ld-crossk
 head term (loss_ld, loss_kd, loss_im) runs only when its config is given with a weight > 0, so a
 pure CrossKD/BCKD student neither pays for nor reports terms it does not train with, and the LD
 region is computed only when a term reads it. Subclasses add `successor_keys` and
-`successor_terms`.
+`successor_terms`, which get the level's assigned `labels` and `label_weights` (0 for ignored anchors
+and anchors outside the image) beside the predictions: the authors of CrossKD and BCKD restrict
+their terms with them.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class KDTermsHead(LDRotatedRetinaHead):
                 cls_score,
                 bbox_pred,
                 anchors,
+                labels.reshape(-1),
+                label_weights.reshape(-1).float(),
                 teacher_cls_score.float(),
                 teacher_bbox_pred.float(),
                 ld_region,
@@ -98,6 +102,17 @@ class KDTermsHead(LDRotatedRetinaHead):
         return tuple(terms)
 
     def successor_terms(
-        self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region, *extra, num_total_samples
+        self,
+        cls_score,
+        bbox_pred,
+        anchors,
+        labels,
+        label_weights,
+        teacher_cls_score,
+        teacher_bbox_pred,
+        ld_region,
+        *extra,
+        num_total_samples,
     ):
+        """One level's distillation terms; labels and label_weights are flat (n, h, w, a) like the scores."""
         raise NotImplementedError
