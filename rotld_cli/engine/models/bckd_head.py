@@ -71,29 +71,20 @@ class BCKDRotatedRetinaHead(KDTermsHead):
         deltas = integral_deltas(logits, self.integral, self.integral_angle)
         return self.bbox_coder.decode(anchors, deltas)
 
-    def successor_terms(
-        self,
-        cls_score,
-        bbox_pred,
-        anchors,
-        labels,
-        label_weights,
-        teacher_cls_score,
-        teacher_bbox_pred,
-        ld_region,
-        num_total_samples,
-    ):
+    def successor_terms(self, cls_score, bbox_pred, teacher_cls_score, teacher_bbox_pred, level, num_total_samples):
         """Binary KD and GIoU distillation of one level; both 0 on a level without a positive anchor."""
-        if not has_positive(labels, self.num_classes):
+        if not has_positive(level.labels, self.num_classes):
             return cls_score.sum() * 0, bbox_pred.sum() * 0
         student_cls = flat_scores(cls_score, self.cls_out_channels)
         teacher_cls = flat_scores(teacher_cls_score, self.cls_out_channels)
-        loss_cls = self.loss_bckd_cls(student_cls, teacher_cls, weight=label_weights, avg_factor=num_total_samples)
-        weight = bckd_box_weight(student_cls, teacher_cls, label_weights)
+        loss_cls = self.loss_bckd_cls(
+            student_cls, teacher_cls, weight=level.label_weights, avg_factor=num_total_samples
+        )
+        weight = bckd_box_weight(student_cls, teacher_cls, level.label_weights)
         keep = weight > self.iou_weight_thr
         if not bool(keep.any()):
             return loss_cls, bbox_pred.sum() * 0
-        anchors = anchors.reshape(-1, NUM_COORDS)[keep]
+        anchors = level.anchors.reshape(-1, NUM_COORDS)[keep]
         student_boxes = self.decoded_boxes(anchors, bbox_pred, keep)
         with torch.no_grad():
             teacher_boxes = self.decoded_boxes(anchors, teacher_bbox_pred, keep)

@@ -154,25 +154,14 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
         return losses, self.get_bboxes(cls_scores, bbox_preds, img_metas, cfg=proposal_cfg)
 
     def successor_terms(
-        self,
-        cls_score,
-        bbox_pred,
-        anchors,
-        labels,
-        label_weights,
-        teacher_cls_score,
-        teacher_bbox_pred,
-        ld_region,
-        cross_cls,
-        cross_reg,
-        num_total_samples,
+        self, cls_score, bbox_pred, teacher_cls_score, teacher_bbox_pred, level, cross_cls, cross_reg, num_total_samples
     ):
         """Cross-head classification (anchors with label_weights > 0), cross-head LD (valuable localization region)."""
         loss_cls = self.loss_cross_cls(
             flat_scores(cross_cls.float(), self.cls_out_channels),
             flat_scores(teacher_cls_score, self.cls_out_channels),
-            weight=label_weights,
+            weight=level.label_weights,
             avg_factor=num_total_samples,
         )
-        loss_ld = self.region_ld_loss(self.loss_cross_ld, cross_reg.float(), teacher_bbox_pred, ld_region)
+        loss_ld = self.region_ld_loss(self.loss_cross_ld, cross_reg.float(), teacher_bbox_pred, level.ld_region)
         return loss_cls, loss_ld
