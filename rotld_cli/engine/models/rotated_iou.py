@@ -20,8 +20,8 @@ for rotated boxes that is the convex hull of their 8 corners, the enclosing regi
 `convex_giou` (mmrotate's `ConvexGIoULoss`): GIoU = IoU − (area(C) − area(A ∪ B)) / area(C), in
 [−1, 1]. The hull's vertex order is found by gift wrapping without gradient (a permutation), its
 area is the shoelace sum of the ordered corners, so the gradient reaches (cx, cy, w, h, θ) of both
-boxes through it. For axis-aligned boxes this C is smaller than mmdet's enclosing axis-aligned box
-(`bbox_overlaps(mode='giou')`), which no rotated box has.
+boxes through it. For axis-aligned boxes this C can be smaller than the enclosing axis-aligned box
+of mmdet's `bbox_overlaps(mode='giou')`, so the two GIoUs can differ there.
 
 IoU and GIoU are functions of the rectangles only: (w, h, θ) and (h, w, θ + π/2) — the same box in
 the 'oc' convention's two spellings — give IoU 1, so these losses have no angle-boundary
