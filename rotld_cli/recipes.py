@@ -273,7 +273,7 @@ SCHEMA = Section(
                 "method": Key(
                     (str,),
                     "distiller: ld (LD+KD head, default), crosskd (cross-head KD) or bckd (binary cls + rotated "
-                    "IoU); with crosskd/bckd the loss_ld/loss_kd/loss_im terms above run only when weight > 0",
+                    "GIoU); with crosskd/bckd the loss_ld/loss_kd/loss_im terms above run only when weight > 0",
                     choices=DISTILL_METHODS,
                     required=False,
                 ),
@@ -287,7 +287,7 @@ SCHEMA = Section(
                                 "weight": _float("cross-head classification KD weight", minimum=0),
                                 "beta": _float("QFL modulation |p_s - p_t|^beta", minimum=0),
                             },
-                            "binary (per-class sigmoid) KD of the cross-head scores",
+                            "binary (per-class sigmoid) KD of the cross-head scores on anchors with label weight > 0",
                         ),
                         "loss_ld": Section(
                             {
@@ -307,20 +307,23 @@ SCHEMA = Section(
                                 "weight": _float("binary classification distillation weight", minimum=0),
                                 "beta": _float("QFL modulation |p_s - p_t|^beta", minimum=0),
                             },
-                            "per-class BCE towards the teacher's sigmoid scores",
+                            "per-class BCE towards the teacher's sigmoid scores on anchors with label weight > 0",
                         ),
                         "loss_iou": Section(
                             {
-                                "weight": _float("rotated-IoU localization distillation weight", minimum=0),
+                                "weight": _float("rotated-GIoU localization distillation weight", minimum=0),
                                 "weight_thr": _float(
-                                    "skip anchors whose weight max_c |p_t - p_s| is <= this (0: all, as the paper)",
+                                    "skip anchors whose weight max_c |p_t - p_s| * label_weight is <= this "
+                                    "(0: all with a non-zero weight, as the authors)",
                                     minimum=0,
                                 ),
                             },
-                            "1 - rotated IoU of decoded student/teacher boxes, weighted by max_c |p_t - p_s|",
+                            "1 - rotated GIoU of decoded student/teacher boxes, weighted by max_c |p_t - p_s| "
+                            "* label_weight",
                         ),
                     },
-                    "method bckd: binary classification + IoU localization distillation",
+                    "method bckd: binary classification + GIoU localization distillation, on FPN levels "
+                    "holding a positive anchor",
                     optional=True,
                 ),
             },

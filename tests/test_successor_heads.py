@@ -6,7 +6,9 @@ test_plugins_forward. Values are float32
 sums over ~10⁵ anchor-class terms, so they are compared to 1e-6 relative. The targets (positives,
 the LD region, anchors) come from the head's own
 target code, which test_ld_region / test_plugins_forward cover; what is checked here is the new
-arithmetic on top of them.
+arithmetic on top of them, including where the authors' code restricts it: CrossKD's and BCKD's
+classification KD only on anchors with label_weights > 0 (not the assigner's ignored ones), BCKD's
+GIoU term weighted by label_weights too, and both BCKD terms only on FPN levels holding a positive.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ pytest.importorskip("mmrotate")
 
 import torch.nn.functional as F  # noqa: E402
 from test_plugins_forward import batch, head_cfg, retina_cfg  # noqa: E402
+from test_successor_losses import shapely_giou  # noqa: E402
 
 from rotld_cli.engine import load_engine  # noqa: E402
 
@@ -64,19 +67,23 @@ def bckd():
 
 
 def targets(model, img, metas, gts, labels):
-    """(number of positives, per-level LD regions, per-level anchors) from the head's own target code."""
+    """Number of positives, per-level LD regions, anchors, labels and label weights (flat), from the
+    head's own target code."""
     head = model.bbox_head
     sizes = [f.shape[-2:] for f in model.extract_feat(img)]
     anchors, valid = head.get_anchors(sizes, metas, device="cpu")
     out = head.get_targets(anchors, valid, gts, metas, gt_labels_list=labels, label_channels=head.cls_out_channels)
     per_level = [torch.cat([a[level] for a in anchors]) for level in range(len(sizes))]
-    return out[4], out[-2], per_level
+    flat_labels = [level.reshape(-1) for level in out[0]]
+    flat_weights = [level.reshape(-1) for level in out[1]]
+    return out[4], out[-2], per_level, flat_labels, flat_weights
 
 
-def binary_kd(student_logits, teacher_logits):
-    """Σ over anchors and classes of |p − q| · −(q log p + (1 − q) log(1 − p)), written out."""
+def binary_kd(student_logits, teacher_logits, anchor_weight=None):
+    """Σ over anchors and classes of w_a |p − q| · −(q log p + (1 − q) log(1 − p)), written out."""
     p, q = torch.sigmoid(student_logits), torch.sigmoid(teacher_logits)
-    return ((p - q).abs() * -(q * torch.log(p) + (1 - q) * torch.log(1 - p))).sum()
+    per_anchor = ((p - q).abs() * -(q * torch.log(p) + (1 - q) * torch.log(1 - p))).sum(dim=1)
+    return per_anchor.sum() if anchor_weight is None else (per_anchor * anchor_weight).sum()
 
 
 def flat(score_map, width):
@@ -94,7 +101,7 @@ def test_crosskd_losses_match_the_formulas(crosskd):
     with torch.no_grad():
         losses = crosskd.forward_train(img, metas, gts, labels)
         assert set(losses) == {"loss_cls", "loss_bbox", "loss_crosskd_cls", "loss_crosskd_ld"}
-        num_pos, ld_regions, _ = targets(crosskd, img, metas, gts, labels)
+        num_pos, ld_regions, _, _, label_weights = targets(crosskd, img, metas, gts, labels)
         x = crosskd.extract_feat(img)
         t_cls, t_reg = teacher.bbox_head(teacher.extract_feat(img))
         bins, T = head.reg_max + 1, 5.0
@@ -104,7 +111,9 @@ def test_crosskd_losses_match_the_formulas(crosskd):
                            teacher.bbox_head.retina_cls.weight, teacher.bbox_head.retina_cls.bias, padding=1)
             reg = F.conv2d(conv_relu(teacher.bbox_head.reg_convs[1], conv_relu(head.reg_convs[0], feat)),
                            teacher.bbox_head.retina_reg.weight, teacher.bbox_head.retina_reg.bias, padding=1)
-            expected_cls = CROSS_CLS_W * binary_kd(flat(cls, 15), flat(t_cls[level], 15)) / num_pos
+            # The authors' loss_cls_kd gets label_weights: ignored anchors (IoU in [0.4, 0.5)) add nothing.
+            lw = label_weights[level]
+            expected_cls = CROSS_CLS_W * binary_kd(flat(cls, 15), flat(t_cls[level], 15), lw) / num_pos
             region = ld_regions[level].reshape(-1)
             s, t = flat(reg, bins), flat(t_reg[level], bins)
             q = torch.softmax(t / T, dim=1)
@@ -113,7 +122,11 @@ def test_crosskd_losses_match_the_formulas(crosskd):
             expected_ld = CROSS_LD_W * region_sum / max(int((region > 0).sum()), 1)
             assert float(losses["loss_crosskd_cls"][level]) == pytest.approx(float(expected_cls), rel=1e-6)
             assert float(losses["loss_crosskd_ld"][level]) == pytest.approx(float(expected_ld), rel=1e-6)
+            if level == 0:  # the level with ignored anchors: counting them would change the value
+                everywhere = CROSS_CLS_W * binary_kd(flat(cls, 15), flat(t_cls[level], 15)) / num_pos
+                assert float(everywhere) > float(expected_cls) * (1 + 1e-4)
         assert sum(int((r > 0).sum()) for r in ld_regions) > 0, "the LD region must be non-empty to test anything"
+        assert int((label_weights[0] == 0).sum()) > 0, "the batch must have ignored anchors to test the weights"
 
 
 def test_crosskd_gradient_flows_through_the_teacher_head_into_the_student_only(crosskd):
@@ -174,30 +187,37 @@ def decode(anchors, logits, reg_max=8):
 
 
 def test_bckd_losses_match_the_formulas(bckd):
-    from mmcv.ops import box_iou_rotated
-
     head, teacher = bckd.bbox_head, bckd.teacher_model
     img, metas, gts, labels = batch()
     with torch.no_grad():
         losses = bckd.forward_train(img, metas, gts, labels)
         assert set(losses) == {"loss_cls", "loss_bbox", "loss_bckd_cls", "loss_bckd_iou"}
-        num_pos, _, anchors = targets(bckd, img, metas, gts, labels)
+        num_pos, _, anchors, level_labels, label_weights = targets(bckd, img, metas, gts, labels)
         s_cls, s_reg = head(bckd.extract_feat(img))
         t_cls, t_reg = teacher.bbox_head(teacher.extract_feat(img))
-        kept = 0
+        kept, empty_levels = 0, 0
         for level in range(5):
-            expected_cls = BCKD_CLS_W * binary_kd(flat(s_cls[level], 15), flat(t_cls[level], 15)) / num_pos
+            if not bool((level_labels[level] < 15).any()):  # no positive on this level: the authors skip it
+                empty_levels += 1
+                assert float(losses["loss_bckd_cls"][level]) == 0.0
+                assert float(losses["loss_bckd_iou"][level]) == 0.0
+                assert float(binary_kd(flat(s_cls[level], 15), flat(t_cls[level], 15))) > 0, "would count otherwise"
+                continue
+            lw = label_weights[level]
+            expected_cls = BCKD_CLS_W * binary_kd(flat(s_cls[level], 15), flat(t_cls[level], 15), lw) / num_pos
             assert float(losses["loss_bckd_cls"][level]) == pytest.approx(float(expected_cls), rel=1e-6)
-            # BCKD's weight: the largest teacher-student score gap over the classes.
-            weight = (torch.sigmoid(flat(t_cls[level], 15)) - torch.sigmoid(flat(s_cls[level], 15))).abs().max(1).values
+            # BCKD's weight: the largest teacher-student score gap over the classes, times label_weights.
+            gap = (torch.sigmoid(flat(t_cls[level], 15)) - torch.sigmoid(flat(s_cls[level], 15))).abs().max(1).values
+            weight = gap * lw
             keep = weight > 0
             kept += int(keep.sum())
+            assert int(((gap > 0) & (lw == 0)).sum()) > 0, "ignored anchors with a score gap must be on this level"
             boxes_s = decode(anchors[level][keep], flat(s_reg[level], 45)[keep])
             boxes_t = decode(anchors[level][keep], flat(t_reg[level], 45)[keep])
-            iou = box_iou_rotated(boxes_s, boxes_t, aligned=True)
-            expected_iou = BCKD_IOU_W * (weight[keep] * (1 - iou)).sum() / num_pos
-            assert float(losses["loss_bckd_iou"][level]) == pytest.approx(float(expected_iou), rel=1e-6)
-        assert kept > 0
+            giou = torch.tensor(shapely_giou(boxes_s, boxes_t))
+            expected_iou = BCKD_IOU_W * (weight[keep].double() * (1 - giou)).sum() / num_pos
+            assert float(losses["loss_bckd_iou"][level]) == pytest.approx(float(expected_iou), rel=1e-5)
+        assert kept > 0 and empty_levels > 0
 
 
 def test_bckd_gradient_reaches_the_student_only(bckd):

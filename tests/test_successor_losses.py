@@ -3,7 +3,8 @@
 * the binary KD loss: Σ_c |σ(s) − σ(t)|^β · BCE(σ(s), σ(t)) with math.log, one anchor at a time;
 * the rotated IoU: boxes whose overlap is known in closed form, then mmcv's `box_iou_rotated`
   (an independent C++ implementation) on random pairs;
-* the IoU loss: Σ w (1 − IoU) / Σ w from mmcv's IoU;
+* the IoU loss: Σ w (1 − GIoU) / Σ w with shapely's GIoU (BCKD's default), Σ w (1 − IoU) / Σ w
+  from mmcv's IoU with mode='iou';
 * gradients reach the student's inputs only (the teacher's side is a constant target).
 """
 
@@ -104,20 +105,56 @@ def test_rotated_iou_matches_mmcv_on_random_pairs():
     assert torch.allclose(rotated_iou(a, b), reference, atol=2e-6)
 
 
-def test_rotated_iou_loss_matches_the_formula_and_trains_the_student_only():
+def shapely_giou(a, b) -> list[float]:
+    """GIoU with C = the convex hull of both boxes, by shapely's vectorised geometry functions."""
+    import numpy as np
+    import shapely
+
+    def polygons(boxes):
+        cx, cy, w, h, t = (boxes[:, i].double().numpy() for i in range(5))
+        local = np.stack([np.stack([w, -w, -w, w], 1) / 2, np.stack([h, h, -h, -h], 1) / 2], axis=2)
+        cos, sin = np.cos(t)[:, None], np.sin(t)[:, None]
+        x = cx[:, None] + local[..., 0] * cos - local[..., 1] * sin
+        y = cy[:, None] + local[..., 0] * sin + local[..., 1] * cos
+        return shapely.polygons(np.stack([x, y], axis=2))
+
+    pa, pb = polygons(a), polygons(b)
+    inter = shapely.area(shapely.intersection(pa, pb))
+    union = shapely.area(pa) + shapely.area(pb) - inter
+    hull = shapely.area(shapely.convex_hull(shapely.union(pa, pb)))
+    return (inter / union - (hull - union) / hull).tolist()
+
+
+def test_rotated_giou_loss_matches_the_formula_and_trains_the_student_only():
     from mmcv.ops import box_iou_rotated
 
     a, b = random_pairs(64, seed=1)
     student = a.clone().requires_grad_(True)
     teacher = b.clone().requires_grad_(True)
     weight = torch.rand(64, generator=torch.Generator().manual_seed(2))
-    loss = build_loss(dict(type="RotatedIoUKDLoss", loss_weight=5.0))
+    loss = build_loss(dict(type="RotatedIoUKDLoss", loss_weight=5.0))  # mode 'giou' by default, as BCKD
     value = loss(student, teacher, weight=weight, avg_factor=float(weight.sum()))
-    expected = 5.0 * float((weight * (1 - box_iou_rotated(a, b, aligned=True))).sum() / weight.sum())
-    assert float(value.detach()) == pytest.approx(expected, abs=1e-6)
+    giou = torch.tensor(shapely_giou(a, b))
+    assert (giou < 0).sum() > 5, "disjoint pairs too, where GIoU differs from IoU"
+    expected = 5.0 * float((weight * (1 - giou)).sum() / weight.sum())
+    assert float(value.detach()) == pytest.approx(expected, abs=1e-5)
     value.backward()
     assert teacher.grad is None
-    overlapping = box_iou_rotated(a, b, aligned=True) > 0
-    # Every overlapping pair moves its student box (position, size and angle).
-    assert (student.grad[overlapping].abs().sum(dim=1) > 0).all()
-    assert (student.grad[overlapping][:, 4] != 0).any(), "the angle receives gradient through the overlap"
+    # Every pair moves its student box, disjoint ones too (the hull term), the angle included.
+    assert (student.grad.abs().sum(dim=1) > 0).all()
+    assert (student.grad[:, 4] != 0).any(), "the angle receives gradient through the overlap"
+    disjoint = box_iou_rotated(a, b, aligned=True) == 0
+    assert disjoint.sum() > 5 and (student.grad[disjoint].abs().sum(dim=1) > 0).all()
+
+
+def test_rotated_iou_mode_loss_matches_mmcv():
+    from mmcv.ops import box_iou_rotated
+
+    a, b = random_pairs(64, seed=1)
+    weight = torch.rand(64, generator=torch.Generator().manual_seed(2))
+    loss = build_loss(dict(type="RotatedIoUKDLoss", mode="iou", loss_weight=5.0))
+    value = loss(a, b, weight=weight, avg_factor=float(weight.sum()))
+    expected = 5.0 * float((weight * (1 - box_iou_rotated(a, b, aligned=True))).sum() / weight.sum())
+    assert float(value) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="mode must be one of giou, iou"):
+        build_loss(dict(type="RotatedIoUKDLoss", mode="diou"))

@@ -34,7 +34,7 @@ def test_bckd_recipe_compiles_to_the_bckd_head():
     bckd = head("dota1/student-r18-gwd-bckd-1x", overrides)
     assert bckd["type"] == "BCKDRotatedRetinaHead"
     assert bckd["loss_bckd_cls"] == dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0)
-    assert bckd["loss_bckd_iou"] == dict(type="RotatedIoUKDLoss", loss_weight=2.5)
+    assert bckd["loss_bckd_iou"] == dict(type="RotatedIoUKDLoss", mode="giou", loss_weight=2.5)  # the authors' GIoU
     assert bckd["iou_weight_thr"] == 0.01
 
 

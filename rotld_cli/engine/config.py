@@ -383,7 +383,7 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
                 beta=get("distill.bckd.loss_cls.beta"),
                 loss_weight=get("distill.bckd.loss_cls.weight"),
             ),
-            loss_bckd_iou=dict(type="RotatedIoUKDLoss", loss_weight=get("distill.bckd.loss_iou.weight")),
+            loss_bckd_iou=dict(type="RotatedIoUKDLoss", mode="giou", loss_weight=get("distill.bckd.loss_iou.weight")),
             iou_weight_thr=get("distill.bckd.loss_iou.weight_thr"),
         )
     return args

@@ -1,21 +1,27 @@
 """`BCKDRotatedRetinaHead`: BCKD (Yang et al., ICCV 2023) on the rotated distribution head.
 
+As the authors' `LDHead.loss_single` (TinyTigerPan/BCKD, mmdet/models/dense_heads/ld_head.py; the
+`bckd_*` configs set `loss_kd=NovelKDLoss` weight 1 and `loss_score_kd=GIoULoss` weight 4), on
+each FPN level that holds a positive anchor of the batch (both terms are 0 on the other levels):
+
 * loss_bckd_cls: classification distillation as per-class binary problems — `BinaryKDLoss`, the
-  BCE towards the teacher's sigmoid scores modulated by |σ(s) − σ(t)|^β (β = 1) — over every
-  anchor, normalised by the number of positive anchors (the focal loss's normaliser).
+  BCE towards the teacher's sigmoid scores modulated by |σ(s) − σ(t)|^β (β = 1) — weighted by the
+  anchors' `label_weights` (0 for ignored anchors and anchors outside the image), normalised by
+  the number of positive anchors (the focal loss's normaliser).
 * loss_bckd_iou: the IoU-based localization distillation on decoded boxes. Both heads'
   distributions are integrated to the 5 deltas and decoded by the head's `DeltaXYWHAOBBoxCoder`
-  against the same anchors; per level the loss is Σ_a w_a (1 − IoU(b_s, b_t)) / N_pos with
-  w_a = max_c |σ(t_ac) − σ(s_ac)| (detached): the paper's weight, large where student and
-  teacher disagree most about some class, so localization is distilled where the classifier
-  still has something to learn and not on settled background. The IoU is the exact rotated IoU
-  (`rotated_iou`, differentiable; mmcv's `box_iou_rotated` has no gradient), so the angle is
-  distilled through the overlap it produces: no angle-period or w/h-swap ambiguity, unlike a loss
-  on dθ.
+  against the same anchors; per level the loss is Σ_a w_a (1 − GIoU(b_s, b_t)) / N_pos with
+  w_a = max_c |σ(t_ac) − σ(s_ac)| · label_weight_a (detached): the paper's weight, large where
+  student and teacher disagree most about some class, so localization is distilled where the
+  classifier still has something to learn and not on settled background. GIoU is the exact
+  rotated GIoU (`rotated_giou`, differentiable; mmcv's `box_iou_rotated` has no gradient), with
+  the convex hull of both boxes as the enclosing region, so the angle is distilled through the
+  overlap it produces: no angle-period or w/h-swap ambiguity, unlike a loss on dθ.
 
-`iou_weight_thr` (default 0: every anchor, the paper's sum) skips anchors whose weight is at or
-below it; each skipped anchor would add at most iou_weight_thr / N_pos, and skipping bounds the
-polygon clipping on ~2·10⁵ anchors per DOTA patch if memory is short.
+`iou_weight_thr` (default 0: every anchor with a non-zero weight, the authors' sum) skips anchors
+whose weight is at or below it; each skipped anchor would add at most 2 · iou_weight_thr / N_pos
+(1 − GIoU ≤ 2), and skipping bounds the polygon clipping on ~2·10⁵ anchors per DOTA patch if
+memory is short.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import torch
 from mmrotate.models.builder import ROTATED_HEADS, build_loss
 
 from rotld_cli.engine.models.integral import NUM_COORDS, integral_deltas
+from rotld_cli.engine.models.kd_losses import bckd_box_weight, has_positive
 from rotld_cli.engine.models.kd_terms_head import KDTermsHead
 from rotld_cli.engine.models.ld_head import flat_scores
 
 DEFAULT_LOSS_BCKD_CLS = dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0)
-DEFAULT_LOSS_BCKD_IOU = dict(type="RotatedIoUKDLoss", loss_weight=4.0)
+DEFAULT_LOSS_BCKD_IOU = dict(type="RotatedIoUKDLoss", mode="giou", loss_weight=4.0)
 
 
 @ROTATED_HEADS.register_module()
@@ -37,8 +44,8 @@ class BCKDRotatedRetinaHead(KDTermsHead):
 
     Args:
         loss_bckd_cls: default BinaryKDLoss(β=1, weight 1).
-        loss_bckd_iou: default RotatedIoUKDLoss(weight 4).
-        iou_weight_thr: anchors with max_c |σ(t) − σ(s)| <= this are skipped by loss_bckd_iou.
+        loss_bckd_iou: default RotatedIoUKDLoss(mode 'giou', weight 4).
+        iou_weight_thr: anchors with max_c |σ(t) − σ(s)| · label_weight <= this are skipped by loss_bckd_iou.
         loss_ld / loss_kd / loss_im: optional LD-head terms.
     """
 
@@ -64,18 +71,20 @@ class BCKDRotatedRetinaHead(KDTermsHead):
         deltas = integral_deltas(logits, self.integral, self.integral_angle)
         return self.bbox_coder.decode(anchors, deltas)
 
-    def successor_terms(
-        self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region, num_total_samples
-    ):
+    def successor_terms(self, cls_score, bbox_pred, teacher_cls_score, teacher_bbox_pred, level, num_total_samples):
+        """Binary KD and GIoU distillation of one level; both 0 on a level without a positive anchor."""
+        if not has_positive(level.labels, self.num_classes):
+            return cls_score.sum() * 0, bbox_pred.sum() * 0
         student_cls = flat_scores(cls_score, self.cls_out_channels)
         teacher_cls = flat_scores(teacher_cls_score, self.cls_out_channels)
-        loss_cls = self.loss_bckd_cls(student_cls, teacher_cls, avg_factor=num_total_samples)
-        with torch.no_grad():
-            weight = (teacher_cls.sigmoid() - student_cls.sigmoid()).abs().amax(dim=1)
-            keep = weight > self.iou_weight_thr
+        loss_cls = self.loss_bckd_cls(
+            student_cls, teacher_cls, weight=level.label_weights, avg_factor=num_total_samples
+        )
+        weight = bckd_box_weight(student_cls, teacher_cls, level.label_weights)
+        keep = weight > self.iou_weight_thr
         if not bool(keep.any()):
             return loss_cls, bbox_pred.sum() * 0
-        anchors = anchors.reshape(-1, NUM_COORDS)[keep]
+        anchors = level.anchors.reshape(-1, NUM_COORDS)[keep]
         student_boxes = self.decoded_boxes(anchors, bbox_pred, keep)
         with torch.no_grad():
             teacher_boxes = self.decoded_boxes(anchors, teacher_bbox_pred, keep)

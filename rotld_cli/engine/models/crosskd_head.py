@@ -6,8 +6,11 @@ remaining convs (k+1 … S) and the teacher's predictors; only these cross-head 
 pulled towards the teacher's own predictions:
 
 * loss_crosskd_cls: `BinaryKDLoss` (per-class BCE towards the teacher's sigmoid scores, QFL
-  modulation β) over every anchor, normalised by the number of positive anchors as the focal
-  loss is;
+  modulation β) weighted by the anchors' `label_weights` — every positive and negative anchor,
+  not the ignored ones (IoU between the assigner's thresholds) nor those outside the image, as
+  the authors' `pred_mimicking_loss_single` passes `label_weights` to its `loss_cls_kd`
+  (jbwang1997/CrossKD, mmdet/models/detectors/crosskd_retinanet.py and crosskd_gfl.py) — and
+  normalised by the number of positive anchors as the focal loss is;
 * loss_crosskd_ld: LD (KL of each of the 5 delta distributions — dx, dy, dw, dh and dθ —
   temperature T) weighted by the valuable localization region and divided by N_ld, exactly the
   LD head's loss_ld but on the cross-head distributions. The angle is distilled as the fifth
@@ -16,8 +19,17 @@ pulled towards the teacher's own predictions:
 The teacher's layers are the teacher's own modules (`attach_teacher_head`, called by the KD
 detector), kept out of this module's parameters and state dict; the detector freezes them, so
 gradient flows through them into the student's first k convs and its backbone, never into them.
-k defaults to S − 1 (the teacher contributes its last tower conv and its predictors): the paper's
-default for its 4-conv heads is k = 3, which this reproduces on the seed's 4-conv towers.
+k defaults to S − 1 (the teacher contributes its last tower conv and its predictors): the authors'
+configs use `reused_teacher_head_idx=3` for their 4-conv heads, which this reproduces on the
+seed's 4-conv towers.
+
+The student's tower feature after conv k enters the teacher's conv k+1 as the student computed
+it (after its ReLU). The authors' `reuse_teacher_head` first passes it through `align_scale`
+(per-channel standardisation to the teacher's mean and std over batch and positions, then a ReLU):
+the feature their `forward_crosskd_single` holds is taken with `activate=False`, but mmcv's
+`ConvModule` builds its ReLU with `inplace=True`, so the following `cls_conv.activate(cls_feat)`
+rectifies the held tensor too and `align_scale` sees the post-ReLU feature on both sides. rotld
+does not rescale (see the README's Distillers section).
 """
 
 from __future__ import annotations
@@ -142,22 +154,14 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
         return losses, self.get_bboxes(cls_scores, bbox_preds, img_metas, cfg=proposal_cfg)
 
     def successor_terms(
-        self,
-        cls_score,
-        bbox_pred,
-        anchors,
-        teacher_cls_score,
-        teacher_bbox_pred,
-        ld_region,
-        cross_cls,
-        cross_reg,
-        num_total_samples,
+        self, cls_score, bbox_pred, teacher_cls_score, teacher_bbox_pred, level, cross_cls, cross_reg, num_total_samples
     ):
-        """Cross-head classification (all anchors) and cross-head LD (valuable localization region)."""
+        """Cross-head classification (anchors with label_weights > 0), cross-head LD (valuable localization region)."""
         loss_cls = self.loss_cross_cls(
             flat_scores(cross_cls.float(), self.cls_out_channels),
             flat_scores(teacher_cls_score, self.cls_out_channels),
+            weight=level.label_weights,
             avg_factor=num_total_samples,
         )
-        loss_ld = self.region_ld_loss(self.loss_cross_ld, cross_reg.float(), teacher_bbox_pred, ld_region)
+        loss_ld = self.region_ld_loss(self.loss_cross_ld, cross_reg.float(), teacher_bbox_pred, level.ld_region)
         return loss_cls, loss_ld

@@ -4,15 +4,30 @@ CrossKD and BCKD replace LD+KD, but a recipe may keep LD beside them (`ld-crossk
 head term (loss_ld, loss_kd, loss_im) runs only when its config is given with a weight > 0, so a
 pure CrossKD/BCKD student neither pays for nor reports terms it does not train with, and the LD
 region is computed only when a term reads it. Subclasses add `successor_keys` and
-`successor_terms`.
+`successor_terms`, which get the level's targets as a `LevelTargets` beside the predictions: the
+anchors, the assigned `labels` and `label_weights` (0 for ignored anchors and anchors outside the
+image; the authors of CrossKD and BCKD restrict their terms with them) and the LD region.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
 
 from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
 from rotld_cli.engine.models.ld_head import LDRotatedRetinaHead
 
 LD_TERMS = (("ld", "loss_ld"), ("kd", "loss_kd"), ("im", "loss_im"))
+
+
+class LevelTargets(NamedTuple):
+    """One FPN level's targets over the batch, flat in the scores' (n, h, w, a) anchor order."""
+
+    anchors: Tensor  # (N, A_level, 5)
+    labels: Tensor  # (M,) class index, num_classes for background
+    label_weights: Tensor  # (M,) float, 0 for ignored anchors and anchors outside the image
+    ld_region: Tensor  # (N, A_level) LD weights (zeros unless a term reads them)
 
 
 def _enabled(cfg: dict | None) -> bool:
@@ -89,10 +104,9 @@ class KDTermsHead(LDRotatedRetinaHead):
             self.successor_terms(
                 cls_score,
                 bbox_pred,
-                anchors,
                 teacher_cls_score.float(),
                 teacher_bbox_pred.float(),
-                ld_region,
+                LevelTargets(anchors, labels.reshape(-1), label_weights.reshape(-1).float(), ld_region),
                 *extra,
                 num_total_samples=num_total_samples,
             )
@@ -100,6 +114,7 @@ class KDTermsHead(LDRotatedRetinaHead):
         return tuple(terms)
 
     def successor_terms(
-        self, cls_score, bbox_pred, anchors, teacher_cls_score, teacher_bbox_pred, ld_region, *extra, num_total_samples
+        self, cls_score, bbox_pred, teacher_cls_score, teacher_bbox_pred, level: LevelTargets, *extra, num_total_samples
     ):
+        """One level's distillation terms (a tuple, in `successor_keys` order)."""
         raise NotImplementedError
