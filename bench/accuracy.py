@@ -12,7 +12,7 @@ reference only when its mean gain is larger than the spread of that gain over se
 for every seed; the verdict line says so either way. Finished runs are reused, so an interrupted
 benchmark continues where it stopped.
 
-    .venv/bin/python -m bench.accuracy                 # the demo's full settings, 3 seeds, 4 models (~1.5 h on 2 cores)
+    .venv/bin/python -m bench.accuracy                 # the demo's full settings, 5 seeds, 5 models (~1.5 h on 2 cores)
     .venv/bin/python -m bench.accuracy --quick         # the demo's --quick settings: a smoke run of the procedure
     .venv/bin/python -m bench.accuracy --methods ld,crosskd --seeds 0 1 2
     .venv/bin/python -m bench.accuracy --readme README.md   # and write the table into the README
@@ -121,7 +121,7 @@ def pct(value: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings (1 iteration per run)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (default 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="student seeds (default 0-4)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"distillers to compare, comma-separated (default {','.join(DEFAULT_METHODS)}; "
                              f"all: {','.join(DISTILLERS)})")

@@ -20,8 +20,8 @@ def demo_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON after the table."),
     methods: str = typer.Option(
-        "ld", "--methods", help="Students to train and compare, comma-separated: ld, ld-seed, crosskd, bckd, ld-crosskd "
-        "(finished runs are reused: adding a method trains only its student)."
+        "ld", "--methods", help="Students to train and compare, comma-separated: ld, ld-seed, crosskd, bckd, "
+        "ld-crosskd (finished runs are reused: adding a method trains only its student)."
     ),
 ) -> None:
     from rotld_cli import ui
