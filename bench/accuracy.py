@@ -76,29 +76,36 @@ README_BEGIN = "<!-- bench.accuracy:begin (written by `python -m bench.accuracy 
 README_END = "<!-- bench.accuracy:end -->"
 
 
+def markers(bench: str = "accuracy") -> tuple[str, str]:
+    """The README markers of one benchmark's block (`bench.accuracy`, `bench.ld_ablation`)."""
+    return (f"<!-- bench.{bench}:begin (written by `python -m bench.{bench} --readme README.md`) -->",
+            f"<!-- bench.{bench}:end -->")
+
+
 def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts: list[str], how: str) -> str:
     """The README's accuracy section body: title, table, verdicts, and how the run was made."""
     table = Table(title, tuple(columns), tuple(tuple(row) for row in rows)).to_markdown(heading="")
     return "\n".join([f"{title}:", "", table, *(f"- {v}" for v in verdicts), "", how])
 
 
-def readme_span(path: Path) -> tuple[str, int, int]:
+def readme_span(path: Path, bench: str = "accuracy") -> tuple[str, int, int]:
     """(text, start, end) of the block: one begin marker, then one end marker; else a one-line UsageError."""
+    begin, end_marker = markers(bench)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--readme {path}: {exc.strerror or exc}") from None
-    start = text.find(README_BEGIN)
-    end = text.find(README_END, start + 1) if start >= 0 else -1
-    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or end < 0:
-        raise UsageError(f"--readme {path}: needs one `{README_BEGIN}` ... `{README_END}` block to replace")
+    start = text.find(begin)
+    end = text.find(end_marker, start + 1) if start >= 0 else -1
+    if text.count(begin) != 1 or text.count(end_marker) != 1 or end < 0:
+        raise UsageError(f"--readme {path}: needs one `{begin}` ... `{end_marker}` block to replace")
     return text, start, end
 
 
-def write_readme(path: Path, block: str) -> None:
+def write_readme(path: Path, block: str, bench: str = "accuracy") -> None:
     """Replace what lies between the markers; everything else is kept."""
-    text, start, end = readme_span(path)
-    atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:])
+    text, start, end = readme_span(path, bench)
+    atomic_write_text(path, text[: start + len(markers(bench)[0])] + "\n" + block + "\n" + text[end:])
 
 
 def machine() -> str:

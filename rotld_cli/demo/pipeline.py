@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,8 +258,11 @@ def run_overrides(work_dir: Path, settings: DemoSettings, model: Model) -> list[
 
 
 def train_model(work_dir: Path, settings: DemoSettings, model: Model, device: str | None,
-                teacher: Path | None = None, seed: int | None = None, run_dir: Path | None = None) -> tuple[Path, bool]:
-    """Train one model unless its run is complete; an interrupted run is resumed. Returns (checkpoint, reused)."""
+                teacher: Path | None = None, seed: int | None = None, run_dir: Path | None = None,
+                overrides: Sequence[str] = ()) -> tuple[Path, bool]:
+    """Train one model unless its run is complete; an interrupted run is resumed. Returns (checkpoint, reused).
+
+    `overrides`: more `--set KEY=VALUE` after the demo's own (an ablation's variant of the recipe)."""
     from rotld_cli.engine import checkpoints as ckpt
     from rotld_cli.engine.train import TrainOptions, distill, is_complete, train_teacher
 
@@ -268,7 +271,7 @@ def train_model(work_dir: Path, settings: DemoSettings, model: Model, device: st
         marker = json.loads((run_dir / ckpt.DONE_MARKER).read_text(encoding="utf-8"))
         return run_dir / marker["checkpoint"], True
     options = TrainOptions(
-        overrides=run_overrides(work_dir, settings, model), work_dir=run_dir, device=device,
+        overrides=[*run_overrides(work_dir, settings, model), *overrides], work_dir=run_dir, device=device,
         resume=(run_dir / ckpt.LATEST).is_file(), validate=False, seed=seed, teacher=teacher,
         reporter=ui.TrainDisplay(),
     )
