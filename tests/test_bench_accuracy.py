@@ -9,6 +9,7 @@ import pytest
 from bench.accuracy import (
     README_BEGIN,
     README_END,
+    markers,
     readme_block,
     readme_span,
     verdict,
@@ -17,10 +18,21 @@ from bench.accuracy import (
 from rotld_cli.errors import UsageError
 
 
-def test_the_readme_has_the_block(repo_root: Path) -> None:
+@pytest.mark.parametrize("bench", ["accuracy", "ld_ablation"])
+def test_the_readme_has_the_block(repo_root: Path, bench: str) -> None:
+    begin, end = markers(bench)
     text = (repo_root / "README.md").read_text(encoding="utf-8")
-    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
-    assert text.index(README_BEGIN) < text.index(README_END)
+    assert text.count(begin) == 1 and text.count(end) == 1
+    assert text.index(begin) < text.index(end)
+    assert (README_BEGIN, README_END) == markers()
+
+
+def test_two_blocks_are_written_independently(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    (a_begin, a_end), (b_begin, b_end) = markers("accuracy"), markers("ld_ablation")
+    readme.write_text(f"{a_begin}\nA\n{a_end}\nmiddle\n{b_begin}\nB\n{b_end}\n", encoding="utf-8")
+    write_readme(readme, "new B", "ld_ablation")
+    assert readme.read_text(encoding="utf-8") == f"{a_begin}\nA\n{a_end}\nmiddle\n{b_begin}\nnew B\n{b_end}\n"
 
 
 def test_write_replaces_only_the_block(tmp_path: Path) -> None:
