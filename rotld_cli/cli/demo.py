@@ -31,6 +31,8 @@ def demo_cmd(
     chosen = parse_methods(methods)  # checked before anything is written
     result = run_demo(work_dir, quick=quick, device=device, methods=chosen)
     print_table(result.table())
+    if result.found:
+        ui.info(result.found)
     ui.info(f"report: {result.report} ({result.seconds / 60:.1f} min"
             + (f"; reused {', '.join(result.reused)})" if result.reused else ")"))
     if as_json:

@@ -133,6 +133,7 @@ class DemoResult:
     seconds: float = 0.0
     report: Path | None = None
     steps: dict[str, float] = field(default_factory=dict)  # step -> wall seconds
+    found: str = ""  # "Objects found among the N val objects ...": the line under the table
 
     def table(self) -> Table:
         return demo_table(self.rows)
@@ -202,7 +203,7 @@ def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | No
         seconds = time.perf_counter() - started
         report = write_report(work_dir, settings, rows, seconds, reused, timer.steps, models)
     return DemoResult(work_dir=work_dir, rows=rows, reused=reused, seconds=time.perf_counter() - started,
-                      report=report, steps=timer.steps)
+                      report=report, steps=timer.steps, found=found_line(work_dir, models))
 
 
 def claim_work_dir(work_dir: Path, settings: DemoSettings) -> None:
@@ -326,6 +327,19 @@ def demo_table(rows: dict[str, dict[str, float]]) -> Table:
     return comparison_table(TABLE_TITLE, [(model.label, rows[model.key]) for model in models if model.key in rows])
 
 
+def found_line(work_dir: Path, models: Sequence[Model]) -> str:
+    """How many val objects each model finds, as `rotld evaluate --save-vis` draws them ('' if unknown)."""
+    from rotld_cli.demo.figures import FOUND_IOU, SCORE_THR, found_in_val
+
+    found = {m.key: found_in_val(work_dir, m.key) for m in models}
+    if not all(found.values()):
+        return ""
+    total = next(iter(found.values()))[1]
+    counts = ", ".join(f"{m.label} {found[m.key][0]}" for m in models)
+    return (f"Objects found among the {total} val objects (a same-class box scoring >= {SCORE_THR} with IoU > "
+            f"{FOUND_IOU}): {counts}.")
+
+
 def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[str, float]], seconds: float,
                  reused: list[str], steps: dict[str, float] | None = None,
                  models: tuple[Model, ...] = MODELS) -> Path:
@@ -343,14 +357,9 @@ def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[st
         "",
         demo_table(rows).to_markdown(heading=""),
     ]
-    from rotld_cli.demo.figures import FOUND_IOU, SCORE_THR, found_in_val
-
-    found = {m.key: found_in_val(work_dir, m.key) for m in models}
-    if all(found.values()):
-        total = next(iter(found.values()))[1]
-        counts = ", ".join(f"{m.label} {found[m.key][0]}" for m in models)
-        lines += [f"Objects found among the {total} val objects (a same-class box scoring >= {SCORE_THR} with IoU > "
-                  f"{FOUND_IOU}): {counts}.", ""]
+    found = found_line(work_dir, models)
+    if found:
+        lines += [found, ""]
     base = rows["baseline"]
     for model in DISTILLERS.values():
         if model.key in rows:
