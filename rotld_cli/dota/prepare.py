@@ -63,6 +63,7 @@ class PrepareOptions:
     ext: str = ".png"
     png_compression: int | None = None  # None: OpenCV's speed-tuned default (what img_split writes)
     dota_version: str = "v1.0"
+    classes: tuple[str, ...] | None = None  # a custom class list (--classes, --classes-from) instead of the version's
     workers: int = 1
     splits: tuple[str, ...] | None = None
     overwrite: bool = False
@@ -111,7 +112,12 @@ class PrepareOptions:
             "ext": self.ext,
             "png_compression": self.png_compression,
             "dota_version": self.dota_version,
+            **({"classes": list(self.classes)} if self.classes is not None else {}),  # absent: old manifests resume
         }
+
+    def class_list(self) -> tuple[str, ...]:
+        """The labels' classes: a line naming another class is skipped, counted and named."""
+        return self.classes if self.classes is not None else classes_for(self.dota_version)
 
 
 @dataclass
@@ -228,14 +234,20 @@ class ImageReadError(RotldError):
 
 
 def find_split_folders(src: Path, out: Path, splits: tuple[str, ...] | None) -> tuple[str, list[SplitFolder]]:
-    """('dota-root', [train, val, test present]) or ('split-folder', [the folder itself])."""
+    """('dota-root', [train, val, test present, then any other folder with images/, e.g. `rotld convert`'s
+    trainval]) or ('split-folder', [the folder itself])."""
     if not src.is_dir():
         raise UsageError(f"SRC {src}: not a directory")
     if (src / "images").is_dir():
         if splits:
             raise UsageError(f"--splits: {src} is a single split folder (it has images/), not a DOTA root")
         return "split-folder", [_split_folder(".", src, out)]
-    names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()]
+    others = sorted(
+        p.name
+        for p in src.iterdir()
+        if p.name not in DOTA_SPLITS and not p.name.startswith(".") and (p / "images").is_dir()
+    )
+    names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()] + others
     if not names:
         raise UsageError(f"SRC {src}: expected images/ (one split) or train/, val/, test/ with images/ (a DOTA root)")
     for name in names:
@@ -283,7 +295,7 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
                 problems.append(
                     located(label, None, f"label file without an image (no {label.stem}.* in {folder.images})")
                 )
-    classes = classes_for(options.dota_version)
+    classes = options.class_list()
     markers = marker_dir(out_root, folder.name)
     jobs = []
     for image_id, path in by_id.items():
