@@ -148,6 +148,19 @@ def test_hrsc_level_1_lines_angle_convention_and_best_begin_point(hrsc, tmp_path
     assert any("100000003.xml: not annotated (Annotated 0); image skipped" in n for n in summary.notes)
 
 
+def test_prepare_dota_splits_the_converted_trainval_and_test(hrsc, tmp_path):
+    from rotld_cli.dota.prepare import PrepareOptions, prepare_dota
+    from rotld_cli.dota.split import SplitParams
+
+    convert("hrsc2016", hrsc, tmp_path / "dota")
+    options = PrepareOptions(split=SplitParams(sizes=(256,), gaps=(0,), padding=False), classes=("ship",))
+    summary = prepare_dota(tmp_path / "dota", tmp_path / "split", options)
+    assert sorted(summary.stats) == ["test", "trainval"] and summary.stats["trainval"].annotations["ship"] == 4
+    annfile = tmp_path / "split" / "trainval" / "annfiles" / "100000001__256__0___0.txt"
+    second = [float(v) for v in lines(annfile)[1].split()[:8]]
+    assert second == [float(v) for v in LINE_POSITIVE.split()]  # the whole image: one window, nothing shifted
+
+
 def test_hrsc_levels_2_and_3_name_classes_by_the_datasets_sysdata(hrsc, tmp_path):
     level3 = convert("hrsc2016", hrsc, tmp_path / "l3", source=SourceOptions(level=3))
     names = [line.split()[8] for line in lines(tmp_path / "l3" / "trainval" / "labelTxt" / "100000001.txt")]

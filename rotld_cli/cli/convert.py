@@ -3,7 +3,6 @@ DOTA out to YOLO-OBB (`rotld convert dota SRC DST --to yolo-obb`). Engine-free."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,6 @@ import typer
 
 from rotld_cli import ui
 from rotld_cli.cli import app
-from rotld_cli.errors import RotldError
 
 
 @app.command(
@@ -45,6 +43,7 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier conversion made with other options."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
 ) -> None:
+    from rotld_cli.cli.prepare import print_summary
     from rotld_cli.datasets import ConvertOptions, SourceOptions, convert
     from rotld_cli.dota.classes import class_list_option
 
@@ -56,14 +55,7 @@ def convert_cmd(
             ConvertOptions(splits=wanted, link=link, overwrite=overwrite),
             progress=None if as_json else lambda outcomes, total: ui.count_progress(outcomes, total, "converting"),
         )  # fmt: skip
-    if as_json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        _render(summary)
-    if summary.problems:
-        raise RotldError(
-            f"{len(summary.problems)} problem(s) in the input (each reported above); the rest was converted into {dst}"
-        )
+    print_summary(summary, as_json, _render, f"converted into {dst}")
 
 
 def _render(summary) -> None:

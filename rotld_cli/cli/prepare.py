@@ -103,15 +103,18 @@ def prepare_cmd(
     )
     with ui.status_on_stderr(as_json):
         summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
+    print_summary(summary, as_json, _render, f"split into {out}")
+
+
+def print_summary(summary, as_json: bool, render, done: str) -> None:
+    """A run over many input files: its `--json` or its tables, then exit 1 if any input was bad
+    (each problem was reported as it was found): prepare-dota's and convert's ending."""
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
-        _render(summary)
+        render(summary)
     if summary.problems:
-        raise RotldError(
-            f"{len(summary.problems)} problem(s) in the input (each reported above); "
-            f"the rest was split into {out}"
-        )
+        raise RotldError(f"{len(summary.problems)} problem(s) in the input (each reported above); the rest was {done}")
 
 
 def _render(summary) -> None:

@@ -18,7 +18,6 @@ from rotld_cli.datasets.hrsc2016 import HrscReader
 from rotld_cli.datasets.records import DatasetReader, LayoutTarget
 from rotld_cli.datasets.writer import ConvertOptions, ConvertSummary, ProgressFn, convert_dataset
 from rotld_cli.datasets.yolo_obb import YoloObbReader, YoloObbTarget
-from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.errors import UsageError
 
 FORMATS = ("hrsc2016", "dior-r", "fair1m", "yolo-obb", "dota")
@@ -53,7 +52,7 @@ def open_reader(fmt: str, src: Path, options: SourceOptions) -> tuple[DatasetRea
     if fmt == "fair1m":
         return Fair1mReader(src, options.classes), src
     if fmt == "dota":
-        return DotaReader(src, options.classes or DOTA_V1_0), src
+        return DotaReader(src, options.classes), src
     raise UsageError(f"FORMAT must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 

@@ -21,15 +21,17 @@ DIOR evaluation counts every object; so does `rotld evaluate --protocol dior`). 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rotld_cli.datasets.records import (
     ImageLabels,
     LabelledObject,
+    ListedClassesReader,
     SourceImage,
     find_image,
     parse_xml,
+    xml_difficult,
     xml_number,
+    xml_objects,
     xml_text,
 )
 from rotld_cli.dota.classes import DIOR_R, class_token
@@ -43,19 +45,10 @@ IMAGE_DIRS = ("JPEGImages-trainval", "JPEGImages-test", "JPEGImages")
 SPLITS = ("train", "val", "test")
 
 
-class DiorReader:
+class DiorReader(ListedClassesReader):
     format = "dior-r"
     default_splits = ("trainval", "test")
-
-    def __init__(self, src: Path, classes: tuple[str, ...] | None = None) -> None:
-        self.src = src
-        self._classes = classes if classes is not None else DIOR_R
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
+    table = DIOR_R
 
     def list_images(self) -> tuple[list[SourceImage], list[str]]:
         annotations = self.src / "Annotations"
@@ -86,24 +79,18 @@ class DiorReader:
 
     def read(self, item: SourceImage) -> ImageLabels:
         assert item.annotation is not None
-        root = parse_xml(item.annotation)
-        labels = ImageLabels()
-        for k, node in enumerate(root.findall("object"), start=1):
-            where = f"{item.annotation}: object {k}"
-            try:
-                name = xml_text(node, "name")
-                if not name:
-                    raise FormatError(where, None, "no <name>")
-                box = node.find("robndbox")
-                if box is None:
-                    raise FormatError(where, None, "no <robndbox> (a horizontal-box annotation?)")
-                poly = tuple(xml_number(box, tag, where) for tag in CORNER_TAGS)
-                difficult = int(xml_number(node, "difficult", where)) if node.find("difficult") is not None else 0
-            except FormatError as exc:
-                labels.skipped.append(f"{exc}; object skipped")
-                continue
-            labels.keep(LabelledObject(poly, class_token(name.lower()), difficult), self._classes)
-        return labels
+        return xml_objects(parse_xml(item.annotation).findall("object"), item.annotation, _object, self._classes)
+
+
+def _object(node, where: str) -> LabelledObject:
+    name = xml_text(node, "name")
+    if not name:
+        raise FormatError(where, None, "no <name>")
+    box = node.find("robndbox")
+    if box is None:
+        raise FormatError(where, None, "no <robndbox> (a horizontal-box annotation?)")
+    poly = tuple(xml_number(box, tag, where) for tag in CORNER_TAGS)
+    return LabelledObject(poly, class_token(name.lower()), xml_difficult(node, where))
 
 
 def _ids(path: Path) -> list[str]:

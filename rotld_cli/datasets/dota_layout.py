@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from rotld_cli.datasets.records import ImageLabels, LabelledObject, SourceImage, coord_text, image_suffix
-from rotld_cli.dota.classes import write_classes_file
+from rotld_cli.datasets.records import (
+    ImageLabels,
+    LabelledObject,
+    ListedClassesReader,
+    SourceImage,
+    coord_text,
+    image_suffix,
+)
+from rotld_cli.dota.classes import DOTA_V1_0, write_classes_file
 from rotld_cli.dota.formats import read_label_file
 from rotld_cli.errors import UsageError, located
 
@@ -46,22 +52,13 @@ class DotaTarget:
         return [path]
 
 
-class DotaReader:
+class DotaReader(ListedClassesReader):
     """A DOTA root (`train/ val/ test/`, each `images/` + `labelTxt/`) or one such split folder
-    (its split is the folder's name). Bad label lines are skipped and named, as in prepare-dota."""
+    (its split is the folder's name). Bad label lines are skipped and named, as in prepare-dota.
+    Classes: DOTA v1.0's unless `--classes` names others."""
 
     format = "dota"
-    default_splits = None
-
-    def __init__(self, src: Path, classes: tuple[str, ...]) -> None:
-        self.src = src
-        self._classes = classes
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
+    table = DOTA_V1_0
 
     def list_images(self) -> tuple[list[SourceImage], list[str]]:
         if (self.src / "images").is_dir():

@@ -15,16 +15,15 @@ fifth point that is not the first, is skipped and named. Class names with spaces
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from rotld_cli.datasets.records import (
     ImageLabels,
     LabelledObject,
+    ListedClassesReader,
     SourceImage,
     finite_poly,
     image_suffix,
     parse_xml,
+    xml_objects,
     xml_text,
 )
 from rotld_cli.dota.classes import FAIR1M, class_token
@@ -34,19 +33,9 @@ from rotld_cli.errors import UsageError, located
 SPLIT_NAMES = {"validation": "val"}
 
 
-class Fair1mReader:
+class Fair1mReader(ListedClassesReader):
     format = "fair1m"
-    default_splits = None
-
-    def __init__(self, src: Path, classes: tuple[str, ...] | None = None) -> None:
-        self.src = src
-        self._classes = classes if classes is not None else FAIR1M
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
+    table = FAIR1M
 
     def list_images(self) -> tuple[list[SourceImage], list[str]]:
         folders = sorted(p for p in self.src.rglob("images") if p.is_dir())
@@ -76,15 +65,8 @@ class Fair1mReader:
 
     def read(self, item: SourceImage) -> ImageLabels:
         assert item.annotation is not None
-        root = parse_xml(item.annotation)
-        labels = ImageLabels()
-        for k, node in enumerate(root.findall("objects/object"), start=1):
-            where = f"{item.annotation}: object {k}"
-            try:
-                labels.keep(_object(node, where), self._classes)
-            except FormatError as exc:
-                labels.skipped.append(f"{exc}; object skipped")
-        return labels
+        nodes = parse_xml(item.annotation).findall("objects/object")
+        return xml_objects(nodes, item.annotation, _object, self._classes)
 
 
 def _object(node, where: str) -> LabelledObject:

@@ -39,7 +39,9 @@ from rotld_cli.datasets.records import (
     SourceImage,
     find_image,
     parse_xml,
+    xml_difficult,
     xml_number,
+    xml_objects,
     xml_text,
 )
 from rotld_cli.dota.classes import HRSC2016, class_token
@@ -184,21 +186,14 @@ class HrscReader:
         objects = root.findall("HRSC_Objects/HRSC_Object")
         if xml_text(root, "Annotated") == "0" and not objects:
             raise SkippedImage(located(item.annotation, None, "not annotated (Annotated 0)"))
-        labels = ImageLabels()
-        for k, node in enumerate(objects, start=1):
-            where = f"{item.annotation}: object {k}"
-            try:
-                cx, cy, w, h, angle = (xml_number(node, tag, where)
-                                       for tag in ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang"))  # fmt: skip
-                if w <= 0 or h <= 0:
-                    raise FormatError(where, None, f"mbox_w and mbox_h must be positive, got {w:g} x {h:g}")
-                difficult = int(xml_number(node, "difficult", where)) if node.find("difficult") is not None else 0
-                name = self._name(node, where)
-            except FormatError as exc:
-                labels.skipped.append(f"{exc}; object skipped")
-                continue
-            labels.keep(LabelledObject(mbox_corners(cx, cy, w, h, angle), name, difficult), self._classes)
-        return labels
+        return xml_objects(objects, item.annotation, self._object, self._classes)
+
+    def _object(self, node, where: str) -> LabelledObject:
+        cx, cy, w, h, angle = (xml_number(node, tag, where) for tag in ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h",
+                                                                       "mbox_ang"))  # fmt: skip
+        if w <= 0 or h <= 0:
+            raise FormatError(where, None, f"mbox_w and mbox_h must be positive, got {w:g} x {h:g}")
+        return LabelledObject(mbox_corners(cx, cy, w, h, angle), self._name(node, where), xml_difficult(node, where))
 
     def _name(self, node, where: str) -> str:
         if self.table is None:

@@ -11,7 +11,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,6 +100,25 @@ class LayoutTarget(Protocol):
         """Files describing the whole dataset (class list, dataset YAML); returns their paths."""
 
 
+class ListedClassesReader:
+    """The part of a `DatasetReader` most formats share: SRC, a class list (the format's table unless
+    `--classes` replaces it), no parameters besides the classes."""
+
+    format = ""
+    default_splits: tuple[str, ...] | None = None
+    table: tuple[str, ...] = ()
+
+    def __init__(self, src: Path, classes: tuple[str, ...] | None = None) -> None:
+        self.src = src
+        self._classes = classes if classes is not None else self.table
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers the readers share
 
@@ -126,6 +145,28 @@ def parse_xml(path: Path) -> ET.Element:
         raise FormatError(path, line, f"not well-formed XML ({str(exc).split(':')[0]})") from None
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
+
+
+def xml_objects(
+    nodes: Sequence[ET.Element],
+    annotation: Path,
+    parse: Callable[[ET.Element, str], LabelledObject],
+    classes: Sequence[str],
+) -> ImageLabels:
+    """Each XML object through `parse(node, "<file>: object N")`; one that raises FormatError is
+    skipped with its message, one of another class counted (`ImageLabels.keep`)."""
+    labels = ImageLabels()
+    for k, node in enumerate(nodes, start=1):
+        try:
+            labels.keep(parse(node, f"{annotation}: object {k}"), classes)
+        except FormatError as exc:
+            labels.skipped.append(f"{exc}; object skipped")
+    return labels
+
+
+def xml_difficult(node: ET.Element, where: str) -> int:
+    """The VOC-style `difficult` flag (0 when absent)."""
+    return int(xml_number(node, "difficult", where)) if node.find("difficult") is not None else 0
 
 
 def xml_number(node: ET.Element, tag: str, where: str) -> float:
@@ -183,14 +224,6 @@ def image_size(path: Path) -> tuple[int, int]:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return width, height
-
-
-def file_signature(path: Path | None) -> list[int] | None:
-    """(size, mtime_ns): a changed source file invalidates what was converted from it."""
-    if path is None or not path.exists():
-        return None
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
 
 
 def relative(path: Path, root: Path) -> str:

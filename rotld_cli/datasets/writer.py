@@ -12,7 +12,6 @@ parameters, the counts per split and every problem, like prepare-dota's manifest
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,13 @@ from rotld_cli.datasets.records import (
     LayoutTarget,
     SkippedImage,
     SourceImage,
-    file_signature,
     image_suffix,
     relative,
 )
 from rotld_cli.dota.formats import FormatError
 from rotld_cli.errors import RotldError, UsageError, located
-from rotld_cli.fileio import atomic_path, atomic_write_text
+from rotld_cli.fileio import atomic_path, atomic_write_text, exclusive_lock, file_signature
+from rotld_cli.fileio import read_json_object as read_marker
 
 log = logging.getLogger(__name__)
 
@@ -283,14 +281,6 @@ def marker_path(dst: Path, item: SourceImage) -> Path:
     return dst / STATE_DIR / "done" / item.split / f"{item.image_id}.json"
 
 
-def read_marker(marker: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def completed(item: SourceImage, dst: Path) -> ImageOutcome | None:
     """The recorded outcome of an image an earlier run finished, if its sources are unchanged and
     its outputs still exist; None means it has to be (re)done."""
@@ -414,20 +404,9 @@ def unique_images(items: list[SourceImage]) -> tuple[list[SourceImage], list[str
     return out, problems
 
 
-@contextmanager
-def output_lock(dst: Path) -> Iterator[None]:
+def output_lock(dst: Path):
     """Refuse a second `rotld convert` writing into the same DST at the same time."""
-    lock_path = dst / STATE_DIR / "lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RotldError(f"{dst}: another `rotld convert` is writing here") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive_lock(dst / STATE_DIR / "lock", f"{dst}: another `rotld convert` is writing here")
 
 
 def write_manifest(dst: Path, manifest: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ once), removes the outputs of images that left SRC (only the files its markers r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -37,7 +36,8 @@ from rotld_cli.dota.split import (
     quad_polygons,
 )
 from rotld_cli.errors import RotldError, UsageError, located
-from rotld_cli.fileio import atomic_path, atomic_write_text
+from rotld_cli.fileio import atomic_path, atomic_write_text, exclusive_lock, file_signature
+from rotld_cli.fileio import read_json_object as read_marker
 
 log = logging.getLogger(__name__)
 
@@ -346,14 +346,6 @@ def decode_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     return image
 
 
-def file_signature(path: Path | None) -> list[int] | None:
-    """(size, mtime_ns) of a source file: a changed source invalidates its completion marker."""
-    if path is None or not path.exists():
-        return None
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
 def encode_flags(ext: str, png_compression: int | None) -> list[int]:
     if ext == ".png" and png_compression is not None:
         return [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
@@ -429,14 +421,6 @@ def split_image(job: ImageJob) -> ImageOutcome:
     return ImageOutcome(job.split, job.image_id, stats=stats, problems=list(skipped))
 
 
-def read_marker(marker: Path) -> dict | None:
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def completed_outcome(job: ImageJob) -> ImageOutcome | None:
     """The recorded outcome of an image finished by an earlier run, if all its outputs still exist
     and its source files are unchanged; None means it has to be (re)done."""
@@ -489,20 +473,9 @@ def remove_stale_outputs(
 # The run
 
 
-@contextmanager
-def output_lock(out: Path) -> Iterator[None]:
+def output_lock(out: Path):
     """Refuse a second prepare-dota writing into the same OUT at the same time."""
-    lock_path = out / STATE_DIR / "lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RotldError(f"{out}: another `rotld prepare-dota` is writing here") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive_lock(out / STATE_DIR / "lock", f"{out}: another `rotld prepare-dota` is writing here")
 
 
 def read_manifest(out: Path) -> dict | None:
