@@ -1,9 +1,12 @@
-"""Atomic writes: a crash or kill never leaves a half-written file under the final name."""
+"""Atomic writes (a crash or kill never leaves a half-written file under the final name), and what
+resumable runs share: the output folder's lock, source-file signatures, completion markers."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -64,3 +67,36 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(final, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_path` (created with its folder); `RotldError(busy)` when another
+    process holds it: two runs writing into one output folder (prepare-dota's OUT, convert's DST)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RotldError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def file_signature(path: Path | None) -> list[int] | None:
+    """(size, mtime_ns) of a source file: a changed source invalidates what a run made from it."""
+    if path is None or not path.exists():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from a file a run wrote (a completion marker), None when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

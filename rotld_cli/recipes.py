@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Union
 
 import yaml
 
-from rotld_cli.dota.classes import CLASSES_BY_VERSION
+from rotld_cli.dota.classes import NAMED_CLASS_LISTS
 from rotld_cli.errors import RotldError, UsageError, located
 from rotld_cli.fileio import atomic_write_text
 
@@ -33,6 +33,8 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes_data"  # package data: 
 
 RESOLVED_NAME = "recipe.yaml"
 DISTILL_METHODS = ("ld", "crosskd", "bckd")
+EVAL_PROTOCOLS = ("dota", "hrsc07", "hrsc12", "dior")
+"""`rotld_cli.evaluation.protocols.PROTOCOLS`' names (kept here: recipes must not import the evaluation)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,15 +177,28 @@ SCHEMA = Section(
                 "test": Key((str,), "test split directory under root (`rotld evaluate`)"),
                 "classes": Key(
                     (str, list),
-                    f"class names in label order, or a DOTA version ({', '.join(CLASSES_BY_VERSION)})",
+                    f"class names in label order, or a named list ({', '.join(NAMED_CLASS_LISTS)}); "
+                    "`--classes-from FILE` replaces it",
                     items=str,
                 ),
-                "img_scale": _int("RResize target (square); DOTA patches are already this size", minimum=32),
+                "img_scale": Key(
+                    (int, list),
+                    "RResize target: N (N x N; DOTA patches are already this size) or [long, short] (keep ratio)",
+                    items=int,
+                    minimum=32,
+                ),
                 "flip_ratio": Key((list,), "probability of each flip direction", items=float, minimum=0),
                 "flip_direction": Key((list,), "flip directions (horizontal, vertical, diagonal)", items=str),
                 "samples_per_gpu": _int("images per GPU (or per CPU process) per step", minimum=1),
                 "workers_per_gpu": _int("data-loading worker processes per GPU", minimum=0),
                 "difficulty": _int("DOTADataset keeps objects with difficulty <= this (100: all)", minimum=0),
+                "protocol": Key(
+                    (str,),
+                    "`rotld evaluate`'s default protocol for this model (dota: the DOTA devkit; hrsc07/hrsc12, dior: "
+                    "as MMRotate evaluates HRSC2016 / DIOR-R)",
+                    choices=EVAL_PROTOCOLS,
+                    required=False,
+                ),
             },
             "DOTA-style split patches",
         ),
@@ -385,8 +400,14 @@ class Recipe:
 
 def resolve_classes(value: str | list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
-        return CLASSES_BY_VERSION[value]
+        return NAMED_CLASS_LISTS[value]
     return tuple(value)
+
+
+def img_scale(recipe: Recipe) -> tuple[int, int]:
+    """`data.img_scale` as MMRotate's RResize takes it: (N, N), or (long, short)."""
+    value = recipe.get("data.img_scale")
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,11 +733,17 @@ def _check_semantics(recipe: Recipe) -> None:
         have, missing = ("teacher", "distill") if "teacher" in recipe.data else ("distill", "teacher")
         fail((missing,), f"missing section (a recipe with {have} is a student and needs both)")
     classes = get("data.classes")
-    if isinstance(classes, str) and classes not in CLASSES_BY_VERSION:
-        versions = ", ".join(CLASSES_BY_VERSION)
-        fail(("data.classes",), f"unknown DOTA version {classes!r}; use one of {versions} or a list")
+    if isinstance(classes, str) and classes not in NAMED_CLASS_LISTS:
+        names = ", ".join(NAMED_CLASS_LISTS)
+        fail(("data.classes",), f"unknown class list {classes!r}{_did_you_mean(classes, NAMED_CLASS_LISTS)}; "
+                                f"use one of {names} or a list")  # fmt: skip
     if isinstance(classes, list) and (not classes or len(set(classes)) != len(classes)):
         fail(("data.classes",), "expected a non-empty list of distinct class names")
+    if isinstance(classes, list) and any(not c or any(ch.isspace() for ch in c) for c in classes):
+        fail(("data.classes",), "class names are label-line tokens: no whitespace")
+    scale = get("data.img_scale")
+    if isinstance(scale, list) and (len(scale) != 2 or scale[0] < scale[1]):
+        fail(("data.img_scale",), f"expected N or [long, short] with long >= short, got {scale}")
     flips, directions = get("data.flip_ratio"), get("data.flip_direction")
     if len(flips) != len(directions):
         fail(("data.flip_ratio", "data.flip_direction"),

@@ -8,10 +8,12 @@ the same check when used as a library).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rotld_cli.dota.classes import read_classes_file
 from rotld_cli.errors import UsageError
 from rotld_cli.recipes import Recipe, load_recipe
 
@@ -24,6 +26,7 @@ class TrainOptions:
     """Everything `train-teacher` / `distill` take besides the recipe and the launch options."""
 
     overrides: list[str] = field(default_factory=list)
+    classes_from: Path | None = None  # --classes-from: data.classes from a class list file
     work_dir: Path | None = None
     device: str | None = None
     resume: bool = False
@@ -70,6 +73,9 @@ def teacher_checkpoint(recipe: Recipe, options: TrainOptions) -> Path:
 
 def _overrides(options: TrainOptions) -> list[str]:
     overrides = list(options.overrides)
+    if options.classes_from is not None:
+        names = read_classes_file(options.classes_from)
+        overrides.append(f"data.classes={json.dumps(list(names))}")  # a JSON list is a YAML flow list
     if options.pretrained is not None and options.no_pretrained:
         raise UsageError("--pretrained and --no-pretrained: choose one")
     if options.pretrained is not None:

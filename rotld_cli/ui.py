@@ -140,6 +140,15 @@ def split_progress(outcomes: Iterator[Any], total: int) -> Iterator[Any]:
             yield outcome
 
 
+def count_progress(outcomes: Iterator[Any], total: int, description: str) -> Iterator[Any]:
+    """A plain bar over per-item outcomes (`rotld convert`'s images): pass them through, counting."""
+    with progress() as bar:
+        task = bar.add_task(description, total=total)
+        for outcome in outcomes:
+            bar.update(task, advance=1)
+            yield outcome
+
+
 def table(title: str, columns: list[str], rows: list[list[object]], justify_numbers: bool = True) -> Table:
     tbl = Table(title=title, show_lines=False)
     for i, col in enumerate(columns):

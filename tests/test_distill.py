@@ -62,7 +62,12 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     [
         ({"plain_head": True}, "head is not a distribution head (a plain rotated RetinaNet head"),
         ({"overrides": ["model.head.reg_max=4"]}, "reg_max 4 does not match the student's reg_max 8 (model.head"),
-        ({"overrides": ["data.classes=[plane, ship]"]}, "classes [plane, ship] (2) do not match the student's classes"),
+        ({"overrides": ["data.classes=[plane, ship, tank]"]},
+         "the teacher's 3 classes differ from the student's 5: only the teacher has tank; only the student has "
+         "small-vehicle, large-vehicle, storage-tank (data.classes)"),
+        ({"overrides": ["data.classes=[ship, plane, small-vehicle, large-vehicle, storage-tank]"]},
+         "the teacher has the student's classes in another order: label 0 is 'ship' for the teacher, 'plane' for "
+         "the student (data.classes)"),
         ({"meta_update": {"angle_version": "le90"}}, "angle version 'le90' does not match the student's 'oc'"),
         ({"overrides": ["model.neck.out_channels=32"]}, "FPN width 32 does not match the student's 16"),
     ],

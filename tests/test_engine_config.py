@@ -16,7 +16,7 @@ import yaml
 from rotld_cli.dota.classes import DOTA_V1_0
 from rotld_cli.engine.config import compile_recipe, model_dict
 from rotld_cli.errors import RotldError
-from rotld_cli.recipes import RECIPES_DIR, bundled_recipes, load_recipe
+from rotld_cli.recipes import RECIPES_DIR, bundled_recipes, img_scale, load_recipe
 
 NO_DOWNLOAD = ["model.backbone.pretrained=null"]
 NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -187,7 +187,7 @@ def test_dota1_data_pipelines_and_paths():
         ("test", "val", test_pipeline),
     ]:
         assert data[split] == dict(
-            type="DOTADataset",
+            type="RotldDOTADataset",
             ann_file=f"{root / directory / 'annfiles'}/",
             img_prefix=f"{root / directory / 'images'}/",
             pipeline=pipeline,
@@ -305,7 +305,7 @@ def test_synthetic_recipes_are_cpu_sized_and_teacher_student_line_up():
 )
 def test_a_teacher_that_does_not_line_up_is_refused(override, key):
     recipe = load_recipe("dota1/student-r18-gwd-ld-kd-1x", [override])
-    mismatch = rf"teacher\.recipe \S+teacher-r34-gwd-2x\.yaml: .* not match the student's .* \({key}\)"
+    mismatch = rf"teacher\.recipe \S+teacher-r34-gwd-2x\.yaml: .* (not match|differ from) the student's .* \({key}\)"
     with pytest.raises(RotldError, match=mismatch):
         compile_recipe(recipe)
 
@@ -338,8 +338,29 @@ def engine():
     return build_detector
 
 
+# The dataset folders repeat the dota1 models with another class list: one student of each is built.
+DATASET_FOLDERS = {"dota15": "dota15/student-r18-gwd-crosskd-1x", "dota2": "dota2/student-r18-gwd-bckd-1x",
+                   "hrsc": "hrsc/student-r18-gwd-ld-kd-6x", "dior": "dior/student-r18-gwd-ld-kd-1x"}
+BUILT = [name for name, _, _ in bundled_recipes() if DATASET_FOLDERS.get(name.split("/")[0], name) == name]
+
+
 @pytest.mark.engine
-@pytest.mark.parametrize("name", [name for name, _, _ in bundled_recipes()])
+def test_every_bundled_recipe_compiles_to_an_mmcv_config(engine):
+    import mmcv
+
+    from rotld_cli.engine.config import build_config
+
+    for name, _, _ in bundled_recipes():
+        recipe = load_recipe(name)
+        cfg = build_config(recipe)
+        assert isinstance(cfg, mmcv.Config), name
+        assert cfg.model.bbox_head.num_classes == len(recipe.classes), name
+        if recipe.is_student:
+            assert cfg.model.teacher_config.model.bbox_head.num_classes == len(recipe.classes), name
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("name", BUILT)
 def test_every_bundled_recipe_builds_with_mmrotate(engine, name):
     import mmcv
     import torch
@@ -357,7 +378,13 @@ def test_every_bundled_recipe_builds_with_mmrotate(engine, name):
     expected_head = STUDENT_HEADS[method] if recipe.is_student else "RotatedRetinaHeadDistribution"
     assert type(model.bbox_head).__name__ == expected_head
     # 9 anchors per location; one sigmoid logit per class; (reg_max + 1) bins for each of the 5 box coordinates
-    assert model.bbox_head.retina_cls.out_channels == 9 * {"dota1": 15, "synthetic": 5}[name.split("/")[0]]
+    # the class counts of the datasets' lists, written out here (other folders: their recipe's list)
+    counts = {"dota1": 15, "synthetic": 5, "dota15": 16, "dota2": 18, "hrsc": 1, "dior": 20}
+    classes = counts.get(name.split("/")[0], len(recipe.classes))
+    assert model.bbox_head.retina_cls.out_channels == 9 * classes
+    for split in ("train", "val", "test"):  # the dataset gets the head's class list
+        assert cfg.data[split].type == "RotldDOTADataset" and cfg.data[split].classes == list(recipe.classes)
+    assert cfg.data.train.pipeline[2] == {"type": "RResize", "img_scale": img_scale(recipe)}
     assert model.bbox_head.retina_reg.out_channels == 9 * (head_cfg.reg_max + 1) * 5
     assert model.neck.fpn_convs[0].conv.out_channels == recipe.get("model.neck.out_channels")
     assert len(model.backbone.layer3) == {18: 2, 34: 6}[recipe.get("model.backbone.depth")]
@@ -383,7 +410,7 @@ def test_build_config_is_an_mmcv_config_that_dumps_and_reloads(engine, tmp_path)
     again = mmcv.Config.fromfile(str(dumped))
     assert again.model.bbox_head.loss_ld.loss_weight == 10.0
     assert again.lr_config.warmup_ratio == pytest.approx(1 / 3)
-    assert again.data.train.type == "DOTADataset"
+    assert again.data.train.type == "RotldDOTADataset"
     assert again.work_dir == str(tmp_path / "w")
     assert cfg.dump() == cfg.pretty_text  # Python text, never YAML with !!python/tuple tags
 

@@ -25,11 +25,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rotld_cli"
 HEAVY = ("torch", "torchvision", "mmcv", "mmdet", "mmrotate")
 ENGINE_LIBS = ("mmcv", "mmdet", "mmrotate")
 # below the CLI: never import it or draw UI
-LAYERED = ("rotld_cli.engine", "rotld_cli.dota", "rotld_cli.evaluation", "rotld_cli.predict", "rotld_cli.deploy")
+LAYERED = ("rotld_cli.engine", "rotld_cli.dota", "rotld_cli.evaluation", "rotld_cli.predict", "rotld_cli.deploy",
+           "rotld_cli.datasets")
 UI = ("rotld_cli.cli", "rotld_cli.ui")
 ENGINE_FREE = (
     "rotld_cli.dota",
     "rotld_cli.evaluation",
+    "rotld_cli.datasets",
     "rotld_cli.demo.scenes",
     "rotld_cli.deploy",
     "rotld_cli.predict.sources",
@@ -54,6 +56,7 @@ ENGINE_FREE = (
     "rotld_cli.cli.prepare",
     "rotld_cli.cli.publish",
     "rotld_cli.cli.recipes",
+    "rotld_cli.cli.convert",
 )
 
 ROOTS = ("rotld_cli", "rotld_cli.cli")  # the package and the command registry (checked by the last two tests)

@@ -25,6 +25,9 @@ from rotld_cli.recipes import (
 )
 
 BUNDLED = [
+    "dior/baseline-r18-gwd-1x",
+    "dior/student-r18-gwd-ld-kd-1x",
+    "dior/teacher-r34-gwd-2x",
     "dota1/baseline-r18-gwd-1x",
     "dota1/student-r18-gwd-bckd-1x",
     "dota1/student-r18-gwd-crosskd-1x",
@@ -33,6 +36,19 @@ BUNDLED = [
     "dota1/student-r18-kld-ld-kd-1x",
     "dota1/teacher-r34-gwd-2x",
     "dota1/teacher-r34-kld-2x",
+    "dota15/baseline-r18-gwd-1x",
+    "dota15/student-r18-gwd-bckd-1x",
+    "dota15/student-r18-gwd-crosskd-1x",
+    "dota15/student-r18-gwd-ld-kd-1x",
+    "dota15/teacher-r34-gwd-2x",
+    "dota2/baseline-r18-gwd-1x",
+    "dota2/student-r18-gwd-bckd-1x",
+    "dota2/student-r18-gwd-crosskd-1x",
+    "dota2/student-r18-gwd-ld-kd-1x",
+    "dota2/teacher-r34-gwd-2x",
+    "hrsc/baseline-r18-gwd-6x",
+    "hrsc/student-r18-gwd-ld-kd-6x",
+    "hrsc/teacher-r34-gwd-6x",
     "synthetic/baseline-r18-gwd",
     "synthetic/student-r18-gwd-bckd",
     "synthetic/student-r18-gwd-crosskd",
@@ -317,7 +333,9 @@ def test_student_needs_both_teacher_and_distill():
         ("data.flip_ratio=[0.5, 0.5, 0.5]", "the ratios sum to 1.5 > 1"),
         ("data.flip_direction=[horizontal, vertical, diagonl]", "unknown direction 'diagonl'"),
         ("schedule.lr_steps=[11, 8]", "must be strictly increasing"),
-        ("data.classes=v3.0", "unknown DOTA version 'v3.0'"),
+        ("data.classes=v3.0", "use one of v1.0, v1.5, v2.0, hrsc2016, dior-r, fair1m or a list"),
+        ("data.classes=[big car]", "class names are label-line tokens: no whitespace"),
+        ("data.img_scale=[512, 800]", "expected N or [long, short] with long >= short, got [512, 800]"),
         ("data.classes=[ship, ship]", "distinct class names"),
         ("model.anchors.strides=[8, 16]", "the FPN has 5 levels"),
     ],
@@ -429,7 +447,8 @@ def test_describe_schema_covers_every_key_of_a_student_recipe():
                 yield from leaves(value, f"{prefix}{key}.")
 
     students = ("dota1/student-r18-gwd-ld-kd-1x", "dota1/student-r18-gwd-crosskd-1x", "dota1/student-r18-gwd-bckd-1x",
-                "synthetic/student-r18-gwd-ld-kd")  # the optional keys (norm_groups, binary KD) are set there
+                "synthetic/student-r18-gwd-ld-kd",  # the optional keys (norm_groups, binary KD) are set there
+                "dior/student-r18-gwd-ld-kd-1x")
     assert set().union(*(set(leaves(load_recipe(name).data)) for name in students)) == described
 
 

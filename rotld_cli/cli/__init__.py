@@ -45,6 +45,7 @@ def _root(
 
 
 from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app`)
+    convert,
     demo,
     doctor,
     evaluate,
@@ -56,7 +57,7 @@ from rotld_cli.cli import (  # noqa: E402  (commands register themselves on `app
     train,
 )
 
-__all__ = ["app", "demo", "doctor", "evaluate", "export", "main", "predict", "prepare", "publish", "recipes",
+__all__ = ["app", "convert", "demo", "doctor", "evaluate", "export", "main", "predict", "prepare", "publish", "recipes",
            "train"]
 
 

@@ -72,7 +72,16 @@ def evaluate_cmd(
         help="--results mode: comma-separated classes of the mean, or dota1.0 / dota1.5 / dota2.0. Default: the "
         "model's classes (CKPT mode, or a folder rotld wrote), else DOTA v1.0's 15 (the devkit's mean).",
     ),
-    metric: str = typer.Option("voc07", "--metric", help="voc07: 11-point AP (the devkit's); area: area under PR."),
+    protocol: Optional[str] = typer.Option(
+        None,
+        "--protocol",
+        help="Whose AP: dota (the DOTA devkit), hrsc07 / hrsc12 (HRSC2016 as MMRotate: VOC07 / area AP at IoU "
+        "0.50:0.95), dior (DIOR-R as MMRotate: VOC07 AP50). Default: the model's recipe's (CKPT mode, or a folder "
+        "rotld wrote), else dota.",
+    ),
+    metric: Optional[str] = typer.Option(
+        None, "--metric", help="dota protocol: voc07 (11-point AP, the devkit's, default) or area (under the PR curve)."
+    ),
     no_merge: bool = typer.Option(False, "--no-merge", help="Evaluate patch ids as given instead of merging them."),
     merge_iou: float = typer.Option(0.1, "--merge-iou", help="IoU of the merge's per-image, per-class rotated NMS."),
     save_merged: Optional[Path] = typer.Option(
@@ -126,8 +135,8 @@ def evaluate_cmd(
             )
         report = _evaluate_checkpoint(
             checkpoint, split_dir, ann_dir, out, recipe, imageset, device, batch_size, workers, skip_empty_patches,
-            score_thr, nms_iou, max_per_img, metric, merge_iou, zip_path, seed_compat, pictures, plot, show_progress,
-            strict is True,
+            score_thr, nms_iou, max_per_img, metric, protocol, merge_iou, zip_path, seed_compat, pictures, plot,
+            show_progress, strict is True,
         )  # fmt: skip
     else:
         checkpoint_only = dict(
@@ -148,8 +157,8 @@ def evaluate_cmd(
                 "unless you only merge (--save-merged DIR or --zip FILE)"
             )
         report = _evaluate_results(
-            results, ann_dir, imageset, dota_version, classes, metric, no_merge, merge_iou, save_merged, zip_path,
-            strict, seed_compat, pictures, plot, out, show_progress,
+            results, ann_dir, imageset, dota_version, classes, metric, protocol, no_merge, merge_iou, save_merged,
+            zip_path, strict, seed_compat, pictures, plot, out, show_progress,
         )  # fmt: skip
     if report.run is not None:
         for path, reason in report.run.unreadable:  # on stderr, with --json too
@@ -184,6 +193,7 @@ def _evaluate_checkpoint(
     nms_iou,
     max_per_img,
     metric,
+    protocol,
     merge_iou,
     zip_path,
     seed_compat,
@@ -198,8 +208,8 @@ def _evaluate_checkpoint(
         checkpoint=checkpoint, split_dir=split_dir, ann_dir=ann_dir, out_dir=out, recipe=recipe, imageset=imageset,
         device=device, batch_size=batch_size, workers=workers,
         skip_empty_patches=skip_empty_patches, score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
-        metric=metric, merge_iou=merge_iou, zip_path=zip_path, seed_compat=seed_compat, pictures=pictures, plot=plot,
-        strict_ground_truth=strict_ground_truth,
+        metric=metric, protocol=protocol, merge_iou=merge_iou, zip_path=zip_path, seed_compat=seed_compat,
+        pictures=pictures, plot=plot, strict_ground_truth=strict_ground_truth,
     )  # fmt: skip
     with Bars(show_progress, f"detect {split_dir.name}") as bars:
         return evaluate_checkpoint(options, bars.progress()).report
@@ -212,6 +222,7 @@ def _evaluate_results(
     dota_version,
     classes,
     metric,
+    protocol,
     no_merge,
     merge_iou,
     save_merged,
@@ -228,7 +239,8 @@ def _evaluate_results(
     options = EvaluateOptions(
         results=results, ann_dir=ann_dir, imageset=imageset, dota_version=dota_version,
         classes=None if classes is None else tuple(c.strip() for c in classes.split(",") if c.strip()),
-        metric=metric, merge=not no_merge, merge_iou=merge_iou, save_merged=save_merged, zip_path=zip_path,
+        metric=metric, protocol=protocol, merge=not no_merge, merge_iou=merge_iou, save_merged=save_merged,
+        zip_path=zip_path,
         strict=strict, seed_compat=seed_compat,
     )  # fmt: skip
     if plot:
@@ -289,9 +301,8 @@ def _render(report) -> None:
         ui.info(report.run.describe())
         ui.info(f"patch-level Task1 files written to {report.run.patch_results}")
     if report.evaluated:
-        metric = "VOC07 11-point" if report.metric == "voc07" else "area under PR"
         source = f"{report.run.recipe}: " if report.run is not None else ""
-        title = f"{source}{report.num_images} images, {metric} AP (%), mean over {report.class_set}"
+        title = f"{source}{report.num_images} images, AP (%), {report.protocol_rules}"
         if report.merged:
             title += ", patches merged"
         print_table(per_class_table(report, TERMINAL_COLUMNS), title)

@@ -30,6 +30,9 @@ METAVARS: dict[object, str] = {
     "--pretrained": "FILE",
     "--recipe": "RECIPE",
     "--teacher-recipe": "RECIPE",
+    "--classes-from": "FILE",
+    "--sysdata": "FILE",
+    "--protocol": "dota|hrsc07|hrsc12|dior",
 }
 # Fallbacks by the option's Python type.
 TYPE_METAVARS = {int: "N", float: "FLOAT", str: "TEXT", Path: "DIR"}
@@ -59,6 +62,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "rotld distill dota1/student-r18-gwd-ld-kd-1x --teacher work_dirs/teacher-r34-gwd-2x/latest.pth"),
         ("Two GPUs, into a chosen folder",
          "rotld distill dota1/student-r18-gwd-ld-kd-1x --teacher t.pth --gpus 2 --work-dir runs/student"),
+    ],
+    "convert": [
+        ("HRSC2016 (MMRotate's layout) to DOTA, ship only", "rotld convert hrsc2016 data/HRSC2016 data/hrsc-dota"),
+        ("DIOR-R to DOTA, train+val and test", "rotld convert dior-r data/DIOR data/dior-dota"),
+        ("A DOTA dataset out to Ultralytics' YOLO-OBB", "rotld convert dota data/DOTA data/dota-yolo --to yolo-obb"),
     ],
     "evaluate": [
         ("mAP of a checkpoint on split patches",

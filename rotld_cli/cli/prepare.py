@@ -53,8 +53,15 @@ def prepare_cmd(
     splits: Optional[list[str]] = typer.Option(
         None, "--splits", metavar="NAME,...", help="Splits of a DOTA root (default: all found)."
     ),
-    dota_version: str = typer.Option(
-        "v1.0", "--dota-version", metavar="v1.0|v1.5|v2.0", help="Class list: v1.0, v1.5 or v2.0."
+    dota_version: Optional[str] = typer.Option(
+        None, "--dota-version", metavar="v1.0|v1.5|v2.0", help="Class list: v1.0 (default), v1.5 or v2.0."
+    ),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", metavar="A,B,...|NAME",
+        help="Your own class list (or a named one: dior-r, fair1m, hrsc2016, ...) instead of --dota-version's.",
+    ),
+    classes_from: Optional[Path] = typer.Option(
+        None, "--classes-from", help="The class list from a file, one name per line (`rotld convert` writes one)."
     ),
     ext: str = typer.Option(".png", "--ext", help="Patch format: .png (lossless), .bmp, .tif or .jpg."),
     png_compression: Optional[int] = typer.Option(
@@ -81,11 +88,14 @@ def prepare_cmd(
         padding=not no_padding,
         padding_value=_values("--padding-value", padding_value, int) or SplitParams.padding_value,
     )
+    from rotld_cli.dota.classes import class_list_option
+
     options = PrepareOptions(
         split=params,
         ext=ext,
         png_compression=png_compression,
-        dota_version=dota_version,
+        dota_version=dota_version or "v1.0",
+        classes=class_list_option(classes, classes_from, dota_version),
         workers=workers if workers is not None else (os.cpu_count() or 1),
         splits=_values("--splits", splits, str),
         overwrite=overwrite,
@@ -93,15 +103,18 @@ def prepare_cmd(
     )
     with ui.status_on_stderr(as_json):
         summary = prepare_dota(src, out, options, progress=None if as_json else ui.split_progress)
+    print_summary(summary, as_json, _render, f"split into {out}")
+
+
+def print_summary(summary, as_json: bool, render, done: str) -> None:
+    """A run over many input files: its `--json` or its tables, then exit 1 if any input was bad
+    (each problem was reported as it was found): prepare-dota's and convert's ending."""
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
-        _render(summary)
+        render(summary)
     if summary.problems:
-        raise RotldError(
-            f"{len(summary.problems)} problem(s) in the input (each reported above); "
-            f"the rest was split into {out}"
-        )
+        raise RotldError(f"{len(summary.problems)} problem(s) in the input (each reported above); the rest was {done}")
 
 
 def _render(summary) -> None:

@@ -25,6 +25,9 @@ TRAIN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth.")),
     ("overrides", Optional[list[str]],
      typer.Option(None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable).")),
+    ("classes_from", Optional[Path],
+     typer.Option(None, "--classes-from", help="Train on the classes of a file (one name per line, e.g. `rotld "
+                  "convert`'s DST/classes.txt): sets data.classes.")),
     ("device", Optional[str], typer.Option(None, "--device", help="cpu or cuda (default: cuda if available).")),
     ("amp", bool, typer.Option(False, "--amp", help="Mixed precision (fp16) training; CUDA only.")),
     ("seed", Optional[int], typer.Option(None, "--seed", help="Random seed (default: the recipe's runtime.seed).")),
@@ -69,6 +72,7 @@ class TrainArgs:
     work_dir: Path | None = None
     resume: bool = False
     overrides: list[str] | None = None
+    classes_from: Path | None = None
     device: str | None = None
     amp: bool = False
     seed: int | None = None
@@ -95,6 +99,7 @@ class TrainArgs:
 
         return TrainOptions(
             work_dir=self.work_dir, resume=self.resume, overrides=list(self.overrides or []),
+            classes_from=self.classes_from,
             device=device if device is not None else self.device, amp=self.amp, seed=self.seed,
             deterministic=self.deterministic, auto_scale_lr=self.auto_scale_lr, pretrained=self.pretrained,
             no_pretrained=self.no_pretrained, validate=not self.no_validate, teacher=self.teacher,

@@ -9,7 +9,6 @@ once), removes the outputs of images that left SRC (only the files its markers r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -37,7 +36,8 @@ from rotld_cli.dota.split import (
     quad_polygons,
 )
 from rotld_cli.errors import RotldError, UsageError, located
-from rotld_cli.fileio import atomic_path, atomic_write_text
+from rotld_cli.fileio import atomic_path, atomic_write_text, exclusive_lock, file_signature
+from rotld_cli.fileio import read_json_object as read_marker
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class PrepareOptions:
     ext: str = ".png"
     png_compression: int | None = None  # None: OpenCV's speed-tuned default (what img_split writes)
     dota_version: str = "v1.0"
+    classes: tuple[str, ...] | None = None  # a custom class list (--classes, --classes-from) instead of the version's
     workers: int = 1
     splits: tuple[str, ...] | None = None
     overwrite: bool = False
@@ -111,7 +112,12 @@ class PrepareOptions:
             "ext": self.ext,
             "png_compression": self.png_compression,
             "dota_version": self.dota_version,
+            **({"classes": list(self.classes)} if self.classes is not None else {}),  # absent: old manifests resume
         }
+
+    def class_list(self) -> tuple[str, ...]:
+        """The labels' classes: a line naming another class is skipped, counted and named."""
+        return self.classes if self.classes is not None else classes_for(self.dota_version)
 
 
 @dataclass
@@ -228,14 +234,20 @@ class ImageReadError(RotldError):
 
 
 def find_split_folders(src: Path, out: Path, splits: tuple[str, ...] | None) -> tuple[str, list[SplitFolder]]:
-    """('dota-root', [train, val, test present]) or ('split-folder', [the folder itself])."""
+    """('dota-root', [train, val, test present, then any other folder with images/, e.g. `rotld convert`'s
+    trainval]) or ('split-folder', [the folder itself])."""
     if not src.is_dir():
         raise UsageError(f"SRC {src}: not a directory")
     if (src / "images").is_dir():
         if splits:
             raise UsageError(f"--splits: {src} is a single split folder (it has images/), not a DOTA root")
         return "split-folder", [_split_folder(".", src, out)]
-    names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()]
+    others = sorted(
+        p.name
+        for p in src.iterdir()
+        if p.name not in DOTA_SPLITS and not p.name.startswith(".") and (p / "images").is_dir()
+    )
+    names = list(splits) if splits else [name for name in DOTA_SPLITS if (src / name / "images").is_dir()] + others
     if not names:
         raise UsageError(f"SRC {src}: expected images/ (one split) or train/, val/, test/ with images/ (a DOTA root)")
     for name in names:
@@ -283,7 +295,7 @@ def list_jobs(folder: SplitFolder, out_root: Path, options: PrepareOptions) -> t
                 problems.append(
                     located(label, None, f"label file without an image (no {label.stem}.* in {folder.images})")
                 )
-    classes = classes_for(options.dota_version)
+    classes = options.class_list()
     markers = marker_dir(out_root, folder.name)
     jobs = []
     for image_id, path in by_id.items():
@@ -332,14 +344,6 @@ def decode_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     if image is None:
         raise ImageReadError(located(path, None, "cannot decode image (corrupt or not an image)"))
     return image
-
-
-def file_signature(path: Path | None) -> list[int] | None:
-    """(size, mtime_ns) of a source file: a changed source invalidates its completion marker."""
-    if path is None or not path.exists():
-        return None
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
 
 
 def encode_flags(ext: str, png_compression: int | None) -> list[int]:
@@ -417,14 +421,6 @@ def split_image(job: ImageJob) -> ImageOutcome:
     return ImageOutcome(job.split, job.image_id, stats=stats, problems=list(skipped))
 
 
-def read_marker(marker: Path) -> dict | None:
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def completed_outcome(job: ImageJob) -> ImageOutcome | None:
     """The recorded outcome of an image finished by an earlier run, if all its outputs still exist
     and its source files are unchanged; None means it has to be (re)done."""
@@ -477,20 +473,9 @@ def remove_stale_outputs(
 # The run
 
 
-@contextmanager
-def output_lock(out: Path) -> Iterator[None]:
+def output_lock(out: Path):
     """Refuse a second prepare-dota writing into the same OUT at the same time."""
-    lock_path = out / STATE_DIR / "lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RotldError(f"{out}: another `rotld prepare-dota` is writing here") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive_lock(out / STATE_DIR / "lock", f"{out}: another `rotld prepare-dota` is writing here")
 
 
 def read_manifest(out: Path) -> dict | None:

@@ -33,6 +33,6 @@ def load_engine() -> None:
         raise EngineMissingError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
     compat.apply()
-    from rotld_cli.engine import models  # noqa: F401  (registers the plugins)
+    from rotld_cli.engine import dataset, models  # noqa: F401  (registers the plugins)
 
     _loaded = True

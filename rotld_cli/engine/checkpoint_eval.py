@@ -31,6 +31,7 @@ from rotld_cli.evaluation.results import (
     EvaluateOptions,
     class_set,
     evaluated_image_ids,
+    evaluation_rules,
     validate_options,
     write_task1_folder,
 )
@@ -61,7 +62,8 @@ class CheckpointEvalOptions:
     score_thr: float | None = None
     nms_iou: float | None = None
     max_per_img: int | None = None
-    metric: str = "voc07"
+    metric: str | None = None  # None: the protocol's
+    protocol: str | None = None  # None: the model's recipe's `data.protocol` (default dota)
     merge_iou: float = 0.1
     zip_path: Path | None = None
     seed_compat: bool = False
@@ -262,7 +264,8 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
     _check_options(options)
     validate_options(
         EvaluateOptions(
-            results=options.split_dir, ann_dir=options.ann_dir, metric=options.metric, merge_iou=options.merge_iou
+            results=options.split_dir, ann_dir=options.ann_dir, metric=options.metric, merge_iou=options.merge_iou,
+            protocol=options.protocol or "dota", seed_compat=options.seed_compat,
         )
     )
     selection = select_patches(options)
@@ -294,11 +297,13 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
     evaluate_options = EvaluateOptions(
         results=patch_dir, ann_dir=options.ann_dir, image_ids=selection.image_ids, model_classes=classes,
         metric=options.metric, merge_iou=options.merge_iou, save_merged=None, zip_path=options.zip_path,
-        seed_compat=options.seed_compat,
+        seed_compat=options.seed_compat, protocol=options.protocol or detector.recipe.get("data.protocol", "dota"),
     )  # fmt: skip
+    protocol, metric = evaluation_rules(evaluate_options)  # the recipe's protocol may fix the metric
     evaluator = DotaEvaluator(
-        class_set(evaluate_options), selection.image_ids, options.ann_dir, metric=options.metric,
+        class_set(evaluate_options), selection.image_ids, options.ann_dir, metric=metric,
         merge_iou=options.merge_iou, seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth,
+        protocol=protocol,
     )  # fmt: skip
 
     if options.ann_dir is not None:
@@ -312,7 +317,7 @@ def evaluate_checkpoint(options: CheckpointEvalOptions, progress: EvalProgress |
                            on_progress=progress.patches)  # fmt: skip
     for folder in (patch_dir, merged_dir):
         _clear_stale_task1(folder, classes)
-    write_task1_folder(patch_dir, evaluator.detections(), classes, "patch")
+    write_task1_folder(patch_dir, evaluator.detections(), classes, "patch", protocol.name)
     evaluation = evaluator.evaluate(progress.classes)
     evaluate_options.save_merged = merged_dir
     write_outputs(evaluation, evaluate_options)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rotld_cli.errors import EngineMissingError, RotldError, UsageError
-from rotld_cli.recipes import Recipe, display_path, load_recipe
+from rotld_cli.recipes import Recipe, display_path, img_scale, load_recipe
 
 IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 FPN_IN_CHANNELS = {
@@ -175,9 +175,10 @@ def model_dict(
 
 
 def data_dict(recipe: Recipe) -> dict[str, Any]:
-    """`data`: DOTADataset on `<root>/<split>/{annfiles,images}` (val/test read the patch annfiles)."""
+    """`data`: DOTADataset (rotld's `RotldDOTADataset`, which counts and names labels of classes outside
+    `data.classes` instead of a KeyError) on `<root>/<split>/{annfiles,images}` (val/test read the patch annfiles)."""
     get = recipe.get
-    scale = (get("data.img_scale"), get("data.img_scale"))
+    scale = img_scale(recipe)
     angle = get("model.angle_version")
     train_pipeline = [
         dict(type="LoadImageFromFile"),
@@ -214,7 +215,7 @@ def data_dict(recipe: Recipe) -> dict[str, Any]:
     def split(name: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
         directory = root / get(f"data.{name}")
         return dict(
-            type="DOTADataset",
+            type="RotldDOTADataset",
             ann_file=str(directory / "annfiles") + os.sep,
             img_prefix=str(directory / "images") + os.sep,
             pipeline=pipeline,

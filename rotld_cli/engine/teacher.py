@@ -36,7 +36,6 @@ TEACHER_MATCH_KEYS = (
 
 _MISMATCH = {
     "model.head.reg_max": "reg_max {theirs} does not match the student's reg_max {mine}",
-    "data.classes": "classes {theirs} do not match the student's classes {mine}",
     "model.angle_version": "angle version {theirs!r} does not match the student's {mine!r}",
     "model.anchors": "anchors {theirs} do not match the student's {mine}",
     "model.neck.out_channels": "FPN width {theirs} does not match the student's {mine}",
@@ -72,7 +71,7 @@ def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[
             theirs = list(theirs)
         if theirs != mine:
             if key == "data.classes":
-                theirs, mine = _short_list(theirs), _short_list(mine)
+                raise RotldError(f"{where}: {class_difference(theirs, mine)} (data.classes)")
             raise RotldError(f"{where}: {_MISMATCH[key].format(theirs=theirs, mine=mine)} ({key})")
     from rotld_cli.engine.config import crosskd_teacher_mismatch
 
@@ -131,9 +130,24 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
                        model_cfg=model_dict(teacher), state_dict=state)
 
 
-def _short_list(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
-    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
+def class_difference(teacher: list[str], student: list[str], limit: int = 6) -> str:
+    """Which classes differ between a teacher and its student, in words: the names only one of them
+    has, or, with the same names, the first label index where the order differs (the soft targets
+    of class k would teach another class)."""
+
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f", ... ({len(items)})" if len(items) > limit else "")
+
+    only_teacher = [c for c in teacher if c not in student]
+    only_student = [c for c in student if c not in teacher]
+    if only_teacher or only_student:
+        parts = [f"only the teacher has {names(only_teacher)}" if only_teacher else "",
+                 f"only the student has {names(only_student)}" if only_student else ""]  # fmt: skip
+        detail = "; ".join(p for p in parts if p)
+        return f"the teacher's {len(teacher)} classes differ from the student's {len(student)}: {detail}"
+    k = next(i for i, (a, b) in enumerate(zip(teacher, student)) if a != b)
+    return (f"the teacher has the student's classes in another order: label {k} is {teacher[k]!r} for the teacher, "
+            f"{student[k]!r} for the student")  # fmt: skip
 
 
 def load_teacher_weights(model: Any, teacher: TeacherInfo) -> None:

@@ -20,11 +20,11 @@ from rotld_cli.evaluation.metrics import (
     THRESHOLDS,
     ClassGroundTruth,
     PRCurve,
-    class_mean,
     evaluate_class_curves,
     seed_compat_means,
     threshold_name,
 )
+from rotld_cli.evaluation.protocols import EvalProtocol, get_protocol
 from rotld_cli.evaluation.report import ClassResult, EvaluationReport, Problems
 from rotld_cli.evaluation.results import ClassSet
 
@@ -110,12 +110,14 @@ class DotaEvaluator:
     """Accumulates patch-level (or image-level) Task1 detections, then merges and evaluates them.
 
     `image_ids` are the evaluated images (a detection's id is one of them, or a patch id cut from
-    one); `ann_dir=None` only merges (no AP). `merge=False` evaluates the ids as given.
+    one); `ann_dir=None` only merges (no AP). `merge=False` evaluates the ids as given. `protocol`
+    (`evaluation.protocols`) says how matches become the AP: the DOTA devkit's by default.
     """
 
     def __init__(self, classes: ClassSet, image_ids: Sequence[str], ann_dir: Path | None = None, *,
                  metric: str = "voc07", merge: bool = True, merge_iou: float = 0.1, seed_compat: bool = False,
-                 strict_ground_truth: bool = False) -> None:  # fmt: skip
+                 strict_ground_truth: bool = False, protocol: EvalProtocol | None = None) -> None:  # fmt: skip
+        self.protocol = protocol or get_protocol(None)
         self.class_set = classes
         self.image_ids = list(image_ids)
         self.ann_dir = ann_dir
@@ -171,7 +173,8 @@ class DotaEvaluator:
         per_class = {c: ClassResult(num_det=len(dets[c]) if c in dets else 0) for c in classes}
         report = EvaluationReport(classes, self.class_set.label, 0, merged, per_class,
                                   dota_version=self.class_set.dota_version, metric=self.metric,
-                                  seed_compat=self.seed_compat)  # fmt: skip
+                                  seed_compat=self.seed_compat, protocol=self.protocol.name,
+                                  protocol_rules=self.protocol.describe(self.metric, self.class_set.label))  # fmt: skip
         if self.ann_dir is None:
             progress("merged", len(classes))
             image_ids = list(dict.fromkeys(i for d in dets.values() for i in d.image_ids))
@@ -186,6 +189,7 @@ class DotaEvaluator:
         names = [threshold_name(t) for t in thresholds]
         curve_thresholds = [t for t in thresholds if any(abs(t - c) < 1e-9 for c in PR_CURVE_THRESHOLDS)]
         curves: dict[float, dict[str, PRCurve]] = {round(t, 2): {} for t in curve_thresholds}
+        compared = {name: self.protocol.ground_truth(gt.per_class[name]) for name in classes}
         for name in classes:
             det = dets.get(name)
             if det is None or len(det) == 0:
@@ -194,17 +198,22 @@ class DotaEvaluator:
                     curves[round(t, 2)][name] = (np.zeros(0), np.zeros(0), 0.0)
             else:
                 det_image = np.fromiter(map(index.__getitem__, det.image_ids), dtype=np.int64, count=len(det))
-                aps, by_thr = evaluate_class_curves(det.scores, det_image, det.polys, gt.per_class[name], thresholds,
-                                                    self.metric == "voc07", curve_thresholds)  # fmt: skip
+                aps, by_thr = evaluate_class_curves(det.scores, det_image, self.protocol.detections(det.polys),
+                                                    compared[name], thresholds,
+                                                    self.metric == "voc07", curve_thresholds,
+                                                    self.protocol.inclusive)  # fmt: skip
                 for t, curve in by_thr.items():
                     curves[round(t, 2)][name] = curve
             entry = per_class[name]
             entry.aps, entry.ap = dict(zip(names, aps)), _mean(aps)
-            entry.num_gt = gt.per_class[name].npos
+            entry.num_gt = compared[name].npos
             entry.num_difficult = int(gt.per_class[name].difficult.sum())
             progress(name, 1)
         by_threshold = [[per_class[c].aps[n] for c in classes] for n in names]
-        means = [class_mean(aps) for aps in by_threshold]
+        npos = [per_class[c].num_gt for c in classes]
+        means = [self.protocol.mean(aps, npos) for aps in by_threshold]
+        if self.protocol.mean_over_classes_with_gt:
+            report.left_out_of_mean = [c for c, n in zip(classes, npos) if n == 0]
         if self.seed_compat:
             reported = seed_compat_means(by_threshold)
             report.means = {"AP": _mean(reported), **dict(zip(names, reported))}

@@ -181,9 +181,13 @@ def _best_gt_chunk(det_image, det_polys, gt, quads, thresholds, lo, hi, ovmax, j
     jmax[seg_det] = g[first]
 
 
-def assign(ovmax: np.ndarray, jmax: np.ndarray, difficult: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
-    """The devkit's greedy TP/FP marks (float 0/1 arrays) for detections sorted by score."""
-    above = ovmax > thr
+def assign(
+    ovmax: np.ndarray, jmax: np.ndarray, difficult: np.ndarray, thr: float, inclusive: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The devkit's greedy TP/FP marks (float 0/1 arrays) for detections sorted by score.
+
+    `inclusive`: a match needs IoU >= thr (MMRotate's `tpfp_default`) instead of the devkit's > thr."""
+    above = ovmax >= thr if inclusive else ovmax > thr
     gt_difficult = np.zeros(ovmax.size, dtype=bool)
     gt_difficult[above] = difficult[jmax[above]]
     claim = np.flatnonzero(above & ~gt_difficult)
@@ -232,6 +236,7 @@ def evaluate_class_curves(
     thresholds: Sequence[float] = THRESHOLDS,
     use_07_metric: bool = True,
     curves_at: Sequence[float] = (),
+    inclusive: bool = False,
 ) -> tuple[list[float], dict[float, PRCurve]]:
     """`evaluate_class`, plus the PR curve at each threshold of `curves_at` (one of `thresholds`),
     from the very TP/FP marks of the APs: the plots never recompute the assignment."""
@@ -243,7 +248,7 @@ def evaluate_class_curves(
     aps: list[float] = []
     curves: dict[float, PRCurve] = {}
     for thr in thresholds:
-        tp, fp = assign(ovmax, jmax, gt.difficult, thr)
+        tp, fp = assign(ovmax, jmax, gt.difficult, thr, inclusive)
         aps.append(class_ap(tp, fp, npos, use_07_metric))
         if thr in curves_at:
             curves[thr] = pr_curve(tp, fp, npos, use_07_metric)
@@ -260,14 +265,6 @@ def evaluate_class(
 ) -> list[float]:
     """AP of one class at every threshold. `det_image` indexes the images of `gt.offsets`."""
     return evaluate_class_curves(scores, det_image, det_polys, gt, thresholds, use_07_metric)[0]
-
-
-def class_mean(aps: Sequence[float]) -> float:
-    """The devkit's `map = map + ap` over classes, then `/ len(classnames)`."""
-    total = 0.0
-    for ap in aps:
-        total = total + ap
-    return total / len(aps) if len(aps) else 0.0
 
 
 def seed_compat_means(per_threshold_aps: Sequence[Sequence[float]]) -> list[float]:

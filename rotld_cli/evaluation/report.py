@@ -109,6 +109,9 @@ class EvaluationReport:
     evaluated: bool = True
     dota_version: str | None = None
     metric: str = "voc07"
+    protocol: str = "dota"  # evaluation.protocols: whose rules turned the matches into the AP
+    protocol_rules: str = ""  # its one-line description, in every table and report
+    left_out_of_mean: list[str] = field(default_factory=list)  # classes without ground truth (MMRotate's mean)
     means: dict[str, float] = field(default_factory=dict)
     seed_compat: bool = False
     devkit: dict[str, float] | None = None  # the correct means when `means` carry the seed's bug
@@ -137,6 +140,9 @@ class EvaluationReport:
         out["per_class"] = {c: self.per_class[c].to_json() for c in self.classes}
         if self.evaluated:
             out["metric"] = self.metric
+            out["protocol"] = self.protocol
+            out["protocol_rules"] = self.protocol_rules
+            out["left_out_of_mean"] = list(self.left_out_of_mean)
         out["evaluated"] = self.evaluated
         out["dota_version"] = self.dota_version
         out["classes"] = list(self.classes)
@@ -173,6 +179,9 @@ class EvaluationReport:
             notes.append(f"--lenient: skipped {self.skipped.lines} line(s); first problem: {self.skipped.messages[0]}")
         if self.ignored_classes:
             notes.append(f"result files of {', '.join(self.ignored_classes)} left out (not in {self.class_set})")
+        if self.left_out_of_mean:
+            notes.append(f"no ground truth for {', '.join(self.left_out_of_mean)}: left out of the mean "
+                         f"({self.protocol} protocol, as MMRotate's eval_rbbox_map)")  # fmt: skip
         return notes
 
     def to_markdown(self) -> str:
@@ -189,8 +198,7 @@ class EvaluationReport:
         )
         if not self.evaluated:
             return "\n".join(lines) + "\n\n" + detections_table(self).to_markdown()
-        metric = "VOC07 11-point" if self.metric == "voc07" else "area under the PR curve"
-        lines += [f"- AP: DOTA devkit rules, {metric}, IoU 0.50:0.05:0.95 (%), mean over {self.class_set}", ""]
+        lines += [f"- AP (%) at IoU 0.50:0.05:0.95, {self.protocol_rules}", ""]
         text = "\n".join(lines) + "\n" + summary_table(self).to_markdown()
         if self.devkit is not None:
             correct = ", ".join(f"{k} {pct(self.devkit[k])}" for k in PAPER_COLUMNS)

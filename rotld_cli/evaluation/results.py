@@ -32,6 +32,7 @@ from rotld_cli.dota.formats import (
 )
 from rotld_cli.dota.merge import split_patch_id
 from rotld_cli.errors import RotldError, UsageError, located
+from rotld_cli.evaluation.protocols import EvalProtocol, get_protocol
 from rotld_cli.evaluation.report import Problems
 from rotld_cli.fileio import atomic_path, atomic_write_text
 
@@ -55,7 +56,8 @@ class EvaluateOptions:
     ann_dir: Path | None
     imageset: Path | None = None
     dota_version: str | None = None
-    metric: str = "voc07"
+    metric: str | None = None  # None: the protocol's (DOTA: VOC07 11-point)
+    protocol: str | None = None  # None: the folder manifest's (a model's recipe's), else dota
     merge: bool = True
     merge_iou: float = 0.1
     save_merged: Path | None = None
@@ -150,10 +152,29 @@ def manifest_classes(folder: Path) -> tuple[str, ...] | None:
     return tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
 
 
-def write_task1_folder(folder: Path, dets: dict[str, Task1Detections], classes: Sequence[str], kind: str) -> list[Path]:
-    """`write_task1_files`, then the manifest (the classes, and which files rotld wrote)."""
+def manifest_protocol(folder: Path) -> str | None:
+    """The evaluation protocol a Task1 folder rotld wrote was made for (its model's recipe), if recorded."""
+    value = (read_manifest(folder) or {}).get("protocol")
+    return value if isinstance(value, str) else None
+
+
+def evaluation_rules(options: EvaluateOptions) -> tuple[EvalProtocol, str]:
+    """The protocol (`--protocol`, else the folder manifest's, else dota) and the AP metric in effect."""
+    if options.metric is not None and options.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {options.metric!r}")
+    protocol = get_protocol(options.protocol or manifest_protocol(options.results))
+    if options.seed_compat and protocol.name != "dota":
+        raise UsageError(f"--seed-compat reproduces the DOTA seed script's bug: not with --protocol {protocol.name}")
+    return protocol, protocol.metric(options.metric)
+
+
+def write_task1_folder(folder: Path, dets: dict[str, Task1Detections], classes: Sequence[str], kind: str,
+                       protocol: str | None = None) -> list[Path]:  # fmt: skip
+    """`write_task1_files`, then the manifest (the classes, which files rotld wrote, the protocol)."""
     written = write_task1_files(folder, dets, classes)
     manifest = {"kind": kind, "classes": list(classes), "files": [p.name for p in written]}
+    if protocol is not None:
+        manifest["protocol"] = protocol
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return written
 
@@ -337,8 +358,7 @@ def write_submission_zip(path: Path, dets: dict[str, Task1Detections], classes: 
 
 def validate_options(options: EvaluateOptions) -> ClassSet:
     """Option checks that need no result file (checkpoint mode runs them before inference)."""
-    if options.metric not in METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {options.metric!r}")
+    evaluation_rules(options)
     if not 0.0 < options.merge_iou <= 1.0:
         raise UsageError(f"--merge-iou must be in (0, 1], got {options.merge_iou}")
     if options.ann_dir is not None and not options.ann_dir.is_dir():

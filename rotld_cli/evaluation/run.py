@@ -13,6 +13,7 @@ from rotld_cli.evaluation.results import (
     EvaluateOptions,
     drop_unknown_images,
     evaluated_image_ids,
+    evaluation_rules,
     read_results,
     validate_options,
     write_submission_zip,
@@ -23,14 +24,15 @@ from rotld_cli.evaluation.results import (
 def evaluate(options: EvaluateOptions, on_progress: Progress | None = None) -> Evaluation:
     """Read and check the result files, evaluate them, write `--save-merged` and `--zip`."""
     classes = validate_options(options)
+    protocol, metric = evaluation_rules(options)
     image_ids = evaluated_image_ids(options) if options.ann_dir is not None else []
     skipped, ignored = Problems(), []
     dets = read_results(options, classes, skipped, ignored)
     if options.ann_dir is not None:
         dets = drop_unknown_images(dets, set(image_ids), options, skipped)
     evaluator = DotaEvaluator(
-        classes, image_ids, options.ann_dir, metric=options.metric, merge=options.merge, merge_iou=options.merge_iou,
-        seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth,
+        classes, image_ids, options.ann_dir, metric=metric, merge=options.merge, merge_iou=options.merge_iou,
+        seed_compat=options.seed_compat, strict_ground_truth=options.strict_ground_truth, protocol=protocol,
     )  # fmt: skip
     evaluator.process(dets)
     evaluation = evaluator.evaluate(on_progress)
@@ -44,7 +46,7 @@ def write_outputs(evaluation: Evaluation, options: EvaluateOptions) -> None:
     """The merged Task1 files (`--save-merged`, with rotld's manifest) and the submission zip."""
     report = evaluation.report
     if options.save_merged is not None:
-        write_task1_folder(options.save_merged, evaluation.detections, report.classes, "merged")
+        write_task1_folder(options.save_merged, evaluation.detections, report.classes, "merged", report.protocol)
         report.saved = str(options.save_merged)
     if options.zip_path is not None:
         write_submission_zip(options.zip_path, evaluation.detections, report.classes)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rotld_cli.evaluation.metrics import THRESHOLDS, threshold_name
+from rotld_cli.evaluation.protocols import get_protocol
 
 if TYPE_CHECKING:
     from rotld_cli.evaluation.report import EvaluationReport
 
 PAPER_COLUMNS: tuple[str, ...] = ("AP", "AP50", "AP70", "AP90")
 """The paper's table: AP (mean of AP50..AP95), AP50, AP70, AP90."""
-SUMMARY_COLUMNS: tuple[str, ...] = (*PAPER_COLUMNS, "AP75")
 THRESHOLD_COLUMNS: tuple[str, ...] = tuple(threshold_name(t) for t in THRESHOLDS)
 TERMINAL_COLUMNS: tuple[str, ...] = ("AP50", "AP75")
 """The thresholds a terminal's per-class table shows (all ten do not fit 80 columns); files show all."""
@@ -46,10 +46,13 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]])
 
 
 def summary_table(report: EvaluationReport) -> Table:
-    """One row: the paper's columns and AP75, as reported (seed-script values with --seed-compat)."""
+    """One row: the protocol's columns (DOTA: the paper's and AP75), as reported (seed-script values
+    with --seed-compat); the title states the protocol."""
+    columns = get_protocol(report.protocol).summary_columns
     label = "seed script values (accumulator bug reproduced)" if report.seed_compat else "paper form"
-    title = f"Summary, {label}, mean over {report.class_set}"
-    return _table(title, SUMMARY_COLUMNS, [[pct(report.means[c]) for c in SUMMARY_COLUMNS]])
+    label = f"{label}, {report.protocol_rules}" if report.protocol == "dota" else report.protocol_rules
+    title = f"Summary, {label}"
+    return _table(title, columns, [[pct(report.means[c]) for c in columns]])
 
 
 def per_class_table(report: EvaluationReport, thresholds: Sequence[str] = THRESHOLD_COLUMNS) -> Table:
@@ -60,7 +63,8 @@ def per_class_table(report: EvaluationReport, thresholds: Sequence[str] = THRESH
         assert entry.aps is not None and entry.ap is not None
         rows.append([name, entry.num_gt, entry.num_det, *(pct(entry.aps[n]) for n in thresholds), pct(entry.ap)])
     rows.append(["mean", "", "", *(pct(report.means[n]) for n in thresholds), pct(report.means["AP"])])
-    return _table("Per class", ["class", "GTs", "detections", *thresholds, "AP50:95"], rows)
+    return _table(f"Per class ({report.protocol} protocol)", ["class", "GTs", "detections", *thresholds, "AP50:95"],
+                  rows)  # fmt: skip
 
 
 def detections_table(report: EvaluationReport) -> Table:
