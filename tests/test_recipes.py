@@ -53,8 +53,8 @@ BUNDLED = [
     "synthetic/student-r18-gwd-bckd",
     "synthetic/student-r18-gwd-crosskd",
     "synthetic/student-r18-gwd-ld-crosskd",
-    "synthetic/student-r18-gwd-ld-kd",
     "synthetic/student-r18-gwd-ld-kd-seed",
+    "synthetic/student-r18-gwd-ld-kd",
     "synthetic/teacher-r34-gwd",
 ]
 
