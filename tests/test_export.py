@@ -241,12 +241,32 @@ def test_fixed_size_export_and_too_small_size(demo_student, tmp_path, capsys) ->
 def test_parity_failure_writes_nothing(demo_student, tmp_path, capsys) -> None:
     out = tmp_path / "strict.onnx"
     out.write_bytes(b"the user's file")
-    code, _, err = run(["export", demo_student["student"], out, "--score-tol", "0", "--check-count", "1"], capsys)
+    code, _, err = run(["export", demo_student["student"], out, "--check-count", "1"], capsys)
+    assert code == 2 and "exists; pass --overwrite to replace it" in err  # never replaced silently
+    code, _, err = run(["export", demo_student["student"], out, "--score-tol", "0", "--check-count", "1",
+                        "--overwrite"], capsys)  # fmt: skip
     assert code == 1
     assert "not written, onnxruntime disagrees with torch beyond the tolerance" in err
+    assert "--check-images DIR" in err  # what to do
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert out.read_bytes() == b"the user's file"
     assert [p.name for p in tmp_path.iterdir()] == ["strict.onnx"]  # no temporary file left behind
+
+
+def test_a_parity_check_that_matched_nothing_says_so(demo_student, tmp_path, capsys) -> None:
+    """A model that detects nothing on the check images (score_thr 0.999 here; a 1-epoch student at 0.05)
+    exports, but the check compared only the raw head outputs, and the user is told so."""
+    import yaml
+
+    stored = torch.load(demo_student["student"], map_location="cpu", weights_only=True)["meta"]["recipe"]
+    recipe = yaml.safe_load(stored)
+    recipe["model"]["test"]["score_thr"] = 0.999
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(recipe))
+    code, stdout, err = run(["export", demo_student["student"], tmp_path / "m.onnx", "--recipe",
+                             tmp_path / "strict.yaml", "--check-count", "1", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["parity"]["exercised"] is False and json.loads(stdout)["parity"]["matched"] == 0
+    assert "the parity check matched no detection: only the raw head outputs were compared" in err
 
 
 def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys) -> None:

@@ -143,6 +143,17 @@ def test_a_replaced_image_is_predicted_again_a_copied_one_resumes(dota_samples, 
     assert (stored["width"], stored["height"]) == (1111, 1182)
     assert stored["source"]["bytes"] == image.stat().st_size
 
+    # same size, other bytes (an edited BMP): the SHA-256 tells them apart, whatever the modification time
+    bmp = src / "y.bmp"
+    pixels = cv2.imread(str(dota_samples / "images" / "P1888.png"))
+    cv2.imwrite(str(bmp), pixels)
+    predict(oracle_for(dota_samples, "P1888", PARAMS), [bmp], out, PredictOptions(), MODEL)
+    size = bmp.stat().st_size
+    cv2.imwrite(str(bmp), pixels[::-1])
+    assert bmp.stat().st_size == size
+    oracle = oracle_for(dota_samples, "P1888", PARAMS)
+    assert predict(oracle, [bmp], out, PredictOptions(), MODEL).to_dict()["predicted"] == 1 and oracle.seen == 1
+
 
 def test_out_must_be_new_empty_or_a_predict_folder(dota_samples, tmp_path):
     source = dota_samples / "images" / "P1888.png"
