@@ -105,21 +105,25 @@ class OverlapIndex:
         self, queries: np.ndarray, after: np.ndarray, open_: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Pairs (a, b), a = queries[k], b a member with b > after[k] and `open_[b]`, of one group, whose
-        horizontal boxes overlap with positive area; in chunks of about `PAIR_CHUNK` candidates."""
+        horizontal boxes overlap with positive area; in chunks of about `PAIR_CHUNK` candidates.
+
+        A run's key range never reaches into another group's (`x_span` exceeds any x range plus the
+        reach), so the candidates are of the query's group by construction."""
         e = self.extents
         live = e.finite[queries]
         queries, after = queries[live], after[live]
         for rows, lo, counts, members in self._ranges(queries):
+            owner, bound = queries[rows], after[rows]
             cum = np.cumsum(counts)
             start = 0
             while start < rows.size:
                 done = int(cum[start - 1]) if start else 0
                 stop = max(int(np.searchsorted(cum, done + PAIR_CHUNK, side="right")), start + 1)
                 c = counts[start:stop]
-                at = np.repeat(np.arange(start, stop), c)
-                offsets = np.arange(at.size) - np.repeat(np.cumsum(c) - c, c)
-                a, b = queries[rows[at]], members[lo[at] + offsets]
-                keep = (b > after[rows[at]]) & open_[b] & (e.groups[a] == e.groups[b])
+                first = cum[start:stop] - c - done  # each range's first slot in this chunk
+                b = members[np.arange(int(c.sum())) + np.repeat(lo[start:stop] - first, c)]
+                a = np.repeat(owner[start:stop], c)
+                keep = (b > np.repeat(bound[start:stop], c)) & open_[b]
                 a, b = a[keep], b[keep]
                 keep = (e.x0[b] < e.x1[a]) & (e.x0[a] < e.x1[b]) & (e.y0[b] < e.y1[a]) & (e.y0[a] < e.y1[b])
                 yield a[keep], b[keep]

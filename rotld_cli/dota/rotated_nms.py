@@ -117,44 +117,49 @@ class _Boxes:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(found_a), np.concatenate(found_b)
 
+    def _settle(self, verdict: np.ndarray, pairs: np.ndarray, a: np.ndarray, b: np.ndarray, iou_range) -> None:
+        """Set verdict[pairs] to 0 / 1 where `iou_range` puts the IoU clearly below / above the threshold:
+        beyond `_MARGIN` plus a bound on the devkit's rounding (it grows with the coordinates' square)."""
+        quads, thr = self.quads, self.iou_thr
+        pa, pb = a[pairs], b[pairs]
+        lower, upper = iou_range(self, pa, pb)
+        scale = np.maximum(quads.scale[pa], quads.scale[pb]) + 1.0
+        margin = _MARGIN + _ROUNDING * scale * scale / np.maximum(quads.area[pa], quads.area[pb])
+        verdict[pairs[upper <= thr - margin]] = 0
+        verdict[pairs[lower > thr + margin]] = 1
+
     def verdicts(self, a: np.ndarray, b: np.ndarray, kept: bool = False) -> np.ndarray:
         """Does a[k] (the earlier box) suppress b[k]: 1 yes, 0 no, -1 not known yet (`suppresses`
-        measures it, only where it still matters).
+        decides it, only where it still matters).
 
-        Each verdict is the one the measured IoU gives, reached more cheaply where the answer is
-        clear: two convex quads (a quad with a repeated corner is a triangle) by `clip_iou`, the
-        same IoU up to rounding; other simple quads by IoU bounds; both only beyond a margin from
-        the threshold (`_MARGIN` plus a bound on the devkit's rounding, which grows with the
-        coordinates' square). `kept`: every a[k] is kept, so a b[k] that one pair suppresses needs no
-        other verdict (left at -1)."""
+        IoU bounds settle the pairs of simple quads far from the threshold (near-duplicates, boxes
+        touching at a corner) without clipping; `clip_iou` the rest of the convex quads and triangles
+        (one batch now is cheaper than measuring them later as they are needed, a batch per round).
+        `kept`: every a[k] is kept, so a b[k] that one pair suppresses needs no other verdict."""
         verdict = np.full(a.size, -1, dtype=np.int8)
-        quads, thr = self.quads, self.iou_thr
-        clippable = self.clippable[a] & self.clippable[b]
-        # bounds first (half the cost of a clip, and they settle most near-duplicates), then clips
-        for pairs, iou_range in ((np.flatnonzero(self.simple[a] & self.simple[b]), _bounds_range),
-                                 (np.flatnonzero(clippable), _clip_range)):  # fmt: skip
-            pairs = pairs[verdict[pairs] < 0]
-            if kept:
-                hit = np.zeros(self.polys.shape[0], dtype=bool)
-                hit[b[verdict == 1]] = True
-                pairs = pairs[~hit[b[pairs]]]
-            pa, pb = a[pairs], b[pairs]
-            lower, upper = iou_range(self, pa, pb)
-            scale = np.maximum(quads.scale[pa], quads.scale[pb]) + 1.0
-            margin = _MARGIN + _ROUNDING * scale * scale / np.maximum(quads.area[pa], quads.area[pb])
-            verdict[pairs[upper <= thr - margin]] = 0
-            verdict[pairs[lower > thr + margin]] = 1
+        self._settle(verdict, np.flatnonzero(self.simple[a] & self.simple[b]), a, b, _bounds_range)
+        clip = (verdict < 0) & self.clippable[a] & self.clippable[b]
+        if kept:
+            hit = np.zeros(self.polys.shape[0], dtype=bool)
+            hit[b[verdict == 1]] = True
+            clip &= ~hit[b]
+        self._settle(verdict, np.flatnonzero(clip), a, b, _clip_range)
         return verdict
 
     def suppresses(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """IoU(a[k], b[k]) > the threshold, a[k] the earlier box: `convex_iou` for two convex quads,
-        the devkit's algorithm for the others (a NaN IoU never suppresses)."""
-        result = np.zeros(a.size, dtype=bool)
-        convex = self.quads.convex[a] & self.quads.convex[b]
+        """IoU(a[k], b[k]) > the threshold, a[k] the earlier box, as the former implementation decides it:
+        `convex_iou` for two convex quads, the devkit's algorithm for the others (a NaN IoU never
+        suppresses). `clip_iou` (the same IoU up to rounding, cheaper) settles the pairs of convex
+        quads and triangles beyond the margin; the measures run on the rest."""
+        verdict = np.full(a.size, -1, dtype=np.int8)
+        self._settle(verdict, np.flatnonzero(self.clippable[a] & self.clippable[b]), a, b, _clip_range)
+        result = verdict == 1
+        open_ = verdict < 0
+        convex = np.flatnonzero(open_ & self.quads.convex[a] & self.quads.convex[b])
         iou, valid, _ = convex_iou(self.quads, a[convex], self.quads, b[convex])
-        result[np.flatnonzero(convex)[valid]] = iou[valid] > self.iou_thr
-        rest = np.flatnonzero(convex)[~valid] if not valid.all() else np.zeros(0, dtype=np.int64)
-        rest = np.concatenate([rest, np.flatnonzero(~convex)])
+        result[convex[valid]] = iou[valid] > self.iou_thr
+        open_[convex[valid]] = False
+        rest = np.flatnonzero(open_)
         if rest.size:
             result[rest] = iou_poly_pairs(self.polys[a[rest]], self.polys[b[rest]]) > self.iou_thr
         return result
