@@ -43,6 +43,9 @@ import cv2
 import numpy as np
 
 from bench.inference import NO_BOX, QUICK, SAMPLES, make_checkpoint
+from rotld_cli.quiet import silence_third_party
+
+silence_third_party()  # as the CLI: the engine stack's import-time notices stay off the terminal
 
 WHOLE_DECODE_MAX_PIXELS = 100_000_000
 STUDENT = {"full": "dota1/student-r18-gwd-ld-kd-1x", "quick": QUICK["student"]}

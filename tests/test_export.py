@@ -295,3 +295,18 @@ def test_bench_runs_and_both_backends_agree(demo_student, capsys) -> None:
     assert "(must be <= 0.1: met)" in out
     merged = [line for line in out.splitlines() if "merged detections" in line]
     assert len(merged) == 2 and merged[0].split("(")[-1] == merged[1].split("(")[-1]  # same detection count
+
+
+def test_bench_predict_backends_run_and_both_nms_agree(demo_student, tmp_path, capsys, dota_samples) -> None:
+    """`bench/predict_backends.py` end to end: the NMS table and .pth/.onnx with either NMS (identical Task1)."""
+    from bench.predict_backends import backend_speed, nms_speed
+    from rotld_cli.dota.split import SplitParams
+
+    nms_speed(dota_samples, repeats=1)
+    paths = demo_student["patches"][:2]
+    backend_speed(tmp_path, paths, demo_student["student"], SplitParams(sizes=(96,), gaps=(32,)), 1, 1)
+    out = capsys.readouterr().out
+    assert "P0706 x50 (536 objects), per class" in out and " NO" not in out
+    assert out.count("Task1 files identical: yes") == 2
+    for backend in (".pth (torch engine)", ".onnx (onnxruntime)"):
+        assert f"{backend}: NMS" in out
