@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from rotld_cli.dota.polyiou import ConvexQuads, convex_iou, iou_poly_pairs
+from rotld_cli.dota.rotated_nms import visiting_order
 
 _PAIR_CHUNK = 1 << 21
 
@@ -105,13 +106,9 @@ def reference_nms_quads(
 
     `polys` (n, 8), `scores` (n,), `groups` (n,) non-negative ints: NMS runs within each group.
     """
-    polys = np.asarray(polys, dtype=np.float64).reshape(-1, 8)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = scores.size
-    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    if n == 0:
+    polys, groups, order = visiting_order(polys, scores, groups)
+    if order.size == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((-scores, groups))
     p = polys[order]
     quads = ConvexQuads.of(p)
     x0, y0 = p[:, 0::2].min(axis=1), p[:, 1::2].min(axis=1)

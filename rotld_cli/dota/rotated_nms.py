@@ -280,6 +280,17 @@ def _few(polys: np.ndarray, groups: np.ndarray, iou_thr: float) -> np.ndarray:
     return _kept_by(n, a[hit], b[hit])
 
 
+def visiting_order(
+    polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(polys (n, 8) float64, groups (n,) int64, the order the greedy loop visits them: by group, then
+    descending score, equal scores in input order)."""
+    polys = np.asarray(polys, dtype=np.float64).reshape(-1, 8)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    groups = np.zeros(scores.size, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    return polys, groups, np.lexsort((-scores, groups))
+
+
 def nms_quads(
     polys: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, iou_thr: float = 0.1
 ) -> np.ndarray:
@@ -287,13 +298,10 @@ def nms_quads(
 
     `polys` (n, 8), `scores` (n,), `groups` (n,) non-negative ints: NMS runs within each group.
     """
-    polys = np.asarray(polys, dtype=np.float64).reshape(-1, 8)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = scores.size
-    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    polys, groups, order = visiting_order(polys, scores, groups)
+    n = order.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((-scores, groups))
     if n <= _FEW:
         return order[_few(polys[order], groups[order], float(iou_thr))]
     kept = _greedy(_Boxes(polys[order], groups[order], float(iou_thr)))
