@@ -164,3 +164,22 @@ def test_a_window_read_tiff_gives_the_same_detections_as_the_decoded_png(world, 
         predict(detector, [path], out, PredictOptions(split=WINDOWS, window_read_pixels=limit), {"file": "t"})
         results.append(json.loads((out / "images" / f"{png.stem}.json").read_text())["detections"])
     assert results[0] == results[1] and len(results[0]) > 0
+
+
+def test_a_plain_state_dict_predicts_with_recipe(world, tmp_path):
+    """A checkpoint without rotld's metadata: the error names `--recipe`, which then builds the same model."""
+    state = torch.load(world["model"], map_location="cpu", weights_only=True)["state_dict"]
+    bare = tmp_path / "bare.pth"
+    torch.save(state, bare)
+    image = sorted(world["images"].glob("*.png"))[0]
+    code, _, err = _main(["predict", bare, image, "--out", tmp_path / "a", "--device", "cpu"])
+    assert code == 1 and "no recipe in the checkpoint's metadata" in err and "--recipe RECIPE" in err
+    assert len(err.strip().splitlines()) == 1
+    results = []
+    for model, extra in ((bare, ["--recipe", world["root"] / "teacher.yaml"]), (world["model"], [])):
+        out = tmp_path / model.stem
+        code, _, err = _main(["predict", model, image, "--out", out, "--device", "cpu", "--sizes", "128", "--gaps",
+                              "32", "--json", *extra])  # fmt: skip
+        assert code == 0, err
+        results.append(json.loads((out / "images" / f"{image.stem}.json").read_text())["detections"])
+    assert results[0] == results[1]

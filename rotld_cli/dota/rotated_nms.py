@@ -49,6 +49,7 @@ _FEW = 96  # up to this many boxes, one batch of every candidate pair is cheapes
 _MATRIX_BOXES = 192  # a block this small finds its inner pairs by one comparison matrix, not an index
 _MARGIN = 1e-6  # an IoU bound decides only this far from the threshold (plus the devkit's rounding, below)
 _ROUNDING = 1e3 * 64 * np.finfo(np.float64).eps  # x scale^2 / area: polyiou.convex_iou's bound on it
+_DEVKIT_EPS_AREA = 1e-7  # / area: the devkit treats cross products below 1e-8 as 0 (areas of ~5e-9 px^2)
 
 
 def _clip_range(boxes: _Boxes, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +121,13 @@ class _Boxes:
 
     def _settle(self, verdict: np.ndarray, pairs: np.ndarray, a: np.ndarray, b: np.ndarray, iou_range) -> None:
         """Set verdict[pairs] to 0 / 1 where `iou_range` puts the IoU clearly below / above the threshold:
-        beyond `_MARGIN` plus a bound on the devkit's rounding (it grows with the coordinates' square)."""
+        beyond `_MARGIN` plus bounds on the devkit's rounding (it grows with the coordinates' square) and
+        on its 1e-8 tolerance, both relative to the larger area (the union is at least that)."""
         quads, thr = self.quads, self.iou_thr
         pa, pb = a[pairs], b[pairs]
         lower, upper = iou_range(self, pa, pb)
         scale = np.maximum(quads.scale[pa], quads.scale[pb]) + 1.0
-        margin = _MARGIN + _ROUNDING * scale * scale / np.maximum(quads.area[pa], quads.area[pb])
+        margin = _MARGIN + (_ROUNDING * scale * scale + _DEVKIT_EPS_AREA) / np.maximum(quads.area[pa], quads.area[pb])
         verdict[pairs[upper <= thr - margin]] = 0
         verdict[pairs[lower > thr + margin]] = 1
 
