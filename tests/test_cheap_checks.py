@@ -108,7 +108,7 @@ def test_the_cheap_check_tells_the_formats_apart(files):
     foreign = files / "foreign.pth"
     with zipfile.ZipFile(foreign, "w") as zf:
         zf.writestr("notes.txt", "hello")
-    with pytest.raises(RotldError, match="a zip archive that torch.save did not write"):
+    with pytest.raises(RotldError, match=r"a zip archive that torch\.save did not write"):
         check_checkpoint_file(foreign, "--teacher")
 
 

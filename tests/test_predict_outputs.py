@@ -177,8 +177,9 @@ def test_out_must_be_new_empty_or_a_predict_folder(dota_samples, tmp_path):
 
 def test_boxes_centred_in_the_padding_are_dropped(dota_samples, tmp_path):
     # P1888 is 712 x 557: its one 1024 px window is mostly padding; a model finds things there
+    # the last one is inside (kept)
     padding = [(0, [640.0, 768.0, 60.0, 30.0, 0.3, 0.8]), (1, [900.0, 100.0, 40.0, 40.0, 0.0, 0.7]),
-               (0, [700.0, 550.0, 60.0, 30.0, 0.0, 0.6])]  # fmt: skip  (the last one is inside: kept)
+               (0, [700.0, 550.0, 60.0, 30.0, 0.0, 0.6])]  # fmt: skip
     detector = oracle_for(dota_samples, "P1888", PARAMS, extra=padding)
     out = tmp_path / "p"
     summary = predict(detector, [dota_samples / "images" / "P1888.png"], out, PredictOptions(), MODEL)

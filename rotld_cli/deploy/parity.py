@@ -115,8 +115,14 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(iou).reshape(len(a), len(b))
 
 
-def _explain(lonely: list[np.ndarray], cap: list[float | None], thr: float, iou_thr: float | None,
-             topk_tie: float | None, tol: float) -> list[np.ndarray]:
+def _explain(
+    lonely: list[np.ndarray],
+    cap: list[float | None],
+    thr: float,
+    iou_thr: float | None,
+    topk_tie: float | None,
+    tol: float,
+) -> list[np.ndarray]:
     """Per side (0, 1), the tie kind index explaining each lonely detection, or -1."""
     kinds = [np.full(len(side), -1) for side in lonely]
     for s in (0, 1):

@@ -121,4 +121,3 @@ def rebuild_task1(out_dir: Path, settings: dict, classes: Sequence[str]) -> Task
             path.unlink()
     written = write_task1_folder(out_dir, dets, classes, KIND, extra={"images": ids})
     return Task1Rebuild(written, ids, left_out)
-
