@@ -20,8 +20,14 @@ their peak RSS (VmHWM) is printed beside a process that decodes the same file wh
 reader that holds the image costs; above 100 MP only its pixel bytes are printed). Target: below 2 GiB.
 `--striped` writes the file as DEFLATE strips instead (gdal_translate's default layout).
 
+Backends and NMS (bench/predict_backends.py): the rotated NMS alone against the implementation it
+replaced, on dense scenes from P0706's labels and random stress cases; then `rotld predict` with a
+`rotld demo --quick` student as `.pth` and as `.onnx`, each with rotld's NMS and the former one:
+windows/s, model-only time, the share of everything else, seconds in the NMS, identical Task1 files.
+
     .venv/bin/python -m bench.predict            # the DOTA samples at 1024/200; 20,000 px image
     .venv/bin/python -m bench.predict --quick    # synthetic 256 px images at 128/32; 9,000 px image
+    .venv/bin/python -m bench.predict --skip-speed --skip-memory   # NMS and backends only
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ import cv2
 import numpy as np
 
 from bench.inference import NO_BOX, QUICK, SAMPLES, make_checkpoint
+from rotld_cli.quiet import silence_third_party
+
+silence_third_party()  # as the CLI: the engine stack's import-time notices stay off the terminal
 
 WHOLE_DECODE_MAX_PIXELS = 100_000_000
 STUDENT = {"full": "dota1/student-r18-gwd-ld-kd-1x", "quick": QUICK["student"]}
@@ -140,24 +149,49 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-speed", action="store_true", help="only the memory measurement")
     parser.add_argument("--skip-predict-memory", action="store_true", help="measure the reader alone, not predict")
     parser.add_argument("--striped", action="store_true", help="the memory image in DEFLATE strips, not tiles")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory measurement")
+    parser.add_argument("--skip-backends", action="store_true", help="no .pth/.onnx and NMS measurement")
+    parser.add_argument("--demo-dir", type=Path, default=None,
+                        help="a finished `rotld demo` folder: its student for the backends part (default: train "
+                        "the --quick demo's here, ~2 min)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads for the backends part")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     side = args.side or (9000 if args.quick else 20000)
     with tempfile.TemporaryDirectory(prefix="rotld-bench-predict-") as tmp:
         root = Path(tmp)
         checkpoint = None
-        if not args.skip_predict_memory:
+        if not args.skip_predict_memory and not args.skip_memory:
             from rotld_cli.engine import load_engine
 
             load_engine()
             checkpoint = make_checkpoint(QUICK["student"], ["data.img_scale=128", "model.backbone.pretrained=null"],
                                          root / "tiny.pth")  # fmt: skip
-        memory = measure_memory(root, side, checkpoint, args.striped)
+        memory = None if args.skip_memory else measure_memory(root, side, checkpoint, args.striped)
         if not args.skip_speed:
             speed(root, args, repeats)
+        if not args.skip_backends:
+            backends(root, args, repeats)
+    if memory is not None:
+        print_memory(memory, side, args.striped)
+
+
+def backends(root: Path, args, repeats: int) -> None:
+    from bench.export import demo_run, quick_demo_student
+    from bench.predict_backends import backend_speed, nms_speed
+    from rotld_cli.dota.split import SplitParams
+
+    nms_speed(SAMPLES if SAMPLES.is_dir() else None)
+    student = demo_run(args.demo_dir, "student") if args.demo_dir else quick_demo_student(root / "demo")
+    size, gap = (128, 32) if args.quick else (1024, 200)
+    paths = make_images(root / "backend-images", args.quick)
+    backend_speed(root, paths, student, SplitParams(sizes=(size,), gaps=(gap,)), repeats, args.threads)
+
+
+def print_memory(memory: dict, side: int, striped: bool) -> None:
     rotld, gib = memory["rotld"], 2**30
     pixels = side * side * 3
-    layout = "DEFLATE strips" if args.striped else "DEFLATE, 512 px tiles"
+    layout = "DEFLATE strips" if striped else "DEFLATE, 512 px tiles"
     print(f"\nmemory, {side} x {side} px RGB GeoTIFF ({layout}, {memory['file']['bytes'] / gib:.2f} GiB on disk, "
           f"{pixels / gib:.2f} GiB of pixels), peak RSS:")  # fmt: skip
     print(f"  rotld reader ({rotld['reader']}, {rotld['windows']} windows, {rotld['seconds']:.1f} s)"

@@ -176,6 +176,55 @@ def torch_load(load: Callable[..., Any], source: str | os.PathLike[str], *args: 
         raise _not_a_checkpoint(str(source), local, exc) from exc
 
 
+ONNX_HINT = (
+    "an ONNX model, not a .pth checkpoint (give the .pth it was exported from; .onnx models run with `rotld predict`)"
+)
+_TAR_MAGIC_OFFSET = 257  # torch's oldest (tar) format: "ustar" at byte 257
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX protobuf opens with field 1 (ir_version, tag 0x08), then the producer's name."""
+    return head[:1] == b"\x08" and any(name in head[:64] for name in (b"pytorch", b"onnx", b"tf2onnx", b"skl2onnx"))
+
+
+def check_checkpoint_file(path: str | os.PathLike[str], what: str | None = None) -> Path:
+    """What can be told about a checkpoint without torch (milliseconds, before the engine loads):
+    it exists, is a file, is not an ONNX model, and is a torch.save zip archive or a pickle at all.
+
+    The full check (what the pickle holds, the weights against the recipe) is `load_checkpoint_file`'s.
+    `what` prefixes the message (e.g. "--teacher").
+    """
+    path = Path(path)
+    prefix = f"{what}: {path}" if what else str(path)
+    if not path.exists():
+        raise RotldError(f"{prefix}: no such file")
+    if not path.is_file():
+        raise RotldError(f"{prefix}: not a file (expected a .pth checkpoint)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_TAR_MAGIC_OFFSET + 5)
+    except OSError as exc:
+        raise RotldError(f"{prefix}: cannot read: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".onnx" or _looks_like_onnx(head):
+        raise RotldError(f"{prefix}: {ONNX_HINT}")
+    if not head:
+        raise RotldError(f"{prefix}: not a PyTorch checkpoint (the file is empty)")
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise RotldError(f"{prefix}: not a PyTorch checkpoint (truncated or corrupt zip archive)") from None
+        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            raise RotldError(f"{prefix}: not a PyTorch checkpoint (a zip archive that torch.save did not write)")
+        return path
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle: PROTO and its number (torch legacy)
+        return path
+    if head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar":
+        return path
+    raise RotldError(f"{prefix}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+
+
 def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False) -> Any:
     """Load a checkpoint onto the CPU; every failure is a one-line RotldError naming the file.
 

@@ -28,6 +28,22 @@ class Detector(Protocol):
         ...
 
 
+@runtime_checkable
+class TunableDetector(Detector, Protocol):
+    """A detector whose own test settings can be read, and whose score threshold can be lowered.
+
+    `rotld predict --score-thr` filters the merged boxes itself; a threshold below the model's own
+    would filter nothing unless the model keeps those boxes first. Both backends (the engine's
+    `EngineDetector`, the exported `OnnxDetector`) implement this.
+    """
+
+    def test_settings(self) -> dict[str, float | int]:
+        """score_thr, iou_thr (NMS), max_per_img (per image the model sees: one window), nms_pre."""
+        ...
+
+    def set_score_thr(self, value: float) -> None: ...
+
+
 def empty_detections(num_classes: int) -> DetectionsPerClass:
     """No box for any class (an image whose every window was blank, or an unreadable one)."""
     return [np.zeros((0, 6), dtype=np.float32) for _ in range(num_classes)]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rotld_cli.checkpoints import check_checkpoint_file
 from rotld_cli.dota.classes import read_classes_file
 from rotld_cli.errors import UsageError
 from rotld_cli.recipes import Recipe, load_recipe
@@ -68,7 +69,7 @@ def teacher_checkpoint(recipe: Recipe, options: TrainOptions) -> Path:
     path: Any = options.teacher or recipe.get("teacher.checkpoint", None)
     if path is None:
         raise UsageError("--teacher: required (the teacher checkpoint, e.g. work_dirs/<teacher>/latest.pth)")
-    return Path(path)
+    return check_checkpoint_file(path, "--teacher")  # a missing or foreign file fails here, before the engine
 
 
 def _overrides(options: TrainOptions) -> list[str]:

@@ -241,12 +241,32 @@ def test_fixed_size_export_and_too_small_size(demo_student, tmp_path, capsys) ->
 def test_parity_failure_writes_nothing(demo_student, tmp_path, capsys) -> None:
     out = tmp_path / "strict.onnx"
     out.write_bytes(b"the user's file")
-    code, _, err = run(["export", demo_student["student"], out, "--score-tol", "0", "--check-count", "1"], capsys)
+    code, _, err = run(["export", demo_student["student"], out, "--check-count", "1"], capsys)
+    assert code == 2 and "exists; pass --overwrite to replace it" in err  # never replaced silently
+    code, _, err = run(["export", demo_student["student"], out, "--score-tol", "0", "--check-count", "1",
+                        "--overwrite"], capsys)  # fmt: skip
     assert code == 1
     assert "not written, onnxruntime disagrees with torch beyond the tolerance" in err
+    assert "--check-images DIR" in err  # what to do
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert out.read_bytes() == b"the user's file"
     assert [p.name for p in tmp_path.iterdir()] == ["strict.onnx"]  # no temporary file left behind
+
+
+def test_a_parity_check_that_matched_nothing_says_so(demo_student, tmp_path, capsys) -> None:
+    """A model that detects nothing on the check images (score_thr 0.999 here; a 1-epoch student at 0.05)
+    exports, but the check compared only the raw head outputs, and the user is told so."""
+    import yaml
+
+    stored = torch.load(demo_student["student"], map_location="cpu", weights_only=True)["meta"]["recipe"]
+    recipe = yaml.safe_load(stored)
+    recipe["model"]["test"]["score_thr"] = 0.999
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(recipe))
+    code, stdout, err = run(["export", demo_student["student"], tmp_path / "m.onnx", "--recipe",
+                             tmp_path / "strict.yaml", "--check-count", "1", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["parity"]["exercised"] is False and json.loads(stdout)["parity"]["matched"] == 0
+    assert "the parity check matched no detection: only the raw head outputs were compared" in err
 
 
 def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys) -> None:
@@ -275,3 +295,18 @@ def test_bench_runs_and_both_backends_agree(demo_student, capsys) -> None:
     assert "(must be <= 0.1: met)" in out
     merged = [line for line in out.splitlines() if "merged detections" in line]
     assert len(merged) == 2 and merged[0].split("(")[-1] == merged[1].split("(")[-1]  # same detection count
+
+
+def test_bench_predict_backends_run_and_both_nms_agree(demo_student, tmp_path, capsys, dota_samples) -> None:
+    """`bench/predict_backends.py` end to end: the NMS table and .pth/.onnx with either NMS (identical Task1)."""
+    from bench.predict_backends import backend_speed, nms_speed
+    from rotld_cli.dota.split import SplitParams
+
+    nms_speed(dota_samples, repeats=1)
+    paths = demo_student["patches"][:2]
+    backend_speed(tmp_path, paths, demo_student["student"], SplitParams(sizes=(96,), gaps=(32,)), 1, 1)
+    out = capsys.readouterr().out
+    assert "P0706 x50 (536 objects), per class" in out and " NO" not in out
+    assert out.count("Task1 files identical: yes") == 2
+    for backend in (".pth (torch engine)", ".onnx (onnxruntime)"):
+        assert f"{backend}: NMS" in out

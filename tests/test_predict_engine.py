@@ -162,13 +162,32 @@ def test_a_georeferenced_geotiff_copy_of_a_real_sample_gives_the_pngs_detections
     maps = MapOptions(geojson=True)
     results = []
     for path in (png, tiff):
-        out = tmp_path / path.suffix[1:]
+        out = tmp_path / f"out-{path.suffix[1:]}"  # not the source's folder: predict refuses that
         writers = [lambda o, ids: write_map_outputs(o, ids, maps)]
         predict(detector, [path], out, PredictOptions(split=WINDOWS), {"file": "t"}, writers=writers)
         results.append(json.loads((out / "images" / "P1888.json").read_text()))
     assert results[0]["detections"] == results[1]["detections"] and len(results[0]["detections"]) > 0
     assert results[0]["windows"] == results[1]["windows"] == 48
-    features = json.loads((tmp_path / "tif" / "geojson" / "P1888.geojson").read_text())["features"]
+    features = json.loads((tmp_path / "out-tif" / "geojson" / "P1888.geojson").read_text())["features"]
     first = results[1]["detections"][0]["polygon"]
     expected = [[500000 + 0.3 * x, 4100000 - 0.3 * y] for x, y in zip(first[0::2], first[1::2])]
     np.testing.assert_allclose(features[0]["geometry"]["coordinates"][0][:4], expected, rtol=0, atol=1e-9)
+
+
+def test_a_plain_state_dict_predicts_with_recipe(world, tmp_path):
+    """A checkpoint without rotld's metadata: the error names `--recipe`, which then builds the same model."""
+    state = torch.load(world["model"], map_location="cpu", weights_only=True)["state_dict"]
+    bare = tmp_path / "bare.pth"
+    torch.save(state, bare)
+    image = sorted(world["images"].glob("*.png"))[0]
+    code, _, err = _main(["predict", bare, image, "--out", tmp_path / "a", "--device", "cpu"])
+    assert code == 1 and "no recipe in the checkpoint's metadata" in err and "--recipe RECIPE" in err
+    assert len(err.strip().splitlines()) == 1
+    results = []
+    for model, extra in ((bare, ["--recipe", world["root"] / "teacher.yaml"]), (world["model"], [])):
+        out = tmp_path / model.stem
+        code, _, err = _main(["predict", model, image, "--out", out, "--device", "cpu", "--sizes", "128", "--gaps",
+                              "32", "--json", *extra])  # fmt: skip
+        assert code == 0, err
+        results.append(json.loads((out / "images" / f"{image.stem}.json").read_text())["detections"])
+    assert results[0] == results[1]

@@ -76,8 +76,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "predict": [
         ("Detect on every image of a folder", "rotld predict student.pth scenes/ --out predictions/"),
-        ("Huge GeoTIFF mosaics and a PNG, multi-scale windows, with pictures",
-         "rotld predict student.pth 'mosaics/**/*.tif' big.png --out pred/ --preset ms --save-vis"),
+        ("Huge GeoTIFF mosaics and a PNG with an exported model (onnxruntime only), multi-scale windows, pictures",
+         "rotld predict student.onnx 'mosaics/**/*.tif' big.png --out pred/ --preset ms --save-vis"),
         ("DOTA val, then `rotld evaluate --results pred/ --ann-dir DOTA/val/labelTxt` for its AP",
          "rotld predict student.pth DOTA/val/images --out pred/ --json"),
         ("A GeoTIFF to a GeoPackage layer for QGIS, in WGS 84 lon/lat",

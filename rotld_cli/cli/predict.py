@@ -16,12 +16,20 @@ from rotld_cli.errors import RotldError, UsageError
 DEVICES = ("auto", "cuda", "cpu")
 
 
-@app.command(
-    "predict",
-    help="Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS.",
+HELP = (
+    "Detect on full-size images of any size: windows as prepare-dota cuts them, merged by rotated NMS. "
+    "A detection centred outside the image (in a window's padding) is dropped. OUT must be new, empty or a "
+    "folder rotld predict wrote; its Task1 files hold every image predicted there with the same model and "
+    "settings. A rerun resumes: an image is skipped when its images/<id>.json was made with the same model, "
+    "settings and source file (same path, and same size and modification time, or else same SHA-256)."
 )
+
+
+@app.command("predict", help=HELP)
 def predict_cmd(
-    model: Path = typer.Argument(..., metavar="CKPT", help="A rotld checkpoint (.pth)."),
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="A rotld checkpoint (.pth) or a model from `rotld export` (.onnx)."
+    ),
     sources: list[str] = typer.Argument(
         ...,
         metavar="SOURCE...",
@@ -37,15 +45,24 @@ def predict_cmd(
     padding_value: Optional[list[str]] = typer.Option(
         None, "--padding-value", metavar="B,G,R", help="Fill of windows past the image (default: 104,116,124)."
     ),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", help=".pth: the model's recipe (default: the one stored in the checkpoint; needed for a "
+        "plain state dict)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto: the GPU when there is one."),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="Windows per forward (default: 1 on the CPU, 4 with a GPU)."
     ),
     merge_iou: float = typer.Option(0.1, "--merge-iou", help="IoU of the per-class rotated NMS across windows."),
-    score_thr: float = typer.Option(0.0, "--score-thr", help="Drop merged detections scoring below this."),
+    score_thr: float = typer.Option(
+        0.0, "--score-thr", help="Drop merged detections scoring below this; below the model's own score_thr, the "
+        "model's is lowered to it."
+    ),
     max_per_img: Optional[int] = typer.Option(None, "--max-per-img", help="Keep the best N per image (default: all)."),
     class_agnostic: bool = typer.Option(False, "--class-agnostic", help="Merge across classes (one NMS per image)."),
-    save_vis: bool = typer.Option(False, "--save-vis", help="Draw the detections into OUT/vis/<id>.png."),
+    save_vis: bool = typer.Option(
+        False, "--save-vis", help="Draw the detections into OUT/vis/<id>.png (resumed images too)."
+    ),
     vis_score_thr: float = typer.Option(0.3, "--vis-score-thr", help="Draw detections scoring at least this."),
     bands: Optional[list[str]] = typer.Option(
         None,
@@ -75,6 +92,7 @@ def predict_cmd(
     from rotld_cli.dota.split import SplitParams
     from rotld_cli.predict.backend import check_model_path
     from rotld_cli.predict.maps import MapOptions
+    from rotld_cli.predict.outputs import check_out_dir
     from rotld_cli.predict.pixels import PixelOptions
     from rotld_cli.predict.run import PredictOptions
     from rotld_cli.predict.sources import collect_sources
@@ -83,6 +101,8 @@ def predict_cmd(
         raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if device not in DEVICES:
         raise UsageError(f"--device: expected {', '.join(DEVICES)}, got {device!r}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     base = PRESETS[preset]
     split = SplitParams(
         sizes=_values("--sizes", sizes, int) or base["sizes"],
@@ -105,10 +125,12 @@ def predict_cmd(
     maps = MapOptions(geojson=geojson, geojson_merged=geojson_merged, gpkg=gpkg, to_crs=to_crs)
     maps.validate()
     check_model_path(model)
+    if recipe is not None and model.suffix.lower() == ".onnx":
+        raise UsageError(f"--recipe applies to .pth checkpoints; {model} carries its own settings")
     paths = collect_sources(sources)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    summary = run_predict(model, paths, out, options, device, batch_size, show_progress=not as_json, maps=maps)
+    check_out_dir(out, paths)
+    summary = run_predict(model, paths, out, options, device, batch_size, recipe, show_progress=not as_json,
+                          maps=maps)
     from rotld_cli import ui
 
     if as_json:
@@ -120,41 +142,72 @@ def predict_cmd(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         render(summary)
-    skipped = summary.to_dict()["no_picture"]
-    if skipped:
-        ui.warn(f"--save-vis: no picture of {len(skipped)} image(s) read by windows (too large to draw): "
-                + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
-    for note in summary.writer_notes:
+    for note in notes(summary):
         ui.warn(note)
     if summary.problems:
         raise RotldError(f"{len(summary.problems)} image(s) could not be read; the others are in {out}")
 
 
-def run_predict(
-    model: Path, paths, out: Path, options, device: str, batch_size: int | None, show_progress: bool, maps=None
-):
+def _listed(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def notes(summary) -> list[str]:
+    """What the user must know besides the table: outputs that are not what they may expect."""
+    data = summary.to_dict()
+    found = list(summary.writer_notes)  # per-image notes are printed as each image is done
+    cfg = data["model_test_cfg"]
+    if "lowered_from" in cfg:
+        found.append(f"--score-thr {cfg['score_thr']:g}: the model's own score_thr {cfg['lowered_from']:g} was "
+                     "lowered to it, so the windows keep those boxes")  # fmt: skip
+    if data["outside_image"]:
+        found.append(f"{data['outside_image']} detection(s) centred outside their image (in a window's padding) "
+                     "were dropped")  # fmt: skip
+    if data["no_picture"]:
+        found.append(f"--save-vis: no picture of {len(data['no_picture'])} image(s) read by windows (too large to "
+                     f"draw): {_listed(data['no_picture'])}")  # fmt: skip
+    blank = [o for o in summary.outcomes if o.drawn == 0]
+    if blank:
+        best = max((o.best_score for o in blank if o.best_score is not None), default=None)
+        why = f"best score {best:.3g}" if best is not None else "no detections"
+        found.append(f"--save-vis: {len(blank)} picture(s) show no box, every detection scores below "
+                     f"--vis-score-thr {summary.vis_score_thr:g} ({why}): {_listed([o.image_id for o in blank])}")
+    for image_id, before in data["replaced"].items():
+        found.append(f"images/{image_id}.json held the result of {before}; replaced by this run's {image_id}")
+    if data["left_out_of_task1"]:
+        files = [f["file"] for f in data["left_out_of_task1"]]
+        found.append(f"{len(files)} result(s) in {summary.out_dir}/images are not in the Task1 files (made with "
+                     f"another model or other settings; predict those images again with these): {_listed(files)}")
+    return found
+
+
+def run_predict(model: Path, paths, out: Path, options, device: str, batch_size: int | None, recipe: str | None,
+                show_progress: bool, maps=None):
     """Load the backend (the engine only now), then predict with a progress bar; `maps`: the map outputs."""
     from dataclasses import replace
     from functools import partial
 
     from rotld_cli.checkpoints import sha256_file
-    from rotld_cli.predict.backend import load_detector_backend
+    from rotld_cli.predict.backend import load_detector_backend, lower_score_thr
     from rotld_cli.predict.run import predict
 
-    detector = load_detector_backend(model, None if device == "auto" else device, batch_size)
+    detector = load_detector_backend(model, None if device == "auto" else device, batch_size, recipe)
+    lowered_from = lower_score_thr(detector, options.score_thr)
     options = replace(options, batch_size=getattr(detector, "batch_size", options.batch_size))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RotldError(f"--out {out}: cannot create: {exc.strerror or exc}") from None
     identity = {"file": model.name, "sha256": sha256_file(model)}
+    if recipe is not None:
+        identity["recipe"] = recipe
     from rotld_cli.predict.maps import write_map_outputs
 
     writers = [partial(write_map_outputs, options=maps)] if maps is not None and maps.wanted else []
     if not show_progress:
-        return predict(detector, paths, out, options, identity, writers=writers)
-    with _ProgressCallbacks() as callbacks:
-        return predict(detector, paths, out, options, identity, callbacks, writers=writers)
+        summary = predict(detector, paths, out, options, identity, writers=writers)
+    else:
+        with _ProgressCallbacks() as callbacks:
+            summary = predict(detector, paths, out, options, identity, callbacks, writers=writers)
+    if lowered_from is not None:
+        summary.model_settings["lowered_from"] = lowered_from
+    return summary
 
 
 class _ProgressCallbacks:
@@ -214,6 +267,7 @@ def render(summary) -> None:
         ["predicted now", data["predicted"]],
         ["resumed (done before)", data["resumed"]],
         ["unreadable", data["failed"]],
+        ["in the Task1 files", data["task1_images"]],
         ["windows", data["windows"]],
         ["windows skipped (all nodata)", data["windows_nodata"]],
         ["seconds", f"{data['seconds']:.1f}"],

@@ -193,6 +193,7 @@ train_cmd = _register(
     "Recipe file or bundled name (see `rotld recipes list`).", student=False,
 )
 distill_cmd = _register(
-    "distill", "Distill a student from a teacher checkpoint with a YAML recipe.",
+    "distill", "Distill a student from a teacher checkpoint with a YAML recipe: LD+KD, CrossKD, BCKD or LD+CrossKD, "
+    "as the recipe's distill.method says (`rotld recipes list` names them).",
     "Student recipe file or bundled name (see `rotld recipes list`).", student=True,
 )

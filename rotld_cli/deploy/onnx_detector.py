@@ -82,6 +82,14 @@ class OnnxDetector:
         """score_thr, iou_thr, max_per_img, nms_pre: editable before `detect`, like EngineDetector's."""
         return self.meta.test_cfg
 
+    def test_settings(self) -> dict[str, float | int]:
+        cfg = self.meta.test_cfg
+        return {"score_thr": cfg.score_thr, "iou_thr": cfg.iou_thr, "max_per_img": cfg.max_per_img,
+                "nms_pre": cfg.nms_pre}
+
+    def set_score_thr(self, value: float) -> None:
+        self.meta.test_cfg.score_thr = float(value)
+
     def detect(self, images: Sequence[np.ndarray]) -> list[DetectionsPerClass]:
         results: list[DetectionsPerClass] = []
         levels = len(self.meta.anchors.strides)

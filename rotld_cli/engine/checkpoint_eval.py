@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rotld_cli.checkpoints import check_checkpoint_file
 from rotld_cli.dota.formats import IMAGE_SUFFIXES, TASK1_PREFIX, as_written, class_from_task1_name, is_image_file
 from rotld_cli.dota.merge import split_patch_id
 from rotld_cli.errors import RotldError, UsageError
@@ -123,9 +124,7 @@ def _check_options(options: CheckpointEvalOptions) -> None:
         raise UsageError("--imageset needs --ann-dir (it selects labelled images to evaluate)")
     if options.plot and options.ann_dir is None:
         raise UsageError("--plot needs --ann-dir (the curves are computed against the ground truth)")
-    if not options.checkpoint.is_file():
-        what = "no such file" if not options.checkpoint.exists() else "not a file (expected a .pth checkpoint)"
-        raise RotldError(f"{options.checkpoint}: {what}")
+    check_checkpoint_file(options.checkpoint)
 
 
 def select_patches(options: CheckpointEvalOptions) -> PatchSelection:
@@ -202,10 +201,6 @@ def load_model(checkpoint: Path, device: str, recipe_ref: str | None, batch_size
         if match is None:
             raise
         raise _mismatch_error(checkpoint, recipe_ref, *match.groups()) from None
-    except RotldError as exc:
-        if recipe_ref is None and "no recipe" in str(exc):
-            raise RotldError(f"{exc} (--recipe R)") from None
-        raise
     trained_on = detector.meta.get("classes")
     if isinstance(trained_on, (list, tuple)) and tuple(trained_on) != detector.classes:
         raise RotldError(

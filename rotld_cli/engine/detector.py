@@ -57,6 +57,14 @@ class EngineDetector:
         module = self.model.module if hasattr(self.model, "module") else self.model
         return module.bbox_head.test_cfg
 
+    def test_settings(self) -> dict[str, float | int]:
+        cfg = self.test_cfg
+        return {"score_thr": float(cfg.score_thr), "iou_thr": float(cfg.nms.iou_thr),
+                "max_per_img": int(cfg.max_per_img), "nms_pre": int(cfg.get("nms_pre", -1))}
+
+    def set_score_thr(self, value: float) -> None:
+        self.test_cfg.score_thr = float(value)
+
     def detect(self, images: Sequence[np.ndarray]) -> list[DetectionsPerClass]:
         import torch
         from mmcv.parallel import collate

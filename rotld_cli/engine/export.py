@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rotld_cli import __version__
-from rotld_cli.checkpoints import sha256_file
+from rotld_cli.checkpoints import check_checkpoint_file, sha256_file
 from rotld_cli.deploy.metadata import (
     METADATA_KEY,
     AnchorSettings,
@@ -46,6 +46,14 @@ from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_path
 
 DEFAULT_OPSET = 17
+PARITY_ADVICE = (
+    "float-level ties at a threshold or top-k are tolerated already: check on patches the model detects on "
+    "(--check-images DIR, e.g. a prepare-dota split), or widen --box-tol/--score-tol if this difference is acceptable"
+)
+NOT_EXERCISED = (
+    "the parity check matched no detection{ties}: only the raw head outputs were compared; pass --check-images DIR "
+    "with patches the model detects on (e.g. a prepare-dota split) to compare its boxes"
+)
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".jpg")
 
 
@@ -61,6 +69,8 @@ class ExportOptions:
     """Folder of patches for the parity check; None: synthetic scenes at the model's input size."""
     check_count: int = 4
     tolerance: Tolerance = field(default_factory=Tolerance)
+    overwrite: bool = False
+    """Replace an existing OUT (default: refuse it)."""
 
 
 @dataclass
@@ -82,15 +92,18 @@ def check_options(options: ExportOptions) -> None:
         raise UsageError(f"OUT {options.out}: the output file must end in .onnx")
     if options.out.is_dir():
         raise UsageError(f"OUT {options.out}: is a directory; give a file name ending in .onnx")
+    blocker = next((p for p in options.out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"OUT {options.out}: {blocker} is a file, not a folder")
+    if options.out.exists() and not options.overwrite:
+        raise UsageError(f"OUT {options.out}: exists; pass --overwrite to replace it (or choose another name)")
     if options.size is not None and (options.size < 64 or options.size % 32):
         raise UsageError(f"--size must be a multiple of 32 and at least 64, got {options.size}")
     if not 11 <= options.opset <= 20:
         raise UsageError(f"--opset must be between 11 and 20, got {options.opset}")
     if options.check_count < 1:
         raise UsageError(f"--check-count must be at least 1, got {options.check_count}")
-    if not options.checkpoint.is_file():
-        what = "no such file" if not options.checkpoint.exists() else "not a file (expected a .pth checkpoint)"
-        raise RotldError(f"{options.checkpoint}: {what}")
+    check_checkpoint_file(options.checkpoint)
     if options.check_images is not None:
         check_image_paths(options.check_images, options.check_count)
     for module in ("onnx", "onnxruntime"):
@@ -102,8 +115,12 @@ def check_options(options: ExportOptions) -> None:
 
 def check_image_paths(folder: Path, count: int) -> list[Path]:
     """The first `count` images of `folder` (or of `folder/images`, a prepare-dota split)."""
+    if not folder.exists():
+        raise UsageError(f"--check-images {folder}: no such folder")
+    if not folder.is_dir():
+        raise UsageError(f"--check-images {folder}: not a folder (give a folder of patches, e.g. a prepare-dota split)")
     folder = folder / "images" if (folder / "images").is_dir() else folder
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise UsageError(f"--check-images {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
     return paths[:count]
@@ -266,21 +283,32 @@ def load_check_images(options: ExportOptions, side: int) -> tuple[list[np.ndarra
     return images, names
 
 
-def raw_differences(model: Any, onnx_detector: OnnxDetector, images: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Largest |torch − onnxruntime| over every anchor's scores and logits (same input tensor)."""
+def raw_differences(model: Any, onnx_detector: OnnxDetector, images: Sequence[np.ndarray],
+                    tol: float) -> tuple[float, float, list[float | None]]:
+    """Largest |torch − onnxruntime| over every anchor's scores and logits (same input tensor), and per
+    image the highest score at which a level's `nms_pre` top-k cut falls within `tol` of the next anchor
+    (a tie two backends may break either way; None where no cut does)."""
     import torch
 
     module = _HeadMaps.module(model)
-    levels = len(onnx_detector.meta.anchors.strides)
+    meta = onnx_detector.meta
+    levels, num_classes, nms_pre = len(meta.anchors.strides), len(meta.classes), meta.test_cfg.nms_pre
     score_diff = logit_diff = 0.0
+    ties: list[float | None] = []
     for image in images:
-        batch = collate([prepare_image(image, onnx_detector.meta.input)], onnx_detector.meta.input)
+        batch = collate([prepare_image(image, meta.input)], meta.input)
         with torch.no_grad():
             ours = [t.numpy() for t in module(torch.from_numpy(batch))]
         theirs = onnx_detector.session.run(None, {INPUT_NAME: batch})
         diffs = [float(np.abs(a - b).max()) for a, b in zip(ours, theirs)]
         score_diff, logit_diff = max(score_diff, *diffs[:levels]), max(logit_diff, *diffs[levels:])
-    return score_diff, logit_diff
+        tie = None
+        for scores in theirs[:levels]:
+            best = np.sort(scores.reshape(-1, num_classes).max(axis=1))[::-1]
+            if 0 < nms_pre < best.size and best[nms_pre - 1] - best[nms_pre] <= tol:
+                tie = max(tie or 0.0, float(best[nms_pre - 1]))
+        ties.append(tie)
+    return score_diff, logit_diff, ties
 
 
 def padded_like(cfg: Any, settings: InputSettings) -> Any:
@@ -324,14 +352,16 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] | None =
         onnx_detector = OnnxDetector.from_file(tmp)
         engine = EngineDetector(wrapped, padded_like(cfg, meta.input).data.test.pipeline, meta.classes,
                                 meta.angle_version, "cpu")
+        score_diff, logit_diff, topk_ties = raw_differences(model, onnx_detector, images, options.tolerance.score)
+        cfg = meta.test_cfg
         report = compare_detections(engine.detect(images), onnx_detector.detect(images), meta.classes,
-                                    meta.test_cfg.score_thr, options.tolerance, names)
-        score_diff, logit_diff = raw_differences(model, onnx_detector, images)
+                                    cfg.score_thr, options.tolerance, names, iou_thr=cfg.iou_thr,
+                                    max_per_img=cfg.max_per_img, topk_ties=topk_ties)  # fmt: skip
         if score_diff > options.tolerance.score:
             report.problems.insert(0, f"class scores of some anchor differ by {score_diff:.2g} before post-processing")
         if not report.ok:
             raise RotldError(f"{options.out}: not written, onnxruntime disagrees with torch beyond the tolerance "
-                             f"({options.tolerance.describe()}): {report.problems[0]}")
+                             f"({options.tolerance.describe()}): {report.problems[0]}; {PARITY_ADVICE}")
     return ExportResult(
         out=options.out, sha256=sha256_file(options.out), size_bytes=options.out.stat().st_size, metadata=meta,
         parity=report, raw_score_diff=score_diff, raw_logit_diff=logit_diff, check_images=names,
@@ -347,7 +377,8 @@ def as_json_dict(result: ExportResult) -> dict[str, Any]:
         "classes": result.metadata.classes, "source_sha256": result.metadata.source_sha256,
         "parity": {
             "images": result.check_images, "matched": p.matched, "engine_detections": p.reference_total,
-            "onnx_detections": p.candidate_total, "borderline": p.borderline, "max_box_diff": p.max_box_diff,
+            "onnx_detections": p.candidate_total, "borderline": p.borderline, "ties": dict(p.ties),
+            "exercised": p.exercised, "max_box_diff": p.max_box_diff,
             "max_angle_diff": p.max_angle_diff, "max_score_diff": p.max_score_diff,
             "raw_score_diff": result.raw_score_diff, "raw_logit_diff": result.raw_logit_diff,
         },

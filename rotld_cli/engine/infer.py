@@ -39,7 +39,8 @@ def load_detector(checkpoint: os.PathLike[str] | str, device: str | None = None,
     meta = state.get("meta") or {}
     recipe = load_recipe(recipe_ref) if recipe_ref is not None else ckpt.stored_recipe(meta, checkpoint)
     if recipe is None:
-        raise RotldError(f"{checkpoint}: no recipe in the checkpoint's metadata; pass the recipe it was trained with")
+        raise RotldError(f"{checkpoint}: no recipe in the checkpoint's metadata (a plain state dict?); pass "
+                         "--recipe RECIPE, the recipe it was trained with (a bundled name or a YAML file)")
     recipe = without_teacher(recipe)
     cfg = build_config(recipe)
     cfg.model.backbone.init_cfg = None

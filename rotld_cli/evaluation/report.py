@@ -117,6 +117,7 @@ class EvaluationReport:
     devkit: dict[str, float] | None = None  # the correct means when `means` carry the seed's bug
     skipped: Problems = field(default_factory=Problems)  # result-file lines left out
     ignored_classes: list[str] = field(default_factory=list)  # result files outside the class set
+    images_note: str | None = None  # which images were evaluated, when not every label file's
     gt_skipped: Problems = field(default_factory=Problems)  # ground-truth lines left out
     gt_outside: dict[str, int] = field(default_factory=dict)  # GT objects of classes outside the set
     saved: str | None = None
@@ -148,6 +149,8 @@ class EvaluationReport:
         out["classes"] = list(self.classes)
         out["class_set"] = self.class_set
         out["num_images"] = self.num_images
+        if self.images_note is not None:
+            out["images_note"] = self.images_note
         out["merged"] = self.merged
         out["missing_classes"] = self.missing_classes
         out["skipped"] = self.skipped.to_json()
@@ -167,7 +170,7 @@ class EvaluationReport:
 
     def notes(self) -> list[str]:
         """What a reader must know besides the numbers: left-out classes, objects and lines."""
-        notes = []
+        notes = [self.images_note] if self.images_note else []
         if self.gt_outside:
             total = sum(self.gt_outside.values())
             counts = ", ".join(f"{n} {c}" for c, n in sorted(self.gt_outside.items()))

@@ -65,6 +65,7 @@ class EvaluateOptions:
     strict: bool | None = None
     seed_compat: bool = False
     image_ids: Sequence[str] | None = None
+    images_from: str = "the images the patches were cut from"  # what `image_ids` are, for the messages
     classes: Sequence[str] | None = None
     model_classes: Sequence[str] | None = None  # the model's (checkpoint mode), else the folder manifest's
 
@@ -146,6 +147,13 @@ def read_manifest(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def predicted_images(folder: Path) -> list[str] | None:
+    """The images of a folder `rotld predict` wrote (its manifest lists them), or None for other folders."""
+    data = read_manifest(folder)
+    images = data.get("images") if data and data.get("kind") == "predicted" else None
+    return list(images) if isinstance(images, list) and all(isinstance(i, str) for i in images) else None
+
+
 def manifest_classes(folder: Path) -> tuple[str, ...] | None:
     data = read_manifest(folder)
     classes = data.get("classes") if data else None
@@ -168,14 +176,18 @@ def evaluation_rules(options: EvaluateOptions) -> tuple[EvalProtocol, str]:
     return protocol, protocol.metric(options.metric)
 
 
-def write_task1_folder(folder: Path, dets: dict[str, Task1Detections], classes: Sequence[str], kind: str,
-                       protocol: str | None = None) -> list[Path]:  # fmt: skip
-    """`write_task1_files`, then the manifest (the classes, which files rotld wrote, the protocol)."""
-    written = write_task1_files(folder, dets, classes)
-    manifest = {"kind": kind, "classes": list(classes), "files": [p.name for p in written]}
-    if protocol is not None:
-        manifest["protocol"] = protocol
+def write_manifest(folder: Path, kind: str, classes: Sequence[str], files: Sequence[Path],
+                   extra: dict | None = None) -> None:
+    """The manifest of a Task1 folder rotld writes: its kind, the classes, the files rotld wrote (and `extra`)."""
+    manifest = {"kind": kind, "classes": list(classes), "files": [p.name for p in files], **(extra or {})}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def write_task1_folder(folder: Path, dets: dict[str, Task1Detections], classes: Sequence[str], kind: str,
+                       protocol: str | None = None, extra: dict | None = None) -> list[Path]:
+    """`write_task1_files`, then the manifest (the classes, which files rotld wrote, the protocol, `extra`)."""
+    written = write_task1_files(folder, dets, classes)
+    write_manifest(folder, kind, classes, written, {**({"protocol": protocol} if protocol else {}), **(extra or {})})
     return written
 
 
@@ -234,7 +246,7 @@ def evaluated_image_ids(options: EvaluateOptions) -> list[str]:
         if missing:
             raise RotldError(
                 f"--ann-dir {options.ann_dir}: no label file for {len(missing)} of the {len(ids)} images "
-                f"(e.g. {missing[0]}.txt); is it the labelTxt folder of the images the patches were cut from?"
+                f"(e.g. {missing[0]}.txt); is it the labelTxt folder of {options.images_from}?"
             )
         if not ids:
             raise RotldError("no images to evaluate")

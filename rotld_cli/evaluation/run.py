@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rotld_cli.evaluation.evaluator import DotaEvaluator, Evaluation, Progress
@@ -14,6 +15,7 @@ from rotld_cli.evaluation.results import (
     drop_unknown_images,
     evaluated_image_ids,
     evaluation_rules,
+    predicted_images,
     read_results,
     validate_options,
     write_submission_zip,
@@ -21,9 +23,27 @@ from rotld_cli.evaluation.results import (
 )
 
 
+def predict_folder_images(options: EvaluateOptions) -> tuple[EvaluateOptions, str | None]:
+    """A folder `rotld predict` wrote is evaluated on the images it holds (its manifest lists them), not
+    on every label file of `--ann-dir`: an image never predicted is not an image without detections.
+    `--imageset` chooses otherwise. Returns the options and a note when label files are left out."""
+    if options.ann_dir is None or options.image_ids is not None or options.imageset is not None:
+        return options, None
+    images = predicted_images(options.results)
+    if images is None:
+        return options, None
+    options = replace(options, image_ids=images, images_from=f"the images predicted into {options.results}")
+    labelled = sum(1 for _ in options.ann_dir.glob("*.txt"))
+    if labelled <= len(images):
+        return options, None
+    return options, (f"evaluated the {len(images)} image(s) rotld predict wrote into {options.results}, not all "
+                     f"{labelled} label files of {options.ann_dir} (--imageset FILE to choose the images)")
+
+
 def evaluate(options: EvaluateOptions, on_progress: Progress | None = None) -> Evaluation:
     """Read and check the result files, evaluate them, write `--save-merged` and `--zip`."""
     classes = validate_options(options)
+    options, images_note = predict_folder_images(options)
     protocol, metric = evaluation_rules(options)
     image_ids = evaluated_image_ids(options) if options.ann_dir is not None else []
     skipped, ignored = Problems(), []
@@ -37,7 +57,7 @@ def evaluate(options: EvaluateOptions, on_progress: Progress | None = None) -> E
     evaluator.process(dets)
     evaluation = evaluator.evaluate(on_progress)
     report = evaluation.report
-    report.skipped, report.ignored_classes = skipped, ignored
+    report.skipped, report.ignored_classes, report.images_note = skipped, ignored, images_note
     write_outputs(evaluation, options)
     return evaluation
 

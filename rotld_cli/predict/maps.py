@@ -29,7 +29,7 @@ import numpy as np
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_path, atomic_write_text
 from rotld_cli.predict.geo import PIXEL_CRS_WKT, GeoReference, Reprojection, affine_points, epsg_code, parse_crs
-from rotld_cli.predict.outputs import read_result
+from rotld_cli.predict.outputs import read_result, result_path
 
 GEOJSON_DIR = "geojson"
 MERGED_GEOJSON = "detections.geojson"
@@ -161,12 +161,20 @@ def write_gpkg(path: Path, features: Sequence[ImageFeatures]) -> None:
                   crs=crs_wkt, geometry_type="Polygon")  # fmt: skip
 
 
+def _finished(out_dir: Path, image_id: str) -> dict:
+    """One finished image's result JSON (a RotldError naming the file when it cannot be read)."""
+    data = read_result(result_path(out_dir, image_id))
+    if data is None:
+        raise RotldError(f"{result_path(out_dir, image_id)}: cannot read the image's result")
+    return data
+
+
 def write_map_outputs(out_dir: Path, image_ids: Sequence[str], options: MapOptions) -> tuple[list[Path], list[str]]:
     """The map files `options` asks for, from the finished images' JSONs -> (files written, notes)."""
     if not options.wanted:
         return [], []
     target = parse_crs(options.to_crs) if options.to_crs else None
-    features = [image_features(read_result(out_dir, image_id), target) for image_id in sorted(image_ids)]
+    features = [image_features(_finished(out_dir, image_id), target) for image_id in sorted(image_ids)]
     notes = [f.note for f in features if f.note]
     written = []
     if options.geojson:

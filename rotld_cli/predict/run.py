@@ -10,7 +10,15 @@ files of prepare-dota would be read. So `predict` then `evaluate --results` equa
 Pixels come from an image source (`images.open_image`: OpenCV for PNG/JPEG/BMP, rasterio for every
 raster GDAL opens); a window that is entirely nodata is skipped and counted. After the images, the
 Task1 files and any result writers (`maps.write_map_outputs`: GeoJSON, GeoPackage) are rebuilt
-from all the per-image JSONs.
+from all the per-image JSONs made with the run's model and settings.
+
+Two rules of the product live here, stated in the README and `rotld predict -h`:
+* A detection whose centre lies outside the image ([0, width] x [0, height]) comes from the
+  padding of a window past the border; it is dropped before the merge (and counted).
+* An image is resumed (not predicted again) when its JSON was made with the same model, the same
+  result-shaping settings and the same source file: the same path, and the same size and
+  modification time, or else the same SHA-256 of the bytes (a copied or touched file resumes, a
+  replaced one does not).
 
 Engine-free: the model arrives as a `Detector`; progress goes to callbacks, not to a UI.
 """
@@ -26,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rotld_cli.checkpoints import sha256_file
 from rotld_cli.detector import Detector, empty_detections
 from rotld_cli.dota.merge import round_like_task1
 from rotld_cli.dota.polygons import ANGLE_VERSIONS, rboxes_to_polygons
@@ -35,12 +44,12 @@ from rotld_cli.dota.split import SplitParams, patch_name, sliding_windows
 from rotld_cli.errors import UsageError
 from rotld_cli.fileio import atomic_write_text
 from rotld_cli.predict.images import image_size, open_image
-from rotld_cli.predict.outputs import IMAGES_DIR, write_task1_from_results
+from rotld_cli.predict.outputs import RESULT_FORMAT, claim_out_dir, read_result, rebuild_task1, result_path
 from rotld_cli.predict.pixels import PixelOptions
 
-RESULT_FORMAT = "rotld-predict/2"  # 2: the source's georeference and pixel rules are recorded
 ResultWriter = Callable[[Path, Sequence[str]], tuple[list[Path], list[str]]]
 """Writes outputs rebuilt from the finished images' JSONs (out dir, image ids) -> (files, notes)."""
+
 VIS_DIR = "vis"
 
 
@@ -95,6 +104,7 @@ class Merged:
     rboxes: np.ndarray  # (n, 5) cx, cy, w, h, angle in image pixels
     labels: np.ndarray  # (n,) class index
     scores: np.ndarray  # (n,)
+    outside: int = 0  # window detections dropped before the merge: centre outside the image
 
 
 @dataclass
@@ -107,6 +117,10 @@ class ImageOutcome:
     resumed: bool = False
     problem: str | None = None
     no_picture: bool = False  # --save-vis, but the image is read by windows: too large to draw
+    drawn: int | None = None  # --save-vis: boxes drawn on the picture (None: no picture)
+    best_score: float | None = None  # the image's best detection score (for a picture without boxes)
+    outside: int = 0  # detections dropped: centre outside the image
+    replaced: str | None = None  # the source whose result this image's JSON held before (same id, other file)
     windows_nodata: int = 0  # windows skipped: every pixel nodata
     notes: list[str] = field(default_factory=list)  # warnings about this image (e.g. predicted in pixels)
 
@@ -118,6 +132,10 @@ class PredictSummary:
     classes: tuple[str, ...]
     seconds: float
     written: list[Path] = field(default_factory=list)
+    task1_images: list[str] = field(default_factory=list)  # the images the Task1 files hold
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # JSONs in OUT not in them, and why
+    model_settings: dict = field(default_factory=dict)  # the model's own test settings, as run
+    vis_score_thr: float = 0.3
     map_files: list[Path] = field(default_factory=list)
     writer_notes: list[str] = field(default_factory=list)
 
@@ -137,14 +155,20 @@ class PredictSummary:
             "resumed": len(done) - len(run),
             "failed": len(self.outcomes) - len(done),
             "windows": windows,
-            "windows_nodata": sum(o.windows_nodata for o in run),
             "detections": per_class,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(len(run) / self.seconds, 3) if self.seconds > 0 else 0.0,
             "windows_per_s": round(windows / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "outside_image": sum(o.outside for o in run),
+            "windows_nodata": sum(o.windows_nodata for o in run),
             "problems": self.problems,
             "no_picture": [o.image_id for o in self.outcomes if o.no_picture],
+            "pictures_without_boxes": [o.image_id for o in self.outcomes if o.drawn == 0],
+            "replaced": {o.image_id: o.replaced for o in self.outcomes if o.replaced},
+            "model_test_cfg": self.model_settings,
             "task1_files": [str(p) for p in self.written],
+            "task1_images": len(self.task1_images),
+            "left_out_of_task1": [{"file": f, "reason": r} for f, r in self.left_out],
             "map_files": [str(p) for p in self.map_files],
             "warnings": [n for o in self.outcomes for n in o.notes] + self.writer_notes,
         }
@@ -211,14 +235,27 @@ def detect_windows(
 
 
 def merge_windows(
-    windows: np.ndarray, per_window: Sequence[Sequence[np.ndarray]], angle_version: str, options: PredictOptions
+    windows: np.ndarray,
+    per_window: Sequence[Sequence[np.ndarray]],
+    angle_version: str,
+    options: PredictOptions,
+    size: tuple[int, int] | None = None,
 ) -> Merged:
-    """Window detections -> image detections, as `rotld evaluate` merges patch Task1 files."""
+    """Window detections -> image detections, as `rotld evaluate` merges patch Task1 files.
+
+    With the image's `size` (width, height), detections centred outside it (in a window's padding)
+    are dropped first."""
     polys, rboxes, labels, scores = [], [], [], []
+    outside = 0
     for window, per_class in zip(windows, per_window):
         x, y = float(window[0]), float(window[1])
         for label, boxes in enumerate(per_class):
             boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+            if size is not None and len(boxes):
+                cx, cy = boxes[:, 0] + x, boxes[:, 1] + y
+                inside = (cx >= 0) & (cx <= size[0]) & (cy >= 0) & (cy <= size[1])
+                outside += int((~inside).sum())
+                boxes = boxes[inside]
             if not len(boxes):
                 continue
             # the patch file's polygon (%.2f), shifted by the patch origin: evaluate's merge input
@@ -227,7 +264,7 @@ def merge_windows(
             labels.append(np.full(len(boxes), label, dtype=np.int64))
             scores.append(boxes[:, 5])
     if not polys:
-        return Merged(np.zeros((0, 8)), np.zeros((0, 5)), np.zeros(0, dtype=np.int64), np.zeros(0))
+        return Merged(np.zeros((0, 8)), np.zeros((0, 5)), np.zeros(0, dtype=np.int64), np.zeros(0), outside)
     polys, rboxes = np.concatenate(polys), np.concatenate(rboxes)
     labels, scores = np.concatenate(labels), np.concatenate(scores)
     groups = np.zeros_like(labels) if options.class_agnostic else labels
@@ -235,7 +272,26 @@ def merge_windows(
     keep = keep[scores[keep] >= options.score_thr]
     if options.max_per_img is not None and len(keep) > options.max_per_img:  # the best, in merge order
         keep = keep[np.sort(np.argsort(-scores[keep], kind="stable")[: options.max_per_img])]
-    return Merged(round_like_task1(polys[keep]), rboxes[keep], labels[keep], scores[keep])
+    return Merged(round_like_task1(polys[keep]), rboxes[keep], labels[keep], scores[keep], outside)
+
+
+def source_identity(path: Path) -> dict:
+    """What a resumed result is checked against: the resolved path, the size and modification time."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def same_source(stored: dict | None, path: Path) -> bool:
+    """The stored source is this file: same path and size, and same modification time or same SHA-256."""
+    if not isinstance(stored, dict):
+        return False
+    try:
+        now = source_identity(path)
+    except OSError:
+        return False
+    if stored.get("path") != now["path"] or stored.get("bytes") != now["bytes"]:
+        return False
+    return stored.get("mtime_ns") == now["mtime_ns"] or stored.get("sha256") == sha256_file(path)
 
 
 def result_json(
@@ -247,10 +303,12 @@ def result_json(
     merged: Merged,
     classes: Sequence[str],
     settings: dict,
-    source: dict | None = None,
+    source: dict,
+    reading: dict | None = None,
 ) -> dict:
     """The per-image JSON: polygons (Task1 values), rotated boxes, class and score of every detection;
-    `source`: how the pixels were read and where the image lies (`source_record`)."""
+    `source`: the file's identity (what resume compares); `reading`: how the pixels were read and where
+    the image lies (`reading_record`)."""
     detections = [
         {
             "class": classes[label],
@@ -265,6 +323,7 @@ def result_json(
     return {
         "format": RESULT_FORMAT,
         "image": str(path.resolve()),
+        "source": source,
         "image_id": image_id,
         "width": size[0],
         "height": size[1],
@@ -272,30 +331,28 @@ def result_json(
         "seconds": round(seconds, 4),
         "classes": list(classes),
         "settings": settings,
-        **(source or {}),
+        "outside_image": merged.outside,
+        **(reading or {}),
         "detections": detections,
     }
 
 
-def source_record(reader, windows_nodata: int) -> dict:
-    """What the JSON keeps of the source: its georeference (null: pixel coordinates), the pixel rules
+def reading_record(reader, windows_nodata: int) -> dict:
+    """What the JSON keeps of the reading: the georeference (null: pixel coordinates), the pixel rules
     applied, the windows skipped as nodata and the warnings about it (a resumed image keeps them)."""
     georef = reader.georef
     return {
         "georef": georef.to_dict() if georef is not None else None,
-        "source": reader.describe(),
+        "pixels": reader.describe(),
         "windows_nodata": windows_nodata,
         "notes": list(reader.notes),
     }
 
 
-def finished_result(json_path: Path, settings: dict) -> dict | None:
-    """The stored result of an image when it was made with the same settings (else it is redone)."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT or data.get("settings") != settings:
+def finished_result(json_path: Path, settings: dict, path: Path) -> dict | None:
+    """The stored result of the image at `path` when it was made with the same settings from the same file."""
+    data = read_result(json_path)
+    if data is None or data.get("settings") != settings or not same_source(data.get("source"), path):
         return None
     return data
 
@@ -319,9 +376,10 @@ def predict_image(
     started = time.perf_counter()
     outcome = ImageOutcome(path, path.stem)
     try:
+        source = source_identity(path)
         reader = open_image(path, options.pixels, options.split.padding_value)
-    except ImageReadError as exc:
-        outcome.problem = str(exc)
+    except (ImageReadError, OSError) as exc:
+        outcome.problem = str(exc) if isinstance(exc, ImageReadError) else f"{path}: {exc.strerror or exc}"
         return outcome
     try:
         windows = image_windows(reader.width, reader.height, options.split)
@@ -329,35 +387,55 @@ def predict_image(
             detector, reader, windows, options.split, options.batch_size, callbacks.windows_done
         )
         outcome.notes = list(reader.notes)
-        merged = merge_windows(windows, per_window, detector.angle_version, options)
+        size = (reader.width, reader.height)
+        merged = merge_windows(windows, per_window, detector.angle_version, options, size)
         outcome.seconds = time.perf_counter() - started
         outcome.windows = len(windows)
+        source["sha256"] = sha256_file(path)
         data = result_json(
-            path,
-            path.stem,
-            (reader.width, reader.height),
-            len(windows),
-            outcome.seconds,
-            merged,
-            detector.classes,
-            settings,
-            source_record(reader, outcome.windows_nodata),
+            path, path.stem, size, len(windows), outcome.seconds, merged, detector.classes, settings, source,
+            reading_record(reader, outcome.windows_nodata),
         )
         if options.save_vis:
-            final = out_dir / VIS_DIR / f"{path.stem}.png"
-            outcome.no_picture = not _save_vis(reader, data, final, detector.classes, options.vis_score_thr)
+            _picture(reader, data, out_dir, detector.classes, options.vis_score_thr, outcome)
     except ImageReadError as exc:
         outcome.problem = str(exc)
         return outcome
     finally:
         reader.close()
-    atomic_write_text(out_dir / IMAGES_DIR / f"{path.stem}.json", json.dumps(data))
+    atomic_write_text(result_path(out_dir, path.stem), json.dumps(data))
     outcome.counts = _counts(data["detections"])
+    outcome.outside = merged.outside
     return outcome
 
 
-def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr: float) -> bool:
-    """The image with its detections drawn (images held in memory only: a window-read one is skipped)."""
+def redraw_picture(path: Path, data: dict, out_dir: Path, classes: Sequence[str], options: PredictOptions,
+                   outcome: ImageOutcome) -> None:
+    """--save-vis on a resumed image: its picture from the stored detections (no detection runs)."""
+    try:
+        reader = open_image(path, options.pixels, options.split.padding_value)
+    except ImageReadError as exc:
+        outcome.problem = str(exc)
+        return
+    try:
+        _picture(reader, data, out_dir, classes, options.vis_score_thr, outcome)
+    except ImageReadError as exc:
+        outcome.problem = str(exc)
+    finally:
+        reader.close()
+
+
+def _picture(reader, data: dict, out_dir: Path, classes: Sequence[str], score_thr: float,
+             outcome: ImageOutcome) -> None:
+    scores = [d["score"] for d in data["detections"]]
+    outcome.best_score = max(scores) if scores else None
+    drawn = _save_vis(reader, data, out_dir / VIS_DIR / f"{outcome.image_id}.png", classes, score_thr)
+    outcome.no_picture = drawn is None
+    outcome.drawn = drawn
+
+
+def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr: float) -> int | None:
+    """The image with its detections drawn: how many (None: a window-read image, too large to draw)."""
     import cv2
 
     from rotld_cli.evaluation.visualize import draw_detections
@@ -365,13 +443,13 @@ def _save_vis(reader, data: dict, final: Path, classes: Sequence[str], score_thr
 
     pixels = reader.whole()
     if pixels is None:
-        return False
+        return None
     dets = [(d["class"], d["score"], d["polygon"]) for d in data["detections"]]
     drawn = draw_detections(pixels, dets, classes, score_thr)
     with atomic_path(final) as tmp:
         if not cv2.imwrite(str(tmp), drawn):
             raise ImageReadError(f"{final}: cannot write the picture")
-    return True
+    return sum(score >= score_thr for _, score, _ in dets)
 
 
 def plan_windows(paths: Sequence[Path], params: SplitParams) -> dict[Path, int]:
@@ -397,44 +475,49 @@ def predict(
     writers: Sequence[ResultWriter] = (),
 ) -> PredictSummary:
     """Every image not already done with these settings -> its JSON; then the Task1 files and the
-    `writers`' outputs (GeoJSON, GeoPackage) from all JSONs."""
+    `writers`' outputs (GeoJSON, GeoPackage) from all the JSONs in `out_dir` made with these settings
+    (those of earlier runs on other images too)."""
     if detector.angle_version not in ANGLE_VERSIONS:
         raise UsageError(f"the model's angle version {detector.angle_version!r} is not one of {ANGLE_VERSIONS}")
+    claim_out_dir(out_dir, paths, detector.classes)
     callbacks = callbacks or Callbacks()
     settings = options.settings(model)
     started = time.perf_counter()
     outcomes: list[ImageOutcome] = []
-    todo = []
+    todo: list[Path] = []
+    replaced: dict[Path, str] = {}
     for path in paths:
-        data = None if options.redo else finished_result(out_dir / IMAGES_DIR / f"{path.stem}.json", settings)
-        if data is not None and data.get("image") == str(path.resolve()):
-            outcome = ImageOutcome(
-                path,
-                path.stem,
-                windows=data["windows"],
-                seconds=data["seconds"],
-                counts=_counts(data["detections"]),
-                resumed=True,
-                windows_nodata=data.get("windows_nodata", 0),
-                notes=data.get("notes", []),
-            )
-            outcomes.append(outcome)
-        else:
+        json_path = result_path(out_dir, path.stem)
+        data = None if options.redo else finished_result(json_path, settings, path)
+        if data is None:
             todo.append(path)
+            before = (read_result(json_path) or {}).get("image")
+            if before is not None and before != str(path.resolve()):
+                replaced[path] = before
+            continue
+        outcome = ImageOutcome(path, path.stem, windows=data["windows"], seconds=data["seconds"],
+                               counts=_counts(data["detections"]), resumed=True,
+                               windows_nodata=data.get("windows_nodata", 0), notes=data.get("notes", []))
+        if options.save_vis:
+            redraw_picture(path, data, out_dir, detector.classes, options, outcome)
+        outcomes.append(outcome)
     windows = plan_windows(todo, options.split)
     callbacks.planned(len(todo), sum(windows.values()))
     for path in todo:
         outcome = predict_image(detector, path, out_dir, options, settings, callbacks)
+        outcome.replaced = replaced.get(path) if not outcome.problem else None
         outcomes.append(outcome)
         callbacks.image_done(outcome, windows[path])
     by_path = {o.path: o for o in outcomes}
     ordered = [by_path[p] for p in paths]
     summary = PredictSummary(out_dir, ordered, tuple(detector.classes), time.perf_counter() - started)
-    summary.written = write_task1_from_results(
-        out_dir, [o.image_id for o in ordered if not o.problem], detector.classes
-    )
+    rebuilt = rebuild_task1(out_dir, settings, detector.classes)
+    summary.written, summary.task1_images, summary.left_out = rebuilt.written, rebuilt.image_ids, rebuilt.left_out
     for writer in writers:
-        files, notes = writer(out_dir, [o.image_id for o in ordered if not o.problem])
+        files, notes = writer(out_dir, rebuilt.image_ids)
         summary.map_files += files
         summary.writer_notes += notes
+    summary.vis_score_thr = options.vis_score_thr
+    test_settings = getattr(detector, "test_settings", None)
+    summary.model_settings = test_settings() if callable(test_settings) else {}
     return summary
