@@ -44,7 +44,11 @@ RUN = [
     "runtime.checkpoint_keep=2",
 ]
 TIMING = {"time", "data_time", "it_per_s", "memory_mb", "seconds"}  # wall-clock values: never equal twice
-DRAW = random.Random(21)  # the "random" fault points, the same on every test run
+
+
+def draw(test: str) -> random.Random:
+    """The "random" fault points of one test: the same on every run, whichever tests run with it."""
+    return random.Random(f"rotld-21-{test}")
 
 
 def sets(overrides: list[str] = RUN) -> list[str]:
@@ -141,9 +145,9 @@ def test_signals_stop_at_an_iteration_boundary_and_the_run_resumes_exactly(
 ):
     """SIGTERM inside an epoch, SIGINT during validation, SIGUSR1 with --requeue: each saves, stops with its
     exit code and one line; the resumed (and the requeued, restarted) run ends where the reference did."""
-    work = tmp_path / "w"
+    work, pick = tmp_path / "w", draw("signals")
     base = ["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu", *sets()]
-    first = DRAW.choice([1, 2, 4, 5])  # not at a checkpoint_every multiple: the stop itself must save
+    first = pick.choice([1, 4])  # inside a log window and off the checkpoint_every multiples: the stop saves
     code, err = run_cli(base, capsys, {"ROTLD_FAULT": f"SIGTERM:iter:{first}"}, monkeypatch)
     epoch, step = (first - 1) // STEPS + 1, (first - 1) % STEPS + 1
     assert code == 75, err
@@ -175,7 +179,7 @@ def test_signals_stop_at_an_iteration_boundary_and_the_run_resumes_exactly(
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
     slurm = {"SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    third = DRAW.choice([7, 8])
+    third = pick.choice([7, 8])
     code, err = run_cli([*base, "--requeue"], capsys, {**slurm, "ROTLD_FAULT": f"SIGUSR1:iter:{third}"}, monkeypatch)
     assert code == 75, err
     assert err.strip().endswith("; Slurm job 4242 requeued: its next start resumes from this checkpoint")
@@ -189,8 +193,17 @@ def test_signals_stop_at_an_iteration_boundary_and_the_run_resumes_exactly(
 def test_a_signal_during_a_save_changes_nothing(recipe, reference, tmp_path, capsys, monkeypatch):
     """SIGUSR1 asks to stop; a SIGTERM arriving while that checkpoint is written is only noted."""
     work = tmp_path / "w"
-    base = ["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu", *sets()]
-    at = DRAW.choice([3, 5])  # odd: a checkpoint only because of the stop
+    # with 2 loader workers: they draw nothing the reference (no workers) did not
+    base = [
+        "train-teacher",
+        str(recipe),
+        "--work-dir",
+        str(work),
+        "--device",
+        "cpu",
+        *sets([*RUN, "data.workers_per_gpu=2"]),
+    ]
+    at = draw("save").choice([3, 5])  # odd: a checkpoint only because of the stop
     saves_before = sum(1 for i in range(1, at) if i % 2 == 0) + sum(1 for i in range(1, at) if i % STEPS == 0)
     fault = f"SIGUSR1:iter:{at};SIGTERM:save:{saves_before + 1}"
     code, err = run_cli(base, capsys, {"ROTLD_FAULT": fault}, monkeypatch)
@@ -202,6 +215,7 @@ def test_a_signal_during_a_save_changes_nothing(recipe, reference, tmp_path, cap
     assert_same_run(work, reference)
 
 
+@pytest.mark.slow
 def test_distill_resumes_mid_epoch_with_the_teacher_reloaded(split, recipe, reference, tmp_path, monkeypatch):
     """A student stopped by SIGTERM inside an epoch ends like an uninterrupted one; no checkpoint holds the
     teacher, which the resumed run loads and checks again."""
@@ -214,7 +228,7 @@ def test_distill_resumes_mid_epoch_with_the_teacher_reloaded(split, recipe, refe
         return TrainOptions(device="cpu", overrides=list(RUN), teacher=teacher, work_dir=tmp_path / work, resume=resume)
 
     expected = distill(str(student), options("full"))
-    at = DRAW.choice([2, 4, 5])
+    at = draw("distill").choice([2, 4, 5])
     monkeypatch.setenv("ROTLD_FAULT", f"SIGTERM:iter:{at}")
     with pytest.raises(Preempted, match=f"stopped by SIGTERM .* saved iter_{at}.pth") as stop:
         distill(str(student), options("w"))
@@ -423,6 +437,40 @@ def test_another_process_count_with_the_same_total_batch_is_allowed_with_a_note(
         check_world(meta, processes=2, samples_per_gpu=3, source=Path("iter_8.pth"))
 
 
+def test_validation_leaves_the_random_streams_as_it_found_them_even_when_a_signal_stops_it():
+    """Training never depends on when (or whether) validation ran: its draws are undone."""
+    import numpy as np
+
+    from rotld_cli.engine.preemption import EvalInterrupted, StopRequests, interruptible_eval
+
+    def draws() -> list[float]:
+        return [random.random(), float(np.random.rand()), float(torch.rand(1))]
+
+    def evaluate(model) -> dict:
+        draws()
+        if model == "signal":
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler stops validation at once
+            draws()  # never reached
+        return {"mAP": 0.5}
+
+    stops = StopRequests()
+    assert stops.install()
+    try:
+        random.seed(3), np.random.seed(3), torch.manual_seed(3)
+        expected = draws()
+        random.seed(3), np.random.seed(3), torch.manual_seed(3)
+        assert interruptible_eval(evaluate, stops)("model") == {"mAP": 0.5}
+        assert draws() == expected
+        random.seed(3), np.random.seed(3), torch.manual_seed(3)
+        with pytest.raises(EvalInterrupted, match="SIGTERM"):
+            interruptible_eval(evaluate, stops)("signal")
+        assert draws() == expected and stops.signum == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGUSR1)  # a second signal (e.g. during the save): only counted
+        assert stops.signum == signal.SIGTERM and stops.repeats == 1
+    finally:
+        stops.restore()
+
+
 FAKE_WORKER = """
 import os, signal, sys, time
 from pathlib import Path
@@ -482,28 +530,32 @@ def rotld(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
 def test_kill_9_anywhere_loses_at_most_the_interval_and_the_run_ends_exactly(recipe, reference, tmp_path):
     """kill -9 inside an epoch, while a checkpoint is written, during validation; SIGTERM and SIGUSR1 (with a
     second signal during the save); a damaged newest checkpoint: the run still ends bit-identical."""
-    work = tmp_path / "w"
+    work, pick = tmp_path / "w", draw("kill")
     base = ["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu", *sets()]
     killed = -signal.SIGKILL
 
-    inside = DRAW.choice([3, 4, 5])  # killed before iteration `inside` trains
+    inside = pick.choice([3, 4, 5])  # killed before iteration `inside` trains
     done = rotld(*base, cwd=tmp_path, env={"ROTLD_FAULT": f"kill:iter:{inside}"})
     assert done.returncode == killed, done.stderr
     resumed_at = max(i for i in range(1, inside) if i % 2 == 0 or i % STEPS == 0)  # every 2, and epoch ends
     assert load(work / "latest.pth")["meta"]["iter"] == resumed_at
 
-    # the resumed run's 2nd checkpoint file is killed between its write and its rename
-    done = rotld(*base, "--resume", cwd=tmp_path, env={"ROTLD_FAULT": "kill:save:2"})
+    # killed between writing epoch_2.pth and renaming it into place, after epoch 2's validation was logged:
+    # the resume must drop that record (its checkpoint does not hold the validation) and validate again
+    saves = sum((i % 2 == 0) + (i % STEPS == 0) for i in range(resumed_at + 1, 2 * STEPS + 1))
+    done = rotld(*base, "--resume", cwd=tmp_path, env={"ROTLD_FAULT": f"kill:save:{saves}"})
     assert done.returncode == killed, done.stderr
-    assert [p.name for p in work.glob(".*.pth")], "the killed save left its temporary file"
-    assert load(work / "latest.pth")["meta"]["iter"] > resumed_at
+    assert [p.name for p in work.glob(".epoch_2.pth.*")], "the killed save left its temporary file"
+    assert '"mode": "val", "epoch": 2' in (work / "log.jsonl").read_text()
+    meta = load(work / "latest.pth")["meta"]
+    assert (meta["kind"], meta["iter"]) == ("iter", 2 * STEPS)
 
     done = rotld(*base, "--resume", cwd=tmp_path, env={"ROTLD_FAULT": "kill:eval:1"})  # during validation
     assert done.returncode == killed, done.stderr
     assert not list(work.glob(".*.pth")), "a start removes the temporary files of killed saves"
     assert load(work / "latest.pth")["meta"]["iter"] == 2 * STEPS  # iteration 6: epoch 2's end, not validated
 
-    at = DRAW.choice([7, 8])
+    at = pick.choice([7, 8])
     done = rotld(*base, "--resume", cwd=tmp_path, env={"ROTLD_FAULT": f"SIGUSR1:iter:{at};SIGTERM:save:2"})
     assert done.returncode == 75, done.stderr
     assert f"stopped by SIGUSR1 at epoch 3, iteration {at - 6}/{STEPS} (total {at})" in done.stderr
@@ -525,16 +577,16 @@ def test_two_gloo_processes_stop_together_and_resume_exactly(recipe, tmp_path):
     done = rotld("train-teacher", str(recipe), "--work-dir", str(tmp_path / "ref"), *two, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
-    work = tmp_path / "w"
+    work, pick = tmp_path / "w", draw("gloo")
     base = ["train-teacher", str(recipe), "--work-dir", str(work), *two]
-    at = DRAW.choice([2, 4, 5])
+    at = pick.choice([2, 4, 5])
     done = rotld(*base, cwd=tmp_path, env={"ROTLD_FAULT": f"SIGUSR1:iter:{at}:1"})
     assert done.returncode == 75, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: stopped by SIGUSR1 at epoch {(at - 1) // 3 + 1}")
     meta = load(work / "latest.pth")["meta"]
     assert meta["iter"] == at and len(meta["rng_ranks"]) == 2 and meta["world"]["processes"] == 2
 
-    kill = DRAW.choice([7, 8, 9])
+    kill = pick.choice([7, 8, 9])
     done = rotld(*base, "--resume", cwd=tmp_path, env={"ROTLD_FAULT": f"kill:iter:{kill}:0"})
     assert done.returncode == 1 and "was killed by SIGKILL" in done.stderr
     done = rotld(*base, "--resume", cwd=tmp_path)

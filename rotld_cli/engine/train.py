@@ -482,7 +482,7 @@ def _resume(runner, state: dict[str, Any], source: Path) -> int:
     result = module.load_state_dict(state["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         keys = list(result.missing_keys) + list(result.unexpected_keys)
-        raise RotldError(f"--resume: {ckpt.LATEST} does not fit this recipe's model (first mismatched key {keys[0]!r})")
+        raise RotldError(f"--resume: {source.name} does not fit this recipe's model (first mismatched key {keys[0]!r})")
     if "optimizer" in state:
         runner.optimizer.load_state_dict(state["optimizer"])
         device = next(module.parameters()).device
