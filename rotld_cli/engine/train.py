@@ -177,16 +177,16 @@ def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, so
     from rotld_cli.engine.dist import group
 
     meta = state.get("meta") or {}
-    note = run_state.check_resume(meta, recipe_yaml=recipe.to_yaml(), seed=options.seed, amp=options.amp,
-                                  processes=group.world_size(), samples_per_gpu=samples_per_gpu, source=source)
-    if note:
-        log.warning(note)
     recorded = meta.get("teacher")
     if teacher is not None and recorded and recorded.get("sha256") != teacher.sha256:
         raise RotldError(
             f"--teacher {teacher.path}: differs from the teacher this run started with "
             f"({recorded.get('path')}, sha256 {str(recorded.get('sha256'))[:12]}...)"
         )
+    note = run_state.check_resume(meta, recipe_yaml=recipe.to_yaml(), seed=options.seed, amp=options.amp,
+                                  processes=group.world_size(), samples_per_gpu=samples_per_gpu, source=source)
+    if note:
+        log.warning(note)
 
 
 def check_pretrained(cfg) -> None:
