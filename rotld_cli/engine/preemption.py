@@ -91,8 +91,10 @@ class StopRequests:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.signum:
             self.repeats += 1  # already stopping: a second signal never interrupts the save
+            _notice(f"{signal_name(signum)}: already stopping, the checkpoint is being saved")
             return
         self.signum = signum
+        _notice(f"{signal_name(signum)}: saving a checkpoint after this iteration, then stopping")
         if self._interruptible:
             raise StopNow(signum)
 
@@ -106,6 +108,15 @@ class StopRequests:
             yield
         finally:
             self._interruptible = False
+
+
+def _notice(text: str) -> None:
+    """One line on stderr from rank 0, straight to the file descriptor (safe inside a signal handler)."""
+    if os.environ.get("RANK", "0") == "0":
+        try:
+            os.write(2, f"\nrotld: {text}\n".encode())
+        except OSError:
+            pass
 
 
 def interruptible_eval(
