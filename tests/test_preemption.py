@@ -191,26 +191,20 @@ def test_signals_stop_at_an_iteration_boundary_and_the_run_resumes_exactly(
 
 
 def test_a_signal_during_a_save_changes_nothing(recipe, reference, tmp_path, capsys, monkeypatch):
-    """SIGUSR1 asks to stop; a SIGTERM arriving while that checkpoint is written is only noted."""
+    """SIGUSR1 asks to stop; a SIGTERM arriving while that checkpoint is written is only noted. The run
+    loads with 2 workers (they draw nothing the reference, without workers, did not) and was started
+    for 2 epochs: the resume extends it to the reference's 3 (the step schedule does not depend on it)."""
     work = tmp_path / "w"
-    # with 2 loader workers: they draw nothing the reference (no workers) did not
-    base = [
-        "train-teacher",
-        str(recipe),
-        "--work-dir",
-        str(work),
-        "--device",
-        "cpu",
-        *sets([*RUN, "data.workers_per_gpu=2"]),
-    ]
+    base = ["train-teacher", str(recipe), "--work-dir", str(work), "--device", "cpu"]
+    loaders = [*RUN, "data.workers_per_gpu=2"]
     at = draw("save").choice([3, 5])  # odd: a checkpoint only because of the stop
     saves_before = sum(1 for i in range(1, at) if i % 2 == 0) + sum(1 for i in range(1, at) if i % STEPS == 0)
     fault = f"SIGUSR1:iter:{at};SIGTERM:save:{saves_before + 1}"
-    code, err = run_cli(base, capsys, {"ROTLD_FAULT": fault}, monkeypatch)
-    assert code == 75 and f"stopped by SIGUSR1 at epoch {(at - 1) // STEPS + 1}" in err
+    code, err = run_cli([*base, *sets([*loaders, "schedule.epochs=2"])], capsys, {"ROTLD_FAULT": fault}, monkeypatch)
+    assert code == 75 and f"stopped by SIGUSR1 at epoch {(at - 1) // STEPS + 1}, iteration" in err
     ckpt.verify_complete(work / f"iter_{at}.pth")
     assert load(work / "latest.pth")["meta"]["iter"] == at
-    code, err = run_cli([*base, "--resume"], capsys, monkeypatch=monkeypatch)
+    code, err = run_cli([*base, *sets(loaders), "--resume"], capsys, monkeypatch=monkeypatch)
     assert code == 0, err
     assert_same_run(work, reference)
 

@@ -27,9 +27,12 @@ from rotld_cli.engine.data_order import describe_data_change
 from rotld_cli.errors import RotldError, UsageError
 
 # Recipe keys a resumed run may change: they never alter the weights' trajectory (validation runs
-# under saved-and-restored RNG states; the data are checked by fingerprint instead of path).
+# under saved-and-restored RNG states; the data are checked by fingerprint instead of path; the step
+# lr schedule does not depend on the number of epochs, so a run extended to more epochs continues as
+# one started with them would).
 RESUME_FREE_KEYS = (
     "description",
+    "schedule.epochs",
     "data.root",
     "data.val",
     "data.test",
