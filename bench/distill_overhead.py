@@ -97,7 +97,8 @@ def main() -> None:
         split = make_split(root, patch, batch)
         common = [f"data.root={split}", f"data.img_scale={patch}", f"data.samples_per_gpu={batch}"]
         if args.quick:
-            common += ["model.neck.out_channels=16", "model.head.feat_channels=16", "model.head.stacked_convs=1"]
+            common += ["model.neck.out_channels=16", "model.head.feat_channels=16", "model.head.norm_groups=8",
+                       "model.head.stacked_convs=1"]
         teacher, _, teacher_recipe = build(teacher_ref, common)
         teacher_file = save_resolved(teacher_recipe, root / "teacher")
         student, cfg, _ = build(student_ref, common, teacher_file)

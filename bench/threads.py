@@ -66,7 +66,7 @@ def worker(steps: int, quick: bool) -> None:
         split = make_split(Path(tmp), patch, batch)
         common = [f"data.root={split}", f"data.img_scale={patch}", f"data.samples_per_gpu={batch}"]
         if quick:
-            common += ["model.neck.out_channels=16", "model.head.feat_channels=16"]
+            common += ["model.neck.out_channels=16", "model.head.feat_channels=16", "model.head.norm_groups=8"]
         model, cfg, _ = build("synthetic/baseline-r18-gwd", common)
         dataset = build_dataset(cfg.data.train)
         data = collate([dataset[i] for i in range(batch)], samples_per_gpu=batch)

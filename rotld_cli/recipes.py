@@ -224,6 +224,15 @@ SCHEMA = Section(
                 "checkpoint_interval": _int("checkpoint every N epochs", minimum=1),
                 "log_interval": _int("log every N iterations", minimum=1),
                 "seed": _int("random seed (null: random)", nullable=True, minimum=0),
+                "checkpoint_every": Key(
+                    (int, str),
+                    "also checkpoint inside epochs: every N iterations (2000), after a duration of training "
+                    "(30m, 2h, 90s) or whichever comes first (2000,30m); null or 0: only at epoch ends",
+                    nullable=True,
+                    required=False,
+                ),
+                "checkpoint_keep": _int("iteration checkpoints kept (the newest; epoch ones follow "
+                                        "checkpoint_interval)", minimum=1, required=False),
             },
             "runner",
         ),
@@ -761,16 +770,56 @@ def _check_semantics(recipe: Recipe) -> None:
     if get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
         fail(("model.assigner.neg_iou_thr", "model.assigner.pos_iou_thr"), "must not exceed pos_iou_thr")
     groups, width = get("model.head.norm_groups", 0), get("model.head.feat_channels")
-    if groups and width % groups:
+    if groups and (width % groups or width // groups < 2):
         fail(("model.head.norm_groups", "model.head.feat_channels"),
-             f"{groups} GroupNorm groups do not divide feat_channels ({width})")
+             f"{groups} GroupNorm groups need feat_channels ({width}) to be a multiple of them with at least 2 "
+             "channels per group (the 1x1 top FPN level has one value per channel)")
     method = get("distill.method", "ld") if "distill" in recipe.data else "ld"
     if method != "ld" and method not in recipe.data["distill"]:
         fail((f"distill.{method}", "distill.method"), f"missing section (distill.method is {method})")
+    try:
+        checkpoint_every(get("runtime.checkpoint_every", None))
+    except ValueError as exc:
+        fail(("runtime.checkpoint_every",), str(exc))
     cross, tower = get("distill.crosskd.cross_convs", 0), get("model.head.stacked_convs")
     if method == "crosskd" and cross > tower:
         fail(("distill.crosskd.cross_convs", "model.head.stacked_convs"),
              f"{cross} exceeds model.head.stacked_convs ({tower})")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def checkpoint_every(value: int | str | None) -> tuple[int | None, float | None]:
+    """`runtime.checkpoint_every` as (iterations, seconds); (None, None) when off.
+
+    `2000` -> every 2000 iterations; `30m` / `2h` / `90s` -> after that much training time since
+    the last checkpoint; `2000,30m` -> whichever comes first. ValueError names what is wrong.
+    """
+    if value is None or value == 0 or (isinstance(value, str) and value.strip().lower() in ("", "0", "off")):
+        return None, None
+    iters: list[int] = []
+    seconds: list[float] = []
+    for part in str(value).replace(" ", "").lower().split(","):
+        unit = part[-1:]
+        if part.isdigit():
+            iters.append(int(part))
+        elif unit in _DURATION_UNITS and _is_positive_number(part[:-1]):
+            seconds.append(float(part[:-1]) * _DURATION_UNITS[unit])
+        else:
+            iters.append(0)  # not a valid part: refused below
+    if len(iters) <= 1 and len(seconds) <= 1 and all(n >= 1 for n in iters):
+        return (iters[0] if iters else None), (seconds[0] if seconds else None)
+    raise ValueError(
+        f"{_short(value)} is not N iterations (2000), a duration (90s, 30m, 2h), both (2000,30m) or off"
+    )
+
+
+def _is_positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False
 
 
 def _canonical(tree: dict[str, Any], section: Section) -> dict[str, Any]:

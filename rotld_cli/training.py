@@ -9,6 +9,7 @@ the same check when used as a library).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rotld_cli.checkpoints import check_checkpoint_file
 from rotld_cli.dota.classes import read_classes_file
 from rotld_cli.errors import UsageError
-from rotld_cli.recipes import Recipe, load_recipe
+from rotld_cli.recipes import Recipe, checkpoint_every, load_recipe
 
 if TYPE_CHECKING:
     from rotld_cli.engine.reporting import TrainReporter
@@ -42,6 +43,10 @@ class TrainOptions:
     teacher_recipe: str | None = None
     trust_checkpoint: bool = False  # --teacher / --resume files may hold any pickled object (trusted files only)
     reporter: TrainReporter | None = None  # progress and tables (default: plain lines through `logging`)
+    resume_from: Path | None = None  # continue from this checkpoint (--resume: the work dir's newest complete one)
+    checkpoint_every: str | None = None  # runtime.checkpoint_every: N iterations, a duration (30m) or both
+    keep: int | None = None  # runtime.checkpoint_keep: iteration checkpoints kept
+    requeue: bool = False  # Slurm: requeue the job after a pre-emption signal; a start on a begun run resumes it
 
 
 def training_recipe(recipe: str | Recipe, options: TrainOptions, student: bool) -> Recipe:
@@ -50,6 +55,9 @@ def training_recipe(recipe: str | Recipe, options: TrainOptions, student: bool) 
     A Recipe passes through (already checked by the caller). `student`: the recipe must have
     the teacher/distill sections (`rotld distill`), else it must not (`rotld train-teacher`).
     """
+    if options.requeue and not os.environ.get("SLURM_JOB_ID"):
+        raise UsageError("--requeue: not inside a Slurm job (SLURM_JOB_ID is not set); it requeues the job with "
+                         "`scontrol requeue` after a pre-emption signal")
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, _overrides(options))
     if student and not recipe.is_student:
@@ -85,4 +93,14 @@ def _overrides(options: TrainOptions) -> list[str]:
         overrides.append(f"model.backbone.pretrained={Path(options.pretrained).absolute()}")
     elif options.no_pretrained:
         overrides.append("model.backbone.pretrained=null")
+    if options.checkpoint_every is not None:
+        try:
+            checkpoint_every(options.checkpoint_every)
+        except ValueError as exc:
+            raise UsageError(f"--checkpoint-every {exc}") from None
+        overrides.append(f"runtime.checkpoint_every={options.checkpoint_every}")
+    if options.keep is not None:
+        if options.keep < 1:
+            raise UsageError(f"--keep {options.keep}: must be >= 1")
+        overrides.append(f"runtime.checkpoint_keep={options.keep}")
     return overrides

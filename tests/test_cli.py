@@ -125,7 +125,8 @@ def test_metavars_show_what_to_type(capsys, monkeypatch):
     assert rows["--set"] == "KEY=VALUE" and rows["--device"] == "cpu|cuda" and rows["--seed"] == "N"
     assert rows["--launcher"] == "auto|torchrun|slurm" and rows["--work-dir"] == "DIR"
     flags = [line.split()[1] for line in out.splitlines() if line.startswith("│ --resume")]
-    assert flags == ["--resume"] and "--resume    " in out  # a flag: no value column
+    assert flags == ["--resume", "--resume-from"] and "--resume    " in out  # --resume: a flag, no value column
+    assert rows["--resume-from"] == "CKPT" and rows["--checkpoint-every"] == "N|DURATION" and rows["--keep"] == "N"
     out = _help(capsys, monkeypatch, "prepare-dota")
     assert "Usage: rotld prepare-dota [OPTIONS] SRC OUT" in out
     assert "│ *    SRC " in out and "--dota-version" in out and "v1.0|v1.5|v2.0" in out and ".png|.bmp|.tif|.jpg" in out

@@ -70,8 +70,8 @@ def test_multiclass_nms_rotated_keeps_labels_on_the_scores_device():
     assert isinstance(dets, FakeGpuTensor)
 
 
-TINY = {"model.neck.out_channels": 16, "model.head.feat_channels": 16, "model.head.stacked_convs": 1,
-        "data.img_scale": 128}
+TINY = {"model.neck.out_channels": 16, "model.head.feat_channels": 16, "model.head.norm_groups": 8,
+        "model.head.stacked_convs": 1, "data.img_scale": 128}
 
 
 def _tiny_model(recipe_name: str, tmp_path, with_teacher: bool = False, extra: tuple[str, ...] = ()):
@@ -86,7 +86,7 @@ def _tiny_model(recipe_name: str, tmp_path, with_teacher: bool = False, extra: t
     if with_teacher:
         teacher = tmp_path / "teacher.yaml"
         teacher.write_text("base: synthetic/teacher-r34-gwd\nmodel:\n  neck: {out_channels: 16}\n"
-                           "  head: {feat_channels: 16, stacked_convs: 1}\n", encoding="utf-8")
+                           "  head: {feat_channels: 16, norm_groups: 8, stacked_convs: 1}\n", encoding="utf-8")
         overrides.append(f"teacher.recipe={teacher}")
     recipe = load_recipe(recipe_name, overrides)
     cfg = build_config(recipe)

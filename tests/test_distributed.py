@@ -39,6 +39,7 @@ TINY_OVERRIDES = [
     "data.flip_ratio=[0.0,0.0,0.0]",  # a deterministic pipeline: a resumed epoch sees the same pixels
     "model.neck.out_channels=16",
     "model.head.feat_channels=16",
+    "model.head.norm_groups=8",
     "model.head.stacked_convs=1",
     "schedule.warmup_iters=1",
     "schedule.grad_clip=null",  # the optimizer steps with the averaged gradient itself

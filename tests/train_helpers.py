@@ -31,7 +31,7 @@ def write_recipe(path: Path, split: Path, base: str = "synthetic/baseline-r18-gw
         f"""base: {base}
 model:
   neck: {{out_channels: 16}}
-  head: {{feat_channels: 16, stacked_convs: 1}}
+  head: {{feat_channels: 16, norm_groups: 8, stacked_convs: 1}}
 data:
   root: {split}
   img_scale: {PATCH}

@@ -25,6 +25,8 @@ METAVARS: dict[object, str] = {
     "--master-addr": "HOST",
     "--master-port": "PORT",
     "--teacher": "CKPT",
+    "--resume-from": "CKPT",
+    "--checkpoint-every": "N|DURATION",
     "--zip": "FILE",
     "--imageset": "FILE",
     "--pretrained": "FILE",
@@ -56,6 +58,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Train the bundled DOTA teacher", "rotld train-teacher dota1/teacher-r34-gwd-2x"),
         ("On the CPU with a smaller learning rate", "rotld train-teacher my.yaml --device cpu --set schedule.lr=0.005"),
         ("Four GPUs of this machine", "rotld train-teacher dota1/teacher-r34-gwd-2x --gpus 4"),
+        ("Checkpoint every 2000 iterations, continue after a crash or pre-emption",
+         "rotld train-teacher dota1/teacher-r34-gwd-2x --checkpoint-every 2000 --resume"),
     ],
     "distill": [
         ("Distil the R18 student from a trained teacher",

@@ -22,7 +22,16 @@ from rotld_cli.cli import app
 TRAIN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("work_dir", Optional[Path],
      typer.Option(None, "--work-dir", help="Run folder (default: work_dirs/<recipe name>).")),
-    ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest.pth.")),
+    ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --work-dir from its newest complete "
+                                  "checkpoint (iteration or epoch; a damaged one is skipped with a warning).")),
+    ("resume_from", Optional[Path], typer.Option(None, "--resume-from", help="Continue from this checkpoint.")),
+    ("checkpoint_every", Optional[str], typer.Option(
+        None, "--checkpoint-every",
+        help="Also checkpoint inside epochs: every N iterations (2000), after a duration of training (30m, 2h) "
+             "or both (2000,30m); 0: only at epoch ends (default: the recipe's runtime.checkpoint_every).")),
+    ("keep", Optional[int], typer.Option(None, "--keep", help="Iteration checkpoints kept (the newest; default 2).")),
+    ("requeue", bool, typer.Option(False, "--requeue", help="Slurm: after SIGUSR1/SIGTERM save, `scontrol requeue` the "
+                                   "job; a start in a work dir holding checkpoints resumes it.")),
     ("overrides", Optional[list[str]],
      typer.Option(None, "--set", help="Override a recipe key, e.g. --set schedule.lr=0.005 (repeatable).")),
     ("classes_from", Optional[Path],
@@ -71,6 +80,9 @@ class TrainArgs:
     recipe: str
     work_dir: Path | None = None
     resume: bool = False
+    resume_from: Path | None = None
+    checkpoint_every: str | None = None
+    keep: int | None = None
     overrides: list[str] | None = None
     classes_from: Path | None = None
     device: str | None = None
@@ -89,6 +101,7 @@ class TrainArgs:
     master_addr: str | None = None
     master_port: int | None = None
     launcher: str = "auto"
+    requeue: bool = False
     teacher: Path | None = None
     teacher_recipe: str | None = None
 
@@ -104,7 +117,8 @@ class TrainArgs:
             deterministic=self.deterministic, auto_scale_lr=self.auto_scale_lr, pretrained=self.pretrained,
             no_pretrained=self.no_pretrained, validate=not self.no_validate, teacher=self.teacher,
             teacher_recipe=self.teacher_recipe, trust_checkpoint=self.trust_checkpoint,
-            reporter=ui.TrainDisplay(),
+            reporter=ui.TrainDisplay(), resume_from=self.resume_from, checkpoint_every=self.checkpoint_every,
+            keep=self.keep, requeue=self.requeue,
         )
 
     def launch_options(self) -> dict[str, Any]:
@@ -153,7 +167,8 @@ def render_result(result) -> None:
         ["wall time", f"{result.seconds:.1f} s"],
     ]
     if result.resumed_from is not None:
-        rows.append(["resumed after epoch", str(result.resumed_from)])
+        resumed = Path(result.resumed_checkpoint).name if result.resumed_checkpoint else f"epoch {result.resumed_from}"
+        rows.append(["resumed from", resumed])
     if result.teacher:
         rows.append(["teacher", f"{result.teacher['path']} (sha256 {result.teacher['sha256'][:12]}...)"])
     rows += [[name, f"{value:.4f}"] for name, value in result.final_losses.items()]

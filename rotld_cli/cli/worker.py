@@ -90,6 +90,7 @@ def run_worker(body: Callable[[group.DistInfo], int | None]) -> int:
     the group without a farewell barrier: torchrun stops the others.
     """
     from rotld_cli.engine import compat
+    from rotld_cli.engine.preemption import PREEMPTED_EXIT_CODE
 
     compat.quiet_imports()  # before anything imports mmcv: its notices would print once per process
     rank = int(os.environ.get("RANK", 0))
@@ -118,9 +119,20 @@ def run_worker(body: Callable[[group.DistInfo], int | None]) -> int:
         peer_lost = lost_peer(message)
         record_failure(rank, code, message, printed=rank == 0 and not peer_lost, rotld_error=rotld_error,
                        peer_lost=peer_lost)
+        if code == PREEMPTED_EXIT_CODE:  # every rank stopped at the same iteration, after rank 0 saved
+            _leave_together()
         return code
     group.destroy()
     return 0
+
+
+def _leave_together() -> None:
+    """After a signal stop: exit only once every rank has reported it (the launcher stops the others as soon
+    as one exits, which could cut rank 0's line short)."""
+    try:
+        group.barrier()
+    except Exception:  # a peer already gone: nothing left to wait for
+        pass
 
 
 def run_cli(argv: Sequence[str]) -> int:

@@ -5,16 +5,23 @@ mid-write leaves a corrupt `epoch_N.pth`) and makes `latest.pth` a symlink. Here
 written to a temporary name beside the target and renamed over it, `latest.pth` is a real file,
 and `meta` holds only plain types (the RNG states, recipe text, classes, teacher hash) so that
 `torch.load(..., weights_only=True)` accepts it: nobody has to trust pickled code to resume.
+
+A run writes `epoch_N.pth` at epoch ends and `iter_N.pth` (N: iterations done) inside epochs;
+`latest.pth` is the newest of them. `find_resumable` picks the newest one that is complete: a
+torn or damaged file (truncated, or a byte changed: the zip records' CRC-32, which `torch.load`
+does not check) is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 import tempfile
+import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ import numpy as np
 import torch
 
 from rotld_cli.checkpoints import sha256_file  # noqa: F401  (re-exported: one hashing helper)
+from rotld_cli.engine import faults
 from rotld_cli.errors import RotldError
 from rotld_cli.fileio import atomic_path
 
@@ -29,6 +37,11 @@ LATEST = "latest.pth"
 DONE_MARKER = "done.json"
 FORMAT_VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.pth$")
+_ITER_RE = re.compile(r"^iter_(\d+)\.pth$")
+# fileio.atomic_path's temporary names for our checkpoints: `.NAME.<random>.pth` beside NAME
+_TEMP_RE = re.compile(r"^\.(latest|epoch_\d+|iter_\d+)\.pth\..+\.pth$")
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RotldError):
@@ -39,14 +52,27 @@ def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch}.pth"
 
 
-def epoch_checkpoints(work_dir: os.PathLike[str] | str) -> list[tuple[int, Path]]:
-    """`epoch_N.pth` files of a run, oldest first."""
+def iter_name(iters: int) -> str:
+    return f"iter_{iters}.pth"
+
+
+def _numbered(work_dir: os.PathLike[str] | str, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
     found = []
-    for path in Path(work_dir).glob("epoch_*.pth"):
-        match = _EPOCH_RE.match(path.name)
+    for path in Path(work_dir).glob("*.pth"):
+        match = pattern.match(path.name)
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def epoch_checkpoints(work_dir: os.PathLike[str] | str) -> list[tuple[int, Path]]:
+    """`epoch_N.pth` files of a run, oldest first."""
+    return _numbered(work_dir, _EPOCH_RE)
+
+
+def iter_checkpoints(work_dir: os.PathLike[str] | str) -> list[tuple[int, Path]]:
+    """`iter_N.pth` files of a run, oldest first."""
+    return _numbered(work_dir, _ITER_RE)
 
 
 def check_plain(value: Any, where: str = "meta") -> None:
@@ -141,6 +167,7 @@ def save_checkpoint(path: os.PathLike[str] | str, state_dict: Mapping[str, torch
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        faults.fire("save")  # the tests' "killed while saving": the file is complete, not yet renamed
     return path
 
 
@@ -183,11 +210,93 @@ def prune_epochs(work_dir: os.PathLike[str] | str, keep: int) -> list[Path]:
     """Delete all but the newest `keep` epoch checkpoints (keep <= 0 keeps everything)."""
     if keep <= 0:
         return []
-    removed = []
-    for _, path in epoch_checkpoints(work_dir)[:-keep]:
+    return _unlink([path for _, path in epoch_checkpoints(work_dir)[:-keep]])
+
+
+def prune_iters(work_dir: os.PathLike[str] | str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` iteration checkpoints (keep 0: all of them)."""
+    found = iter_checkpoints(work_dir)
+    return _unlink([path for _, path in found[: max(0, len(found) - keep)]])
+
+
+def _unlink(paths: list[Path]) -> list[Path]:
+    for path in paths:
         path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    return paths
+
+
+def remove_stale_temps(work_dir: os.PathLike[str] | str) -> list[Path]:
+    """Temporary checkpoint files a killed save left behind (only names our atomic writes use)."""
+    return _unlink([path for path in Path(work_dir).glob(".*.pth") if _TEMP_RE.match(path.name)])
+
+
+def verify_complete(path: os.PathLike[str] | str) -> None:
+    """CheckpointError unless `path` is a whole zip archive whose every record matches its CRC-32.
+
+    `torch.load` reads a file with a changed byte without complaint (it does not check the
+    CRCs torch.save wrote); zipfile's `testzip` reads every record and compares.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt ({exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt (record {bad} does not match its CRC-32)")
+
+
+def _peek_meta(path: Path, trust: bool) -> dict[str, Any]:
+    """A checkpoint's meta without reading its tensors (memory-mapped)."""
+    from rotld_cli.checkpoints import torch_load
+
+    try:
+        loaded = torch_load(torch.load, path, path, map_location="cpu", mmap=True, trust=trust)
+    except RotldError as exc:
+        raise CheckpointError(str(exc)) from None
+    meta = loaded.get("meta") if isinstance(loaded, dict) else None
+    if not isinstance(meta, dict) or "iter" not in meta:
+        raise CheckpointError(f"{path}: not a rotld training checkpoint (no iteration in its meta)")
+    return meta
+
+
+def resume_candidates(work_dir: os.PathLike[str] | str) -> list[Path]:
+    """latest.pth, iter_N.pth and epoch_N.pth of a run; a file hard-linked under two names once."""
+    work_dir = Path(work_dir)
+    named = [path for _, path in iter_checkpoints(work_dir) + epoch_checkpoints(work_dir)]
+    latest = work_dir / LATEST
+    out: dict[tuple[int, int], Path] = {}
+    for path in [*named, latest]:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        out.setdefault((stat.st_dev, stat.st_ino), path)
+    return list(out.values())
+
+
+def find_resumable(work_dir: os.PathLike[str] | str, trust: bool = False,
+                   warn: Callable[[str], None] = log.warning) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of a run and its contents; `warn` names each one skipped.
+
+    Newest: most iterations done; at equal counts an epoch checkpoint (its epoch-end work is done)
+    before an iteration one. None when there is no complete checkpoint.
+    """
+    ranked = []
+    for path in resume_candidates(work_dir):
+        try:
+            meta = _peek_meta(path, trust)
+        except CheckpointError as exc:
+            warn(f"--resume: skipping {exc}")
+            continue
+        ranked.append(((int(meta["iter"]), meta.get("kind", "epoch") == "epoch"), path))
+    for _, path in sorted(ranked, key=lambda item: item[0], reverse=True):
+        try:
+            verify_complete(path)
+            return path, load_checkpoint(path, what="--resume", trust=trust)
+        except CheckpointError as exc:
+            warn(f"--resume: skipping {str(exc).removeprefix('--resume: ')}")
+    return None
 
 
 def stored_recipe(meta: dict[str, Any], source: os.PathLike[str] | str):

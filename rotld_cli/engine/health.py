@@ -73,6 +73,17 @@ class HeadHealthHook(Hook):
         self._last_batch: dict[str, Any] | None = None
         self._exploded_at: int | None = None
 
+    # -- resume: the loss windows and any verdict so far travel in the checkpoint ---------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": list(self._window), "windows": list(self._windows), "exploded_at": self._exploded_at,
+                "verdicts": list(self.verdicts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._window = [float(v) for v in state.get("window", [])]
+        self._windows = [float(v) for v in state.get("windows", [])]
+        self._exploded_at = state.get("exploded_at")
+        self.verdicts = [str(v) for v in state.get("verdicts", [])]
+
     # -- hooks on the student's head -----------------------------------------------------------
     def before_run(self, runner) -> None:
         head = _head(runner.model)

@@ -23,7 +23,7 @@ from mmcv.runner import Hook
 
 from rotld_cli.engine import checkpoints as ckpt
 from rotld_cli.engine.reporting import TrainReporter, rate_text
-from rotld_cli.errors import RotldError
+from rotld_cli.errors import RotldError, describe_os_error
 from rotld_cli.fileio import atomic_write_text
 
 LOG_JSONL = "log.jsonl"
@@ -58,34 +58,47 @@ class RunLog:
         self.csv_path = self.work_dir / METRICS_CSV
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []
+        self._lines = 0
         self._writer = _tensorboard_writer(self.work_dir / "tensorboard") if use_tensorboard else None
 
-    def start(self, resumed_iter: int) -> None:
-        """Keep the records of iterations <= `resumed_iter` (all of them for a fresh run: 0 keeps none)."""
+    def start(self, resumed_iter: int, snapshot: Mapping[str, Any] | None = None) -> None:
+        """Keep what the resumed checkpoint had seen: its `snapshot()` when it has one (exactly its lines
+        and rows), else the records of iterations <= `resumed_iter` (0, a fresh run, keeps none)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        kept: list[str] = []
-        if resumed_iter > 0 and self.jsonl_path.exists():
-            for line in self.jsonl_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if int(record.get("iter", 0)) <= resumed_iter:
-                    kept.append(line)
-        atomic_write_text(self.jsonl_path, "".join(f"{line}\n" for line in kept))
+        lines = self.jsonl_path.read_text(encoding="utf-8").splitlines() if resumed_iter > 0 and \
+            self.jsonl_path.exists() else []
+        if snapshot is not None:
+            kept = lines[: int(snapshot["lines"])]
+        else:
+            kept = [line for line in lines if _record_iter(line) <= resumed_iter]
+        self._write(lambda: atomic_write_text(self.jsonl_path, "".join(f"{line}\n" for line in kept)))
+        self._lines = len(kept)
         self._rows, self._columns = [], []
-        if resumed_iter > 0 and self.csv_path.exists():
+        if snapshot is not None:
+            self._columns = list(snapshot["columns"])
+            self._rows = [dict(row) for row in snapshot["rows"]]
+        elif resumed_iter > 0 and self.csv_path.exists():
             with open(self.csv_path, newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
                 self._columns = list(reader.fieldnames or [])
                 self._rows = [row for row in reader if int(float(row.get("iter") or 0)) <= resumed_iter]
         self._write_csv()
 
+    def snapshot(self) -> dict[str, Any]:
+        """What `start` restores: how many lines were written so far, and the metrics rows."""
+        return {"lines": self._lines, "columns": list(self._columns),
+                "rows": [{k: _csv_value(v) for k, v in row.items()} for row in self._rows]}
+
     def record(self, record: Mapping[str, Any]) -> None:
         """Append one JSON line (flushed, so a crash loses at most the line being written)."""
-        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, allow_nan=True) + "\n")
-            fh.flush()
+
+        def append() -> None:
+            with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, allow_nan=True) + "\n")
+                fh.flush()
+
+        self._write(append)
+        self._lines += 1
         if self._writer is not None:
             step = int(record.get("iter", 0))
             prefix = record.get("mode", "train")
@@ -114,7 +127,15 @@ class RunLog:
             writer.writeheader()
             for row in self._rows:
                 writer.writerow({k: _csv_value(row.get(k, "")) for k in self._columns})
-        atomic_write_text(self.csv_path, buf.getvalue())
+        self._write(lambda: atomic_write_text(self.csv_path, buf.getvalue()))
+
+    @staticmethod
+    def _write(write: Callable[[], None]) -> None:
+        """A full disk or a work dir that became unwritable: one line naming the file, not a traceback."""
+        try:
+            write()
+        except OSError as exc:
+            raise RotldError(describe_os_error(exc) or f"cannot write the run log ({exc})") from None
 
     def close(self) -> None:
         if self._writer is not None:
@@ -124,6 +145,14 @@ class RunLog:
 
 def _csv_value(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _record_iter(line: str) -> float:
+    """The iteration a log line is about (a torn line: never kept)."""
+    try:
+        return int(json.loads(line).get("iter", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return float("inf")
 
 
 def _tensorboard_writer(log_dir: Path):
@@ -196,6 +225,13 @@ class AtomicCheckpointHook(Hook):
         self.on_saved = on_saved
 
     def after_train_epoch(self, runner) -> None:
+        self.check_finite(runner)
+        path = self.write_epoch(runner, self.meta_fn(runner))
+        if self.on_saved is not None:
+            self.on_saved(path, runner.epoch + 1)
+
+    def check_finite(self, runner) -> None:
+        """Never write a checkpoint whose weights went non-finite."""
         module = runner.model.module if hasattr(runner.model, "module") else runner.model
         for name, param in module.named_parameters():
             if not bool(torch.isfinite(param.detach()).all()):
@@ -204,19 +240,22 @@ class AtomicCheckpointHook(Hook):
                     f"no checkpoint was written for it. {last_good_checkpoint(self.work_dir)} "
                     "Lower the learning rate (--set optimizer.lr=...) and continue with --resume."
                 )
+
+    def epoch_path(self, runner) -> Path:
+        """epoch_N.pth every `interval` epochs and at the end; otherwise only latest.pth is refreshed."""
         epoch = runner.epoch + 1
-        meta = self.meta_fn(runner)
-        state = ckpt.model_state_dict(runner.model)
-        optim = runner.optimizer.state_dict() if self.save_optimizer else None
         keep = epoch % self.interval == 0 or epoch >= runner.max_epochs
-        if keep:
-            path = ckpt.save_checkpoint(self.work_dir / ckpt.epoch_name(epoch), state, meta, optim)
+        return self.work_dir / (ckpt.epoch_name(epoch) if keep else ckpt.LATEST)
+
+    def write_epoch(self, runner, meta: dict[str, Any]) -> Path:
+        """Write the epoch's checkpoint (`epoch_path`) with `meta`, then latest.pth and the pruning."""
+        path = self.epoch_path(runner)
+        optim = runner.optimizer.state_dict() if self.save_optimizer else None
+        ckpt.save_checkpoint(path, ckpt.model_state_dict(runner.model), meta, optim)
+        if path.name != ckpt.LATEST:
             ckpt.publish_latest(path, self.work_dir)
             ckpt.prune_epochs(self.work_dir, self.max_keep_ckpts)
-        else:
-            path = ckpt.save_checkpoint(self.work_dir / ckpt.LATEST, state, meta, optim)
-        if self.on_saved is not None:
-            self.on_saved(path, epoch)
+        return path
 
 
 class EvalHook(Hook):
@@ -241,6 +280,12 @@ class EvalHook(Hook):
         self.run_log.epoch_row({"epoch": epoch, "iter": runner.iter, **{f"val_{k}": v for k, v in metrics.items()}})
         rows = [(name, f"{value:.4f}") for name, value in metrics.items()]
         self.reporter.table(f"Validation after epoch {epoch}", rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"results": [dict(result) for result in self.results]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.results = [dict(result) for result in state["results"]]
 
 
 def _is_number(value: Any) -> bool:
@@ -270,10 +315,28 @@ class ProgressHook(Hook):
         self._epoch_start = 0.0
         self._run_start = 0.0
         self._start_iter = 0
+        self._resumed: dict[str, Any] | None = None
+
+    # -- resume ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The logs' length and the epoch's accumulators: a resumed run writes the same records and rows."""
+        return {
+            "log": self.run_log.snapshot(),
+            "window": {k: list(v) for k, v in self._window.items()},
+            "epoch_sums": dict(self._epoch_sums),
+            "epoch_iters": self._epoch_iters,
+            "times": list(self._times),
+            "data_times": list(self._data_times),
+            "epoch_seconds": time.perf_counter() - self._epoch_start if self._epoch_iters else 0.0,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Applied when the run starts (the logs) and when the resumed epoch starts (the accumulators)."""
+        self._resumed = dict(state)
 
     # -- run ---------------------------------------------------------------------------------
     def before_run(self, runner) -> None:
-        self.run_log.start(runner.iter)
+        self.run_log.start(runner.iter, None if self._resumed is None else self._resumed["log"])
         self._run_start = time.perf_counter()
         self._start_iter = runner.iter
         self.reporter.start(runner.max_iters, runner.iter)
@@ -293,6 +356,12 @@ class ProgressHook(Hook):
         self._epoch_sums, self._epoch_iters, self._window = {}, 0, {}
         self._times, self._data_times = [], []
         self._epoch_start = self._last_tick = time.perf_counter()
+        if self._resumed is not None:
+            state, self._resumed = self._resumed, None
+            self._window = {k: list(v) for k, v in state["window"].items()}
+            self._epoch_sums, self._epoch_iters = dict(state["epoch_sums"]), int(state["epoch_iters"])
+            self._times, self._data_times = list(state["times"]), list(state["data_times"])
+            self._epoch_start -= float(state["epoch_seconds"])
 
     def before_train_iter(self, runner) -> None:
         self._data_start = time.perf_counter()
@@ -343,6 +412,7 @@ class ProgressHook(Hook):
                "seconds": seconds, "it_per_s": self._epoch_iters / max(seconds, 1e-9)}
         self.run_log.epoch_row(row)
         self.reporter.line(f"epoch {epoch}/{runner.max_epochs} done in {_duration(seconds)}: {self._loss_text(means)}")
+        self._epoch_sums, self._epoch_iters, self._window = {}, 0, {}
 
     @staticmethod
     def _loss_text(values: Mapping[str, float]) -> str:

@@ -4,6 +4,8 @@ Why not `mmrotate.apis.train_detector`: it hard-codes `.cuda()`, writes checkpoi
 logs unstructured text. The steps here are the same (datasets, loaders, model, wrapper,
 optimizer, EpochBasedRunner, hooks, resume, run), with our hooks for progress, logs, the
 non-finite loss guard and atomic checkpoints, and with the teacher checked before anything runs.
+A run resumes exactly, also inside an epoch (`data_order`, `run_state`, `run_checkpoints`), and
+stops cleanly on SIGTERM/SIGUSR1/SIGINT (`preemption`).
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ import torch
 
 from rotld_cli import __version__, threads
 from rotld_cli.engine import checkpoints as ckpt
-from rotld_cli.engine import load_engine
+from rotld_cli.engine import faults, load_engine, run_state
 from rotld_cli.engine.cpu_threads import CpuShareHook
+from rotld_cli.engine.data_order import data_fingerprint, worker_init
 from rotld_cli.engine.health import HeadHealthHook
-from rotld_cli.engine.hooks import AtomicCheckpointHook, EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
+from rotld_cli.engine.hooks import EvalHook, NonFiniteLossGuard, ProgressHook, RunLog
 from rotld_cli.engine.patch_eval import patch_evaluator
+from rotld_cli.engine.preemption import EvalInterrupted, StopRequests, interruptible_eval, requeue_job
+from rotld_cli.engine.run_checkpoints import RunCheckpointHook
 from rotld_cli.engine.teacher import TeacherInfo, check_teacher, load_teacher_weights
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_write_text
-from rotld_cli.recipes import Recipe
+from rotld_cli.recipes import Recipe, checkpoint_every
 from rotld_cli.training import TrainOptions, teacher_checkpoint, training_recipe
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class TrainResult:
     evaluations: list[dict[str, Any]]
     teacher: dict[str, str] | None = None
     health: list[str] = field(default_factory=list)  # end-of-run warnings: a collapsed classifier, an exploding loss
+    resumed_checkpoint: str | None = None  # the file a resumed run continued from
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,25 +103,14 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
         raise UsageError("--amp: mixed precision (fp16) needs a CUDA GPU; drop --amp to train on the CPU")
     work_dir = Path(options.work_dir) if options.work_dir else Path("work_dirs") / recipe.name
     work_dir = work_dir.absolute()
-    latest = work_dir / ckpt.LATEST
-    resume_state = None
-    if options.resume:
-        if not latest.is_file():
-            raise UsageError(f"--resume: no {ckpt.LATEST} in {work_dir} (nothing to resume; drop --resume to start)")
-        resume_state = ckpt.load_checkpoint(latest, what="--resume", trust=options.trust_checkpoint)
-        _check_resume(resume_state, recipe, teacher, latest)
-    elif latest.exists():
-        raise UsageError(
-            f"--work-dir {work_dir}: already holds a run ({ckpt.LATEST}); pass --resume to continue it "
-            "or choose another --work-dir"
-        )
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:
-        (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
+    resume_path, resume_state = _resume_source(work_dir, options)
 
     # a checked teacher replaces the student's teacher.recipe; its weights are loaded below, strictly
     cfg = build_config(recipe, work_dir=work_dir, teacher_model=None if teacher is None else teacher.model_cfg)
     seed = options.seed if options.seed is not None else cfg.get("seed")
+    if resume_state is not None:
+        _check_resume(resume_state, recipe, teacher, resume_path, options, cfg.data.samples_per_gpu)
+        seed = resume_state["meta"].get("seed", seed)
     if seed is None:
         seed = random.randrange(2**31)
     seed = group.shared_seed(seed)
@@ -126,34 +121,75 @@ def _train(recipe, options: TrainOptions, teacher: TeacherInfo | None) -> TrainR
         cfg.fp16 = dict(loss_scale="dynamic")
     if resume_state is None:
         check_pretrained(cfg)
-    if ctx.is_main:
-        save_resolved(recipe, work_dir)
 
     _seed_everything(seed, options.deterministic)
     datasets = _build_datasets(cfg, options.validate)
+    fingerprint = data_fingerprint(datasets["train"])
+    if resume_state is not None:
+        run_state.check_data(resume_state["meta"], fingerprint, resume_path)
+    # every check passed: only now is the work dir touched
+    work_dir.mkdir(parents=True, exist_ok=True)
+    faults.reset()
+    if ctx.is_main:
+        (work_dir / ckpt.DONE_MARKER).unlink(missing_ok=True)
+        ckpt.remove_stale_temps(work_dir)
+        save_resolved(recipe, work_dir)
     model = _build_model(cfg, init=resume_state is None)
     if teacher is not None:
         load_teacher_weights(model, teacher)
     model = group.wrap(model, device, find_unused_parameters=cfg.get("find_unused_parameters", False))
-    runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device)
+    runner = _build_runner(cfg, model, work_dir, datasets, options, recipe, teacher, seed, device, fingerprint,
+                           previous=resume_path)
     resumed_from = None
     if resume_state is not None:
-        resumed_from = _resume(runner, resume_state)
-    return _run(runner, datasets, work_dir, resumed_from, teacher)
+        resumed_from = _resume(runner, resume_state, resume_path)
+    return _run(runner, work_dir, resumed_from, teacher)
 
 
-def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, latest: Path) -> None:
+def _resume_source(work_dir: Path, options: TrainOptions) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to continue from: --resume-from's, else (--resume, or --requeue on a run already
+    started) the newest complete one in the work dir; (None, None) for a fresh run."""
+    trust = options.trust_checkpoint
+    if options.resume_from is not None:
+        path = Path(options.resume_from)
+        try:
+            ckpt.verify_complete(path)
+        except ckpt.CheckpointError as exc:
+            raise RotldError(f"--resume-from: {exc}") from None
+        return path, ckpt.load_checkpoint(path, what="--resume-from", trust=trust)
+    candidates = ckpt.resume_candidates(work_dir)
+    if options.resume or (options.requeue and candidates):
+        if not candidates:
+            raise UsageError(f"--resume: no {ckpt.LATEST} in {work_dir} (nothing to resume; drop --resume to start)")
+        found = ckpt.find_resumable(work_dir, trust=trust)
+        if found is None:
+            raise RotldError(f"--resume: no complete checkpoint in {work_dir} (each one was skipped, see above)")
+        return found
+    if candidates:
+        held = ckpt.LATEST if (work_dir / ckpt.LATEST).exists() else candidates[0].name
+        raise UsageError(
+            f"--work-dir {work_dir}: already holds a run ({held}); pass --resume to continue it "
+            "or choose another --work-dir"
+        )
+    return None, None
+
+
+def _check_resume(state: dict[str, Any], recipe, teacher: TeacherInfo | None, source: Path, options: TrainOptions,
+                  samples_per_gpu: int) -> None:
+    """Everything checkable before the data loads: the recipe, world size, seed, amp and the teacher."""
+    from rotld_cli.engine.dist import group
+
     meta = state.get("meta") or {}
-    if "epoch" not in meta or "rng" not in meta:
-        raise RotldError(f"--resume: {latest} was not written by rotld's trainer (no epoch/RNG state in its meta)")
     recorded = meta.get("teacher")
     if teacher is not None and recorded and recorded.get("sha256") != teacher.sha256:
         raise RotldError(
             f"--teacher {teacher.path}: differs from the teacher this run started with "
             f"({recorded.get('path')}, sha256 {str(recorded.get('sha256'))[:12]}...)"
         )
-    if meta.get("recipe") not in (None, recipe.to_yaml()):
-        log.warning(f"--resume: the recipe differs from the one {latest} was trained with; continuing with the new one")
+    note = run_state.check_resume(meta, recipe_yaml=recipe.to_yaml(), seed=options.seed, amp=options.amp,
+                                  processes=group.world_size(), samples_per_gpu=samples_per_gpu, source=source)
+    if note:
+        log.warning(note)
 
 
 def check_pretrained(cfg) -> None:
@@ -270,18 +306,6 @@ def _build_model(cfg, init: bool):
     return model
 
 
-def _worker_init_fn(worker_id: int) -> None:
-    """Seed numpy/random in each loader worker from torch's per-worker seed.
-
-    torch draws a fresh base seed from the main process's generator every epoch, so workers see
-    new augmentations each epoch (mmdet's fixed-seed init repeats them) and a resumed run, whose
-    generator state is restored, draws the same ones as the uninterrupted run.
-    """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def _data_loader(dataset, cfg, shuffle: bool):
     from mmdet.datasets import build_dataloader
 
@@ -295,7 +319,7 @@ def _data_loader(dataset, cfg, shuffle: bool):
         seed=None,
         persistent_workers=False,
     )
-    loader.worker_init_fn = _worker_init_fn
+    loader.worker_init_fn = worker_init
     return loader
 
 
@@ -303,17 +327,29 @@ def _runner_class():
     from mmcv.runner import EpochBasedRunner
 
     class RotldRunner(EpochBasedRunner):
-        """EpochBasedRunner without the 2 s sleep per epoch when there are no loader workers."""
+        """EpochBasedRunner that starts a resumed epoch at its saved step and stops cleanly on a signal.
+
+        The sampler (`data_order.StepSampler`) gets the epoch and the first step here, so the steps
+        already trained on are not loaded again. mmcv's 2 s pause at each epoch start (a guard for
+        loader workers) only when there are workers. A signal during validation (EvalInterrupted)
+        saves the state the epoch's iterations left and stops.
+        """
+
+        rotld_start_step = 0
 
         def train(self, data_loader, **kwargs):
-            if data_loader.num_workers:
-                return super().train(data_loader, **kwargs)
             self.model.train()
             self.mode = "train"
             self.data_loader = data_loader
             self._max_iters = self._max_epochs * len(self.data_loader)
+            start, self.rotld_start_step = self.rotld_start_step, 0
+            if hasattr(data_loader.sampler, "set_start"):
+                data_loader.sampler.set_epoch(self.epoch)
+                data_loader.sampler.set_start(start)
             self.call_hook("before_train_epoch")
-            for i, data_batch in enumerate(self.data_loader):
+            if data_loader.num_workers:
+                time.sleep(2)  # mmcv's: "Prevent possible deadlock during epoch transition"
+            for i, data_batch in enumerate(self.data_loader, start=start):
                 self.data_batch = data_batch
                 self._inner_iter = i
                 self.call_hook("before_train_iter")
@@ -321,7 +357,11 @@ def _runner_class():
                 self.call_hook("after_train_iter")
                 del self.data_batch
                 self._iter += 1
-            self.call_hook("after_train_epoch")
+            try:
+                self.call_hook("after_train_epoch")
+            except EvalInterrupted as stop:
+                next(h for h in self.hooks if isinstance(h, RunCheckpointHook)).stop_at_epoch_end(self, stop.signum)
+                raise
             self._epoch += 1
 
     return RotldRunner
@@ -345,7 +385,7 @@ def _run_logger(work_dir: Path, write: bool = True) -> logging.Logger:
 
 
 def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, recipe, teacher: TeacherInfo | None,
-                  seed: int, device: str):
+                  seed: int, device: str, fingerprint: dict[str, Any], previous: Path | None = None):
     from mmcv.runner import Fp16OptimizerHook, build_optimizer
 
     from rotld_cli.engine.dist import group
@@ -378,6 +418,8 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
         "amp": bool(options.amp),
         "lr_config": ckpt.to_plain(dict(cfg.lr_config)),
         "teacher": None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
+        "world": {"processes": ctx.world_size, "samples_per_gpu": int(cfg.data.samples_per_gpu)},
+        "data": fingerprint,
     }
 
     def meta_fn(r) -> dict[str, Any]:
@@ -395,25 +437,28 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
             meta["fp16"] = ckpt.to_plain(r.meta["fp16"])
         return meta
 
-    def on_saved(path: Path, epoch: int) -> None:
-        run_log.record({"event": "checkpoint", "epoch": epoch, "iter": runner.iter, "path": path.name})
-
-    # every rank checks its losses (mmdet averages the logged values over ranks, so all stop together);
-    # only rank 0 evaluates, shows progress and writes logs and checkpoints
+    # every rank checks its losses (mmdet averages the logged values over ranks, so all stop together)
+    # and takes part in each checkpoint; only rank 0 evaluates, shows progress and writes logs and checkpoints
     runner.register_hook(NonFiniteLossGuard(work_dir, on_stop=run_log.record if run_log else None),
                          priority="HIGHEST")
-    sampler_seed = group.sampler_seed_hook()
-    if sampler_seed is not None:
-        runner.register_hook(sampler_seed)
     runner.rotld_train_loader = group.build_loader(
         datasets["train"], cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, shuffle=True, seed=seed,
-        worker_init_fn=_worker_init_fn,
+    )
+    runner.rotld_stops = stops = StopRequests()
+    every_iters, every_seconds = checkpoint_every(recipe.get("runtime.checkpoint_every", None))
+    runner.register_hook(
+        RunCheckpointHook(work_dir, meta_fn, stops=stops, interval=cfg.checkpoint_config.interval,
+                          max_keep_ckpts=cfg.checkpoint_config.get("max_keep_ckpts", -1), every_iters=every_iters,
+                          every_seconds=every_seconds, keep_iters=recipe.get("runtime.checkpoint_keep", 2),
+                          write=ctx.is_main, record=run_log.record if run_log else None, previous=previous,
+                          requeue=requeue_job if options.requeue else None),
+        priority="LOWEST",
     )
     if not ctx.is_main:
         return runner
     if "val" in datasets:
         val_loader = _data_loader(datasets["val"], cfg, shuffle=False)
-        evaluate = patch_evaluator(datasets["val"], val_loader)
+        evaluate = interruptible_eval(patch_evaluator(datasets["val"], val_loader), stops)
         runner.register_hook(EvalHook(evaluate, run_log, interval=cfg.evaluation.interval, reporter=options.reporter),
                              priority="LOW")
     runner.register_hook(HeadHealthHook(run_log.record, interval=cfg.log_config.interval), priority="LOW")
@@ -421,11 +466,6 @@ def _build_runner(cfg, model, work_dir: Path, datasets, options: TrainOptions, r
         runner.register_hook(CpuShareHook(run_log.record), priority="LOW")
     progress = ProgressHook(run_log, interval=cfg.log_config.interval, reporter=options.reporter)
     runner.register_hook(progress, priority="VERY_LOW")
-    runner.register_hook(
-        AtomicCheckpointHook(work_dir, meta_fn, interval=cfg.checkpoint_config.interval,
-                             max_keep_ckpts=cfg.checkpoint_config.get("max_keep_ckpts", -1), on_saved=on_saved),
-        priority="LOWEST",
-    )
     return runner
 
 
@@ -438,14 +478,17 @@ def _engine_versions() -> dict[str, str]:
             "mmrotate": str(mmrotate.__version__)}
 
 
-def _resume(runner, state: dict[str, Any]) -> int:
-    """Weights, optimizer (with its lr/initial_lr), epoch/iter, fp16 scaler and RNG states."""
+def _resume(runner, state: dict[str, Any], source: Path) -> int:
+    """Weights, optimizer (with its lr/initial_lr), epoch/iter and step in the epoch, fp16 scaler, hooks' states
+    and this rank's RNG states."""
+    from rotld_cli.engine.dist import group
+
     meta = state["meta"]
     module = runner.model.module if hasattr(runner.model, "module") else runner.model
     result = module.load_state_dict(state["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         keys = list(result.missing_keys) + list(result.unexpected_keys)
-        raise RotldError(f"--resume: {ckpt.LATEST} does not fit this recipe's model (first mismatched key {keys[0]!r})")
+        raise RotldError(f"--resume: {source.name} does not fit this recipe's model (first mismatched key {keys[0]!r})")
     if "optimizer" in state:
         runner.optimizer.load_state_dict(state["optimizer"])
         device = next(module.parameters()).device
@@ -455,24 +498,37 @@ def _resume(runner, state: dict[str, Any]) -> int:
                     group_state[key] = value.to(device)
     runner._epoch = int(meta["epoch"])
     runner._iter = int(meta["iter"])
+    runner.rotld_start_step = int(meta.get("inner_iter", 0))
+    steps = len(runner.rotld_train_loader)
+    if runner.rotld_start_step and int(meta.get("steps_per_epoch", steps)) != steps:
+        raise RotldError(f"--resume: {source.name} stopped at step {runner.rotld_start_step} of an epoch of "
+                         f"{meta['steps_per_epoch']} steps; this run's epochs have {steps}")
     if "fp16" in meta:
         runner.meta["fp16"] = meta["fp16"]
-    runner.rotld_rng = meta["rng"]
+    run_state.restore_hook_states(runner, meta.get("hooks") or {})
+    ctx = group.info()
+    runner.rotld_rng = run_state.rng_for_rank(meta, ctx.rank, ctx.world_size)
+    runner.rotld_resumed = source
     return runner._epoch
 
 
-def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
+def _run(runner, work_dir: Path, resumed_from: int | None, teacher: TeacherInfo | None) -> TrainResult:
     started = time.perf_counter()
     from rotld_cli.engine.dist import group
 
     progress = next((h for h in runner.hooks if isinstance(h, ProgressHook)), None)  # rank 0 only
     evaluator = next((h for h in runner.hooks if isinstance(h, EvalHook)), None)
     health = next((h for h in runner.hooks if isinstance(h, HeadHealthHook)), None)
+    resumed = getattr(runner, "rotld_resumed", None)
     if resumed_from is not None:
         ckpt.restore_rng_state(runner.rotld_rng)
-        log.info(f"resuming {work_dir.name} after epoch {resumed_from} (iteration {runner.iter})")
+        step, steps = runner.rotld_start_step, len(runner.rotld_train_loader)
+        where = (f"in epoch {resumed_from + 1} after step {step}/{steps}" if step else f"after epoch {resumed_from}")
+        log.info(f"resuming {work_dir.name} {where} (iteration {runner.iter}) from {resumed.name}")
     if runner.epoch >= runner.max_epochs:
         log.info(f"{work_dir}: already trained for {runner.max_epochs} epochs")
+    stops = runner.rotld_stops
+    stops.install()
     try:
         runner.run([runner.rotld_train_loader], [("train", 1)])
     except KeyboardInterrupt:
@@ -481,6 +537,7 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
             f"continue with --resume --work-dir {work_dir}"
         ) from None
     finally:
+        stops.restore()
         if progress is not None:
             progress.close()
         for handler in list(runner.logger.handlers):
@@ -495,9 +552,11 @@ def _run(runner, datasets, work_dir: Path, resumed_from: int | None, teacher: Te
         evaluations=list(evaluator.results) if evaluator else [],
         teacher=None if teacher is None else {"path": str(teacher.path), "sha256": teacher.sha256},
         health=list(health.verdicts) if health else [],
+        resumed_checkpoint=None if resumed is None else str(resumed),
     )
     if not group.is_main_process():
         return result  # rank 0 writes the checkpoints and the done marker
+    ckpt.prune_iters(work_dir, 0)  # they resume an unfinished run; the epoch checkpoints stay
     if not final.is_file():
         result.checkpoint = final = work_dir / ckpt.LATEST
     marker = {

@@ -22,7 +22,7 @@ import datetime
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,29 +194,25 @@ def silence_other_ranks(rank: int) -> None:
 # Data and model
 
 
-def build_loader(dataset: Any, samples_per_gpu: int, workers_per_gpu: int, shuffle: bool, seed: int | None = None,
-                 worker_init_fn: Callable[[int], None] | None = None) -> Any:
-    """mmdet's `build_dataloader`, sharded across ranks when distributed.
+def build_loader(dataset: Any, samples_per_gpu: int, workers_per_gpu: int, shuffle: bool,
+                 seed: int | None = None) -> Any:
+    """The training loader (`shuffle`): this process's slots of each step, in the order of `engine.data_order`.
 
-    Distributed, each rank loads `samples_per_gpu` images per step from its own shard
-    (DistributedGroupSampler when shuffling, DistributedSampler otherwise); register
-    `sampler_seed_hook()` so the shuffle changes every epoch. `seed` must be the same on every rank.
+    Distributed, each rank loads `samples_per_gpu` images per step, its own part of the step's
+    total batch; `seed` must be the same on every rank. The order changes with the sampler's
+    epoch (`set_epoch`, which `sampler_seed_hook()` or rotld's runner sets). Without `shuffle`,
+    mmdet's DistributedSampler / plain loader.
     """
+    if shuffle:
+        from rotld_cli.engine.data_order import build_train_loader
+
+        ctx = info()
+        return build_train_loader(dataset, samples_per_gpu, workers_per_gpu, seed=0 if seed is None else seed,
+                                  world_size=ctx.world_size, rank=ctx.rank)
     from mmdet.datasets import build_dataloader
 
-    loader = build_dataloader(
-        dataset,
-        samples_per_gpu=samples_per_gpu,
-        workers_per_gpu=workers_per_gpu,
-        num_gpus=1,
-        dist=info().enabled,
-        shuffle=shuffle,
-        seed=seed,
-        persistent_workers=False,
-    )
-    if worker_init_fn is not None:
-        loader.worker_init_fn = worker_init_fn
-    return loader
+    return build_dataloader(dataset, samples_per_gpu=samples_per_gpu, workers_per_gpu=workers_per_gpu, num_gpus=1,
+                            dist=info().enabled, shuffle=False, seed=seed, persistent_workers=False)
 
 
 def sampler_seed_hook() -> Any | None:
@@ -243,3 +239,40 @@ def wrap(model: Any, device: str, find_unused_parameters: bool = False) -> Any:
         # torch's advice is to keep broadcast_buffers=False while buffers must stay rank-local (BatchNorm stats)
         warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
         return wrap_distributed(model, device, find_unused_parameters=find_unused_parameters)
+
+
+# --------------------------------------------------------------------------------------------
+# Agreeing across ranks (no-ops when alone)
+
+
+def all_max(values: list[int]) -> list[int]:
+    """The element-wise maximum of `values` over the ranks (each rank's own list when not distributed)."""
+    import torch
+    import torch.distributed as dist
+
+    ctx = info()
+    if not ctx.enabled:
+        return [int(v) for v in values]
+    device = "cuda" if ctx.backend == "nccl" else "cpu"
+    tensor = torch.tensor([int(v) for v in values], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [int(v) for v in tensor.tolist()]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank ([value] when not distributed)."""
+    import torch.distributed as dist
+
+    ctx = info()
+    if not ctx.enabled:
+        return [value]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if info().enabled:
+        dist.barrier()

@@ -20,6 +20,7 @@ exit code instead of torchrun's multi-screen report.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import json
 import logging
@@ -30,8 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,10 @@ FAILURE_DIR_ENV = "ROTLD_FAILURE_DIR"
 AGENT_RECORD = "agent.json"
 DEFAULT_MULTINODE_PORT = 29500
 INTERRUPT_GRACE_S = 30.0
+# The agent passes these on to the workers, which save a checkpoint and stop (engine/preemption.py); it
+# waits this long for them before SIGKILL (torch's default, 30 s, is short for a save after a long step).
+FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+WORKER_STOP_TIMEOUT_S = "120"
 RESUME_HINT = "checkpoints already written are intact: rerun the same command with --resume to continue"
 
 
@@ -226,6 +232,8 @@ def agent_env(plan: LaunchPlan, record_dir: Path, base: Mapping[str, str] | None
     env[group.WORKER_ENV] = "1"
     env[group.DEVICE_ENV] = plan.device
     env[FAILURE_DIR_ENV] = str(record_dir)
+    env.setdefault("PET_SIGNALS_TO_HANDLE", FORWARDED_SIGNALS)  # torchrun's --signals-to-handle (ignored by old ones)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", WORKER_STOP_TIMEOUT_S)
     if not debug:
         env["LOGLEVEL"] = "CRITICAL"  # torch elastic's loggers: we report failures ourselves
     if "OMP_NUM_THREADS" not in env:
@@ -246,16 +254,39 @@ def run_launch(plan: LaunchPlan, worker_argv: Sequence[str], entry: Sequence[str
         env = agent_env(plan, record_dir, debug=debug)
         process = subprocess.Popen(agent_command(plan, worker_argv, entry), env=env)
         interrupted = False
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            code = _wait_after_interrupt(process)
+        with _forwarding_stop_signals(process):
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:
+                interrupted = True
+                code = _wait_after_interrupt(process)
         if code == 0 and not interrupted:
             return 0
         return report_failure(record_dir, code, interrupted)
     finally:
         shutil.rmtree(record_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _forwarding_stop_signals(process: subprocess.Popen) -> Iterator[None]:
+    """SIGTERM / SIGUSR1 sent to this process (`kill`, a scheduler) go to the agent, which hands them to the
+    workers: they save a checkpoint and stop, and this process reports how they ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        previous[signum] = signal.signal(signum, forward)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _wait_after_interrupt(process: subprocess.Popen) -> int:
@@ -325,9 +356,10 @@ def report_failure(record_dir: Path, code: int, interrupted: bool = False) -> in
     its own, a worker that only lost its peers, a worker that the agent stopped.
     """
     agent, workers = _read_records(record_dir)
-    if interrupted or agent.get("signal") in ("SIGINT", "SIGTERM"):
-        if any(r.get("printed") for r in workers):
-            return 130  # rank 0 printed where it stopped
+    if interrupted or agent.get("signal") in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        printed = [r for r in workers if r.get("printed")]
+        if printed:
+            return int(printed[0].get("exit_code") or 130)  # rank 0 printed where it stopped (and saved)
         raise WorkerFailed(f"interrupted; {RESUME_HINT}", 130)
     failures = sorted(agent.get("failures", []), key=lambda f: f.get("rank", 0))
     killed = [f for f in failures if int(f.get("exitcode", 0)) < 0 and -int(f["exitcode"]) != signal.SIGTERM]
