@@ -638,7 +638,10 @@ def test_cli_trains_on_two_cpu_processes(tiny_patches: Path, tmp_path: Path) -> 
     # rank 0 alone prints: one summary, one line per iteration and epoch
     assert out.count("Training finished") == 1 and out.count("epoch 1/2 done") == 1
     assert out.count("epoch 2/2 it 2/2") == 1
-    assert "error" not in err.lower() and "warning" not in err.lower()
+    # no third-party noise; the one warning is rotld's verdict on a 4-iteration model below score_thr 0.05
+    assert "error" not in err.lower()
+    assert [line for line in err.splitlines() if "warning" in line.lower()] == [
+        line for line in err.splitlines() if line.startswith("warning: this model detects nothing")]
     # rank 0 alone writes: each iteration logged once; 4 patches over 2 ranks make 2 iterations per epoch
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if r.get("mode") == "train"] == [1, 2, 3, 4]

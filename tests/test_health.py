@@ -81,7 +81,7 @@ def test_a_dead_classification_tower_is_named_in_the_verdict(model):
     prior = float(torch.sigmoid(model.bbox_head.retina_cls.bias.detach().max()))
     assert runner.outputs["log_vars"]["score_max"] == pytest.approx(prior, abs=1e-6)
     assert len(hook.verdicts) == 1
-    assert "detects nothing" in hook.verdicts[0] and f"0/{FEAT} channels active" in hook.verdicts[0]
+    assert "detects nothing" in hook.verdicts[0] and f"dead (0/{FEAT} channels active)" in hook.verdicts[0]
     assert records == [{"event": "health", "status": "collapsed", "epoch": 0, "iter": 1,
                         "message": hook.verdicts[0]}]
 

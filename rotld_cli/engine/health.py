@@ -15,7 +15,8 @@ and per epoch in `metrics.csv`, like the losses):
 * `score_max`: the highest class score (sigmoid) of any anchor in the batch.
 
 At the end of the run the final model scores the last training batch in eval mode (as `rotld
-evaluate` will): if no anchor reaches the test `score_thr`, the verdict is "collapsed". A logged
+evaluate` will): if no anchor reaches the test `score_thr`, the model "detects nothing" (and has
+"collapsed" when its tower is dead, not merely undertrained). A logged
 loss window above `EXPLODING_FACTOR` × the median of the windows before it is "exploding". The
 verdicts go to `log.jsonl` (`{"event": "health", ...}`) and to `TrainResult.health`, which the
 commands print last.
@@ -145,11 +146,14 @@ class HeadHealthHook(Hook):
         if best is None:
             return
         if best < threshold:
-            tower = f"; classification tower: {active} channels active" if active else ""
-            self._emit(runner, "collapsed",
-                       f"the classifier collapsed: no anchor of the last training batch scores above the test "
-                       f"threshold {threshold:g} (best {best:.4f}){tower}, so this model detects nothing and "
-                       "evaluates to AP 0; retrain with another seed or a lower lr, or check the data")
+            dead = active is not None and active.startswith("0/")
+            why = (f"its classification tower is dead ({active} channels active): the classifier collapsed; retrain "
+                   "with another seed or a lower lr" if dead else
+                   f"classification tower: {active} channels active; train longer, or check the data"
+                   if active else "train longer, or check the data")  # fmt: skip
+            self._emit(runner, "collapsed" if dead else "detects_nothing",
+                       f"this model detects nothing: no anchor of the last training batch scores above the test "
+                       f"threshold {threshold:g} (best {best:.4f}), so its evaluation gives AP 0; {why}")
 
     def _eval_scores(self, runner, head: nn.Module) -> tuple[float | None, str | None]:
         """Best class score of the last batch with the model in eval mode (as inference sees it)."""
