@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rotld_cli.compat_libs import TESTED, is_tested, range_label
+
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 BUILD_PINS = ["numpy>=1.23,<2", "setuptools>=77.0.3,<81", "wheel", "ninja"]
 MMCV_PIN = "mmcv-full==1.7.2"
@@ -347,32 +349,77 @@ def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
 
 
 # --system-torch: what a machine with its own torch may lack (distribution names; the engine's three
-# are installed without their declared dependencies, as in the shared environment).
+# are installed without their declared dependencies, as in the shared environment). numpy and OpenCV
+# are only installed when absent, within the tested majors, and the kept versions are pinned meanwhile.
 SYSTEM_TORCH_NEEDS = [
     "addict", "yapf==0.40.1", "importlib-metadata", "platformdirs", "tomli", "terminaltables", "pycocotools",
     "shapely>=2.0", "typer>=0.12", "rich>=13", "pyyaml>=6", "Pillow>=9", "matplotlib>=3.7", "scipy", "six",
-    "sympy", "opencv-python-headless>=4.5", "packaging", "setuptools>=77.0.3,<81", "wheel", "ninja",
-    "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx",
+    "sympy", "numpy>=1.23,<3", "opencv-python-headless>=4.5,<6", "packaging", "setuptools>=77.0.3,<81", "wheel",
+    "ninja", "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx",
 ]
 ENGINE_NO_DEPS = [*ENGINE_PINS]
 # opencv and numpy of the machine are kept; these may be satisfied by any installed distribution.
 SATISFIED_BY = {"opencv-python-headless": ("opencv-python-headless", "opencv-python", "opencv-contrib-python",
                                             "opencv-contrib-python-headless")}
+ALLOW_UNTESTED = "--allow-untested"
+# The machine's versions, read by importing them in its interpreter (what rotld will import, not metadata).
+_VERSIONS_PROBE = """
+import importlib, json, sys
+import torch, torchvision
+from torchvision.ops import nms
+nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)
+found = {"Python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__}
+for name, module in (("numpy", "numpy"), ("OpenCV", "cv2")):
+    try:
+        found[name] = importlib.import_module(module).__version__
+    except ModuleNotFoundError:
+        found[name] = None
+print(json.dumps(found))
+"""
 
 
-def system_torch_pair() -> str:
-    """This interpreter's torch/torchvision, checked to be a matched pair; exits with a one-line reason if not."""
-    probe = (
-        "import torch, torchvision\n"
-        "from torchvision.ops import nms\n"
-        "nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)\n"
-        "print(torch.__version__, torchvision.__version__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+def check_python(version: str, allow_untested: bool) -> None:
+    """Refuse, in one line, a Python the suites did not run on (the shared environment's pins may not even exist)."""
+    if is_tested("Python", version):
+        return
+    message = (f"Python {version} ({sys.executable}) is not supported: rotld is tested on Python "
+               f"{range_label('Python')}; run with one of those, e.g. `make PYTHON=python3.12 setup`")
+    if not allow_untested:
+        raise SystemExit(f"[rotld-setup] error: {message} (or pass {ALLOW_UNTESTED})")
+    log(f"warning: {message}; going on ({ALLOW_UNTESTED})")
+
+
+def system_versions(python: str) -> dict[str, str | None]:
+    """torch, torchvision (checked to be a matched pair), numpy and OpenCV (None when absent) of `python`."""
+    import json
+
+    out = subprocess.run([python, "-c", _VERSIONS_PROBE], capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["torch/torchvision do not import"])[-1]
-        raise SystemExit(f"--system-torch: {sys.executable} has no working torch + torchvision pair ({last})")
-    return out.stdout.strip()
+        raise SystemExit(f"--system-torch: {python} has no working torch + torchvision pair ({last})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_kept_versions(versions: dict[str, str | None], allow_untested: bool) -> str:
+    """The line reporting what --system-torch keeps; refuses (one line naming the package) an untested one."""
+    for name in ("torch", "torchvision", "numpy", "OpenCV"):
+        version = versions.get(name)
+        if version is None or is_tested(name, version):
+            continue
+        message = f"--system-torch: {name} {version} is outside the tested range {range_label(name)}"
+        if not allow_untested:
+            raise SystemExit(f"[rotld-setup] error: {message}; pass {ALLOW_UNTESTED} to use it anyway")
+        log(f"warning: {message}; going on ({ALLOW_UNTESTED})")
+    kept = ", ".join(f"{name} {versions[name]}" for name in ("torch", "torchvision", "numpy", "OpenCV")
+                     if versions.get(name))
+    absent = [name for name in ("numpy", "OpenCV") if not versions.get(name)]
+    return f"--system-torch: keeping {kept}" + (f" (installing {' and '.join(absent)})" if absent else "")
+
+
+def kept_pins(versions: dict[str, str | None]) -> list[str]:
+    """Constraints that keep the machine's torch, torchvision and numpy exactly as they are while pip resolves."""
+    names = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy"}
+    return [f"{dist}=={versions[name]}" for name, dist in names.items() if versions.get(name)]
 
 
 def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
@@ -396,9 +443,10 @@ def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
     return missing
 
 
-def setup_system_torch(venv: Path, offline: bool) -> None:
+def setup_system_torch(venv: Path, offline: bool, allow_untested: bool = False) -> None:
     """The checkout's venv on this interpreter's torch: install only what is missing, build mmcv-full for it."""
-    log(f"--system-torch: using torch/torchvision {system_torch_pair()} of {sys.executable}")
+    versions = system_versions(sys.executable)
+    log(f"{check_kept_versions(versions, allow_untested)} of {sys.executable}")
     python = venv / "bin" / "python"
     if not python.exists():
         run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
@@ -409,15 +457,17 @@ def setup_system_torch(venv: Path, offline: bool) -> None:
 
         own = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
         (site_packages(python) / "_rotld_system_torch.pth").write_text("\n".join(sorted(own)) + "\n")
+    keep = venv / "rotld-kept-versions.txt"
+    keep.write_text("\n".join(kept_pins(versions)) + "\n")
     index = ["--no-index", *wheel_sources()] if offline else wheel_sources()
     missing = missing_distributions(python, SYSTEM_TORCH_NEEDS)
     if missing:
         # Offline folders hold exactly the missing wheels: no resolver run that could touch torch or numpy.
-        pip(python, [*index, *(["--no-deps"] if offline else []), *missing], None)
-    install_mmcv(python, None, offline=offline)
+        pip(python, [*index, *(["--no-deps"] if offline else []), *missing], keep)
+    install_mmcv(python, keep, offline=offline)
     engine = missing_distributions(python, ENGINE_NO_DEPS)
     if engine:
-        pip(python, [*index, "--no-deps", *engine], None)
+        pip(python, [*index, "--no-deps", *engine], keep)
     run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
          "--no-build-isolation", "-e", str(REPO_ROOT)])
     log(f"ready: {venv} (this machine's torch; engine packages in the venv)")
@@ -434,20 +484,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="install from local wheel folders only")
     parser.add_argument("--find-links", action="append", default=[], metavar="DIR",
                         help="a local folder of wheels (and mmcv-full's sdist) to install from; repeatable")
+    parser.add_argument(ALLOW_UNTESTED, action="store_true",
+                        help="go on with a Python, or (--system-torch) a torch/torchvision/numpy/OpenCV, outside "
+                             "the tested ranges: " + "; ".join(f"{n} {range_label(n)}" for n in TESTED))
     args = parser.parse_args(argv)
     EXTRA_WHEEL_DIRS[:] = [Path(p) for p in args.find_links]
+    if args.print_key:
+        print(env_key(not args.no_engine))
+        return 0
+    check_python(sys.version.split()[0], args.allow_untested)
     if args.system_torch:
         try:
-            setup_system_torch(Path(args.venv), args.offline)
+            setup_system_torch(Path(args.venv), args.offline, args.allow_untested)
         except subprocess.CalledProcessError as exc:
             log(f"failed: {' '.join(exc.cmd)} exited with {exc.returncode}")
             return 1
         return 0
     engine = not args.no_engine
     key = env_key(engine)
-    if args.print_key:
-        print(key)
-        return 0
     env_dir = cache_root() / "envs" / key
     try:
         build_shared_env(env_dir, engine)
