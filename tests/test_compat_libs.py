@@ -115,7 +115,7 @@ def test_pickle_globals_name_both_numpy_majors():
 def test_dtype_classes_with_and_without_numpy_dtypes(monkeypatch):
     float32 = type(np.dtype(np.float32))
     assert float32 in numpy_dtype_classes() and type(np.dtype(np.int64)) in numpy_dtype_classes()
-    monkeypatch.setattr(np, "dtypes", None)  # as numpy < 1.25, which has no numpy.dtypes
+    monkeypatch.setattr(np, "dtypes", None, raising=False)  # as numpy < 1.25, which has no numpy.dtypes
     older = numpy_dtype_classes()
     assert float32 in older and type(np.dtype(np.uint8)) in older and type(np.dtype(np.str_)) in older
 
