@@ -72,6 +72,20 @@ def numpy_core_name() -> str:
     return NUMPY_CORE_NAMES[1] if numpy_major() >= 2 else NUMPY_CORE_NAMES[0]
 
 
+def numpy_has_int_alias() -> bool:
+    """Whether `np.int` (and `np.float`, `np.bool`, ...) still exist: deprecated in 1.20, removed in 1.24.
+
+    mmdet 2.28 still calls `np.int`; engine/compat.py replaces those calls on every numpy.
+    """
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return hasattr(np, "int")
+
+
 def numpy_multiarray() -> ModuleType:
     """numpy's `multiarray` module (home of `scalar` and `_reconstruct`), without numpy 2's deprecated alias."""
     import importlib

@@ -22,13 +22,14 @@ from rotld_cli.compat_libs import (
     is_tested,
     numpy_core_name,
     numpy_dtype_classes,
+    numpy_has_int_alias,
     numpy_multiarray,
     numpy_pickle_globals,
     opencv_log_level,
+    range_label,
     release,
     set_opencv_log_level,
     silence_opencv_log,
-    range_label,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,3 +255,7 @@ def test_every_module_imports_under_this_numpy_and_opencv():
     }
     assert set(result["imported"]) | set(result["skipped"]) == modules
     assert "rotld_cli.engine.patches" in result["imported"]  # engine-free: imports without the engine too
+
+
+def test_the_int_alias_exists_exactly_before_numpy_1_24():
+    assert numpy_has_int_alias() is (release(np.__version__) < (1, 24))
