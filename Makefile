@@ -2,14 +2,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+BOOTSTRAP_ARGS ?=
 
 .PHONY: setup demo demo-quick test test-quick test-numpy2 test-numpy2-quick numpy2-overlay lint bench clean gpu-check
 
-$(BIN)/rotld: pyproject.toml rotld_cli/bootstrap.py
-	$(PYTHON) -m rotld_cli.bootstrap --venv $(VENV)
+# The stamp names PYTHON's version: another PYTHON runs the bootstrap again, which refuses a .venv
+# made with a different one (remove it, or pass VENV=.venv-py312).
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+STAMP := $(VENV)/.rotld-python$(PYVER)
+
+$(STAMP): pyproject.toml rotld_cli/bootstrap.py rotld_cli/compat_libs.py
+	$(PYTHON) -m rotld_cli.bootstrap --venv $(VENV) $(BOOTSTRAP_ARGS)
 	@touch $@
 
-setup: $(BIN)/rotld
+setup: $(STAMP)
 
 demo: setup
 	$(BIN)/rotld demo

@@ -322,6 +322,24 @@ def build_shared_env(env_dir: Path, engine: bool) -> None:
         log("shared environment complete")
 
 
+def venv_python_version(venv: Path) -> str | None:
+    """'3.11' for a venv made by Python 3.11 (its pyvenv.cfg), None when there is none."""
+    try:
+        text = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", text, re.M)
+    return match.group(1) if match else None
+
+
+def check_venv_python(venv: Path) -> None:
+    """Refuse, in one line, to point a venv of another Python at this Python's environment."""
+    made_by, this = venv_python_version(venv), f"{sys.version_info.major}.{sys.version_info.minor}"
+    if made_by is not None and made_by != this:
+        raise SystemExit(f"[rotld-setup] error: {venv} was made with Python {made_by}, this is Python {this}: "
+                         f"remove it (make clean) or use another one (make VENV=.venv{this.replace('.', '')} ...)")
+
+
 def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
     """A per-checkout venv that sees the shared environment's packages through a .pth file."""
     python = venv / "bin" / "python"
@@ -385,7 +403,8 @@ def check_python(version: str, allow_untested: bool) -> None:
     message = (f"Python {version} ({sys.executable}) is not supported: rotld is tested on Python "
                f"{range_label('Python')}; run with one of those, e.g. `make PYTHON=python3.12 setup`")
     if not allow_untested:
-        raise SystemExit(f"[rotld-setup] error: {message} (or pass {ALLOW_UNTESTED})")
+        raise SystemExit(f"[rotld-setup] error: {message} (or pass {ALLOW_UNTESTED}; with make: "
+                         f"BOOTSTRAP_ARGS={ALLOW_UNTESTED})")
     log(f"warning: {message}; going on ({ALLOW_UNTESTED})")
 
 
@@ -493,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         print(env_key(not args.no_engine))
         return 0
     check_python(sys.version.split()[0], args.allow_untested)
+    check_venv_python(Path(args.venv))
     if args.system_torch:
         try:
             setup_system_torch(Path(args.venv), args.offline, args.allow_untested)

@@ -240,3 +240,20 @@ def test_the_versions_probe_names_a_missing_torch(tmp_path):
         bootstrap.system_versions(str(python))
     assert str(refused.value) == (f"--system-torch: {python} has no working torch + torchvision pair "
                                   "(ModuleNotFoundError: No module named 'torch')")
+
+
+def test_a_venv_of_another_python_is_refused_in_one_line(tmp_path):
+    import sys
+
+    this = f"{sys.version_info.major}.{sys.version_info.minor}"
+    venv = tmp_path / ".venv"
+    bootstrap.check_venv_python(venv)  # none yet: it will be made with this Python
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text(f"home = /x/bin\nversion = {this}.99\n")
+    bootstrap.check_venv_python(venv)
+    (venv / "pyvenv.cfg").write_text("home = /x/bin\ninclude-system-site-packages = false\nversion = 2.7.18\n")
+    with pytest.raises(SystemExit) as refused:
+        bootstrap.check_venv_python(venv)
+    assert str(refused.value) == (
+        f"[rotld-setup] error: {venv} was made with Python 2.7, this is Python {this}: remove it (make clean) "
+        f"or use another one (make VENV=.venv-py{this.replace('.', '')} ...)")
