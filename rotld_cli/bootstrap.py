@@ -337,7 +337,7 @@ def check_venv_python(venv: Path) -> None:
     made_by, this = venv_python_version(venv), f"{sys.version_info.major}.{sys.version_info.minor}"
     if made_by is not None and made_by != this:
         raise SystemExit(f"[rotld-setup] error: {venv} was made with Python {made_by}, this is Python {this}: "
-                         f"remove it (make clean) or use another one (make VENV=.venv{this.replace('.', '')} ...)")
+                         f"remove it (make clean) or use another one (make VENV=.venv-py{this.replace('.', '')} ...)")
 
 
 def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
