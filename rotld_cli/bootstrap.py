@@ -1,6 +1,7 @@
 """Create the project's virtual environment, with or without the MMRotate engine.
 
-Standard library only: this runs on a machine that has nothing but Python 3.11 and pip.
+Standard library only: this runs on a machine that has nothing but Python (3.11 or 3.12; others are
+refused in one line) and pip.
 
 The engine's dependencies (torch with CUDA libraries, ~5.5 GB) live in one environment in the
 user's cache, keyed by the pins below; each checkout's ``.venv`` is a small venv whose ``.pth``
@@ -13,7 +14,9 @@ the wheel is built here (about 45 minutes on 2 cores) and kept in a wheelhouse f
 
 ``--system-torch`` is for GPU machines and containers that come with torch: the checkout's venv
 sees the interpreter's packages (``--system-site-packages``) and keeps its torch, torchvision and
-numpy (1.x or 2.x); only what is missing is installed, mmcv-full is built against that torch
+numpy (1.x or 2.x), reported first and refused outside the tested ranges (``compat_libs.TESTED``)
+unless ``--allow-untested``; only what is missing is installed, with those versions pinned (an
+absent OpenCV 5 would otherwise pull numpy 2 onto a numpy 1 machine), mmcv-full is built against that torch
 (with CUDA ops for the visible GPUs' architectures when nvcc is there: about 4 minutes on 16
 cores for one architecture) and its wheel is cached. ``--offline`` installs from local wheel
 folders only (``ROTLD_WHEELS``, ``--find-links``).
@@ -437,8 +440,7 @@ def check_kept_versions(versions: dict[str, str | None], allow_untested: bool) -
 
 def kept_pins(versions: dict[str, str | None]) -> list[str]:
     """Constraints that keep the machine's torch, torchvision and numpy exactly as they are while pip resolves."""
-    names = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy"}
-    return [f"{dist}=={versions[name]}" for name, dist in names.items() if versions.get(name)]
+    return [f"{name}=={versions[name]}" for name in ("torch", "torchvision", "numpy") if versions.get(name)]
 
 
 def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
