@@ -42,9 +42,17 @@ from pathlib import Path
 from rotld_cli.compat_libs import TESTED, is_tested, range_label
 
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
-BUILD_PINS = ["numpy>=1.23,<2", "setuptools>=77.0.3,<81", "wheel", "ninja"]
+# The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
+# combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
+# suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2). Python 3.13 has no
+# numpy 1 build, so there the environment is numpy 2 + opencv >= 4.12 (the overlay's pair).
+NUMPY1 = sys.version_info < (3, 13)
+NUMPY_PIN, OPENCV_PIN = (("numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12") if NUMPY1 else
+                         ("numpy>=2,<3", "opencv-python-headless>=4.12,<6"))
+BUILD_PINS = [NUMPY_PIN, "setuptools>=77.0.3,<81", "wheel", "ninja"]
 MMCV_PIN = "mmcv-full==1.7.2"
-MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1", "opencv-python-headless>=4.5,<5"]
+MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1",
+             "opencv-python-headless>=4.5,<5" if NUMPY1 else OPENCV_PIN]
 # Installed with --no-deps: mmrotate depends on mmcv-full, whose metadata pulls the GUI
 # opencv-python (libGL) next to the headless one. ENGINE_DEPS lists what they really need.
 ENGINE_DEPS = ["matplotlib", "pycocotools", "terminaltables", "scipy", "six", "sympy"]
@@ -54,18 +62,16 @@ BASE_PINS = [
     "rich>=13",
     "pyyaml>=6",
     "shapely>=2.0",
-    "numpy>=1.23,<2",
-    "opencv-python-headless>=4.5,<4.12",
+    NUMPY_PIN,
+    OPENCV_PIN,
     "Pillow>=9",
     "matplotlib>=3.7",
 ]
 DEV_PINS = ["pytest>=7", "ruff>=0.6", "setuptools>=77.0.3,<81", "wheel"]
 # `rotld export` (onnx) and running an exported model without the engine (onnxruntime).
 DEPLOY_PINS = ["onnx==1.23.2", "onnxruntime==1.32.0"]
-# The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
-# combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
-# suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2).
-CONSTRAINTS = ["numpy<2", "opencv-python-headless<4.12", "yapf==0.40.1", "setuptools<81"]
+CONSTRAINTS = [*(["numpy<2", "opencv-python-headless<4.12"] if NUMPY1 else ["numpy<3", "opencv-python-headless<6"]),
+               "yapf==0.40.1", "setuptools<81"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
