@@ -46,9 +46,17 @@ TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 # combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
 # suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2). Python 3.13 has no
 # numpy 1 build, so there the environment is numpy 2 + opencv >= 4.12 (the overlay's pair).
-NUMPY1 = sys.version_info < (3, 13)
-NUMPY_PIN, OPENCV_PIN = (("numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12") if NUMPY1 else
-                         ("numpy>=2,<3", "opencv-python-headless>=4.12,<6"))
+
+
+def numpy_opencv_pins(python: tuple[int, int]) -> tuple[str, str, list[str]]:
+    """(numpy pin, OpenCV pin, their constraints) of the shared environment for this Python."""
+    if python < (3, 13):
+        return "numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12", ["numpy<2", "opencv-python-headless<4.12"]
+    return "numpy>=2,<3", "opencv-python-headless>=4.12,<6", ["numpy<3", "opencv-python-headless<6"]
+
+
+NUMPY1 = sys.version_info[:2] < (3, 13)
+NUMPY_PIN, OPENCV_PIN, NUMPY_OPENCV_CONSTRAINTS = numpy_opencv_pins(sys.version_info[:2])
 BUILD_PINS = [NUMPY_PIN, "setuptools>=77.0.3,<81", "wheel", "ninja"]
 MMCV_PIN = "mmcv-full==1.7.2"
 MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1",
@@ -70,8 +78,7 @@ BASE_PINS = [
 DEV_PINS = ["pytest>=7", "ruff>=0.6", "setuptools>=77.0.3,<81", "wheel"]
 # `rotld export` (onnx) and running an exported model without the engine (onnxruntime).
 DEPLOY_PINS = ["onnx==1.23.2", "onnxruntime==1.32.0"]
-CONSTRAINTS = [*(["numpy<2", "opencv-python-headless<4.12"] if NUMPY1 else ["numpy<3", "opencv-python-headless<6"]),
-               "yapf==0.40.1", "setuptools<81"]
+CONSTRAINTS = [*NUMPY_OPENCV_CONSTRAINTS, "yapf==0.40.1", "setuptools<81"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

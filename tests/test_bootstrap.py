@@ -257,3 +257,11 @@ def test_a_venv_of_another_python_is_refused_in_one_line(tmp_path):
     assert str(refused.value) == (
         f"[rotld-setup] error: {venv} was made with Python 2.7, this is Python {this}: remove it (make clean) "
         f"or use another one (make VENV=.venv-py{this.replace('.', '')} ...)")
+
+
+def test_numpy_1_up_to_python_3_12_and_numpy_2_from_3_13():
+    # numpy 1.26 has no build for Python 3.13: there the environment is the numpy 2 overlay's pair
+    assert bootstrap.numpy_opencv_pins((3, 11)) == bootstrap.numpy_opencv_pins((3, 12)) == (
+        "numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12", ["numpy<2", "opencv-python-headless<4.12"])
+    assert bootstrap.numpy_opencv_pins((3, 13)) == (
+        "numpy>=2,<3", "opencv-python-headless>=4.12,<6", ["numpy<3", "opencv-python-headless<6"])
