@@ -31,7 +31,7 @@ test: setup
 # pycocotools, the newest the index serves, shadow the shared engine environment's (seen through the
 # same .pth file as .venv's). `test-numpy2` runs the whole suite there; CI runs `test-numpy2-quick`:
 # an import of every module and the compat checks first, then the tests not marked slow.
-NP2 := .venv-numpy2
+NP2 := $(VENV)-numpy2
 NP2_RUN := PYTHONPATH=$(CURDIR) $(NP2)/bin/python
 NP2_VERSIONS := $(NP2_RUN) -c "import sys, numpy, cv2; assert numpy.__version__[0] == '2', numpy.__file__; \
   print(sys.argv[1], 'numpy', numpy.__version__, '+ OpenCV', cv2.__version__, '+ Python', sys.version.split()[0])"
