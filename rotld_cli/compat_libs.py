@@ -17,9 +17,10 @@ from types import ModuleType
 from typing import Any
 
 # name -> (lowest, highest) release, inclusive, as (major, minor); a None minor means "any minor".
-# What the suites ran on: the default environment (Python 3.11, torch 2.14.1, numpy 1.26, OpenCV 4.11),
-# the numpy 2 / OpenCV 5 overlay (`make test-numpy2`: the newest the index serves), Python 3.12
-# (`make PYTHON=python3.12 test`), a GPU machine's torch 2.11 (`make gpu-check`).
+# Their ends were run (README, Versions): the default environment (Python 3.11, torch 2.14.1, numpy 1.26,
+# OpenCV 4.11), the numpy 2 / OpenCV 5 overlay (`make test-numpy2`: the newest the index serves),
+# Python 3.12 (`make PYTHON=python3.12 test`), numpy 1.23.5 + OpenCV 4.5.5 (the tests not marked
+# slow), a GPU machine's torch 2.11 + torchvision 0.26 (the CUDA mmcv-full build).
 TESTED: dict[str, tuple[tuple[int, int | None], tuple[int, int | None]]] = {
     "Python": ((3, 11), (3, 12)),
     "torch": ((2, 11), (2, 14)),
