@@ -165,8 +165,18 @@ def torch_needs_cxx20(python: Path) -> bool:
     return needs_cxx20(out)
 
 
+# mmcv-full's setup.py reads its version with exec() + locals(), which Python 3.13 no longer fills
+# (PEP 667: locals() in a function is a snapshot); reading it into a namespace works everywhere.
+_MMCV_VERSION_READ = ("        exec(compile(f.read(), version_file, 'exec'))\n"
+                      "    return locals()['__version__']\n")
+_MMCV_VERSION_READ_FIXED = ("        namespace = {}\n"
+                            "        exec(compile(f.read(), version_file, 'exec'), namespace)\n"
+                            "    return namespace['__version__']\n")
+
+
 def patch_mmcv_setup(text: str, cxx20: bool) -> str:
-    """Raise mmcv-full's forced `-std=c++17` to C++20 where torch needs it; else leave it alone."""
+    """Raise mmcv-full's forced `-std=c++17` to C++20 where torch needs it; read its version portably."""
+    text = text.replace(_MMCV_VERSION_READ, _MMCV_VERSION_READ_FIXED)
     if not cxx20:
         return text
     patched = text.replace("-std=c++17", "-std=c++20")
@@ -257,6 +267,11 @@ def build_mmcv_wheel(python: Path, wheelhouse: Path, cuda: dict[str, str], offli
             if offline:
                 raise SystemExit("--offline: no mmcv-full-1.7.2.tar.gz in the wheel folders "
                                  "(ROTLD_WHEELS, --find-links)")
+            if sys.version_info >= (3, 13):  # pip runs the unpatched setup.py to read its metadata: KeyError
+                raise SystemExit("Python 3.13 cannot download mmcv-full's sdist (its setup.py fails there before "
+                                 "rotld can patch it): put mmcv-full-1.7.2.tar.gz in a wheel folder (ROTLD_WHEELS, "
+                                 "--find-links), e.g. python3.12 -m pip download --no-deps --no-binary :all: "
+                                 "mmcv-full==1.7.2 -d DIR")
             run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir),
                  MMCV_PIN])
             sdist = next(tmpdir.glob("mmcv*full-*.tar.gz"))

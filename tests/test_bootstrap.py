@@ -265,3 +265,26 @@ def test_numpy_1_up_to_python_3_12_and_numpy_2_from_3_13():
         "numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12", ["numpy<2", "opencv-python-headless<4.12"])
     assert bootstrap.numpy_opencv_pins((3, 13)) == (
         "numpy>=2,<3", "opencv-python-headless>=4.12,<6", ["numpy<3", "opencv-python-headless<6"])
+
+
+# mmcv-full 1.7.2's setup.py, as in its sdist: exec() into the function's locals, then locals()[...]
+MMCV_GET_VERSION = """
+def get_version():
+    version_file = 'mmcv/version.py'
+    with open(version_file, encoding='utf-8') as f:
+        exec(compile(f.read(), version_file, 'exec'))
+    return locals()['__version__']
+"""
+
+
+@pytest.mark.parametrize("cxx20", [True, False])
+def test_the_version_is_read_without_locals(tmp_path, monkeypatch, cxx20):
+    """Python 3.13's locals() is a snapshot (PEP 667): the sdist's get_version() raises KeyError there."""
+    patched = bootstrap.patch_mmcv_setup(MMCV_GET_VERSION + "flags = ['-std=c++17']\n", cxx20=cxx20)
+    assert "locals()" not in patched
+    (tmp_path / "mmcv").mkdir()
+    (tmp_path / "mmcv" / "version.py").write_text("__version__ = '1.7.2'\nshort_version = __version__\n")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(patched, namespace)
+    assert namespace["get_version"]() == "1.7.2"
