@@ -1,6 +1,7 @@
 """Create the project's virtual environment, with or without the MMRotate engine.
 
-Standard library only: this runs on a machine that has nothing but Python 3.11 and pip.
+Standard library only: this runs on a machine that has nothing but Python (3.11 or 3.12; others are
+refused in one line) and pip.
 
 The engine's dependencies (torch with CUDA libraries, ~5.5 GB) live in one environment in the
 user's cache, keyed by the pins below; each checkout's ``.venv`` is a small venv whose ``.pth``
@@ -13,7 +14,9 @@ the wheel is built here (about 45 minutes on 2 cores) and kept in a wheelhouse f
 
 ``--system-torch`` is for GPU machines and containers that come with torch: the checkout's venv
 sees the interpreter's packages (``--system-site-packages``) and keeps its torch, torchvision and
-numpy (1.x or 2.x); only what is missing is installed, mmcv-full is built against that torch
+numpy (1.x or 2.x), reported first and refused outside the tested ranges (``compat_libs.TESTED``)
+unless ``--allow-untested``; only what is missing is installed, with those versions pinned (an
+absent OpenCV 5 would otherwise pull numpy 2 onto a numpy 1 machine), mmcv-full is built against that torch
 (with CUDA ops for the visible GPUs' architectures when nvcc is there: about 4 minutes on 16
 cores for one architecture) and its wheel is cached. ``--offline`` installs from local wheel
 folders only (``ROTLD_WHEELS``, ``--find-links``).
@@ -36,10 +39,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from rotld_cli.compat_libs import TESTED, is_tested, range_label
+
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
-BUILD_PINS = ["numpy>=1.23,<2", "setuptools>=77.0.3,<81", "wheel", "ninja"]
+# The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
+# combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
+# suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2). Python 3.13 has no
+# numpy 1 build, so there the environment is numpy 2 + opencv >= 4.12 (the overlay's pair).
+
+
+def numpy_opencv_pins(python: tuple[int, int]) -> tuple[str, str, list[str]]:
+    """(numpy pin, OpenCV pin, their constraints) of the shared environment for this Python."""
+    if python < (3, 13):
+        return "numpy>=1.23,<2", "opencv-python-headless>=4.5,<4.12", ["numpy<2", "opencv-python-headless<4.12"]
+    return "numpy>=2,<3", "opencv-python-headless>=4.12,<6", ["numpy<3", "opencv-python-headless<6"]
+
+
+NUMPY1 = sys.version_info[:2] < (3, 13)
+NUMPY_PIN, OPENCV_PIN, NUMPY_OPENCV_CONSTRAINTS = numpy_opencv_pins(sys.version_info[:2])
+BUILD_PINS = [NUMPY_PIN, "setuptools>=77.0.3,<81", "wheel", "ninja"]
 MMCV_PIN = "mmcv-full==1.7.2"
-MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1", "opencv-python-headless>=4.5,<5"]
+MMCV_DEPS = ["addict", "packaging", "Pillow", "pyyaml", "yapf==0.40.1",
+             "opencv-python-headless>=4.5,<5" if NUMPY1 else OPENCV_PIN]
 # Installed with --no-deps: mmrotate depends on mmcv-full, whose metadata pulls the GUI
 # opencv-python (libGL) next to the headless one. ENGINE_DEPS lists what they really need.
 ENGINE_DEPS = ["matplotlib", "pycocotools", "terminaltables", "scipy", "six", "sympy"]
@@ -49,8 +70,8 @@ BASE_PINS = [
     "rich>=13",
     "pyyaml>=6",
     "shapely>=2.0",
-    "numpy>=1.23,<2",
-    "opencv-python-headless>=4.5,<4.12",
+    NUMPY_PIN,
+    OPENCV_PIN,
     "Pillow>=9",
     "matplotlib>=3.7",
 ]
@@ -60,10 +81,7 @@ DEPLOY_PINS = ["onnx==1.23.2", "onnxruntime==1.32.0"]
 # `rotld predict` on GeoTIFF/COG/JPEG2000/VRT (rasterio: GDAL windowed reads), map outputs (pyproj: CRSs and
 # reprojection; pyogrio: the GeoPackage writer). manylinux wheels with GDAL/PROJ bundled: no system library.
 GEO_PINS = ["rasterio==1.4.4", "pyproj==3.7.2", "pyogrio==0.13.0"]
-# The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
-# combination the mmcv-full wheelhouse and CI use. numpy 2 works too (`make test-numpy2` runs the
-# suite under numpy 2 + opencv 5; `--system-torch` keeps a machine's numpy 2).
-CONSTRAINTS = ["numpy<2", "opencv-python-headless<4.12", "yapf==0.40.1", "setuptools<81"]
+CONSTRAINTS = [*NUMPY_OPENCV_CONSTRAINTS, "yapf==0.40.1", "setuptools<81"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,8 +169,18 @@ def torch_needs_cxx20(python: Path) -> bool:
     return needs_cxx20(out)
 
 
+# mmcv-full's setup.py reads its version with exec() + locals(), which Python 3.13 no longer fills
+# (PEP 667: locals() in a function is a snapshot); reading it into a namespace works everywhere.
+_MMCV_VERSION_READ = ("        exec(compile(f.read(), version_file, 'exec'))\n"
+                      "    return locals()['__version__']\n")
+_MMCV_VERSION_READ_FIXED = ("        namespace = {}\n"
+                            "        exec(compile(f.read(), version_file, 'exec'), namespace)\n"
+                            "    return namespace['__version__']\n")
+
+
 def patch_mmcv_setup(text: str, cxx20: bool) -> str:
-    """Raise mmcv-full's forced `-std=c++17` to C++20 where torch needs it; else leave it alone."""
+    """Raise mmcv-full's forced `-std=c++17` to C++20 where torch needs it; read its version portably."""
+    text = text.replace(_MMCV_VERSION_READ, _MMCV_VERSION_READ_FIXED)
     if not cxx20:
         return text
     patched = text.replace("-std=c++17", "-std=c++20")
@@ -243,6 +271,11 @@ def build_mmcv_wheel(python: Path, wheelhouse: Path, cuda: dict[str, str], offli
             if offline:
                 raise SystemExit("--offline: no mmcv-full-1.7.2.tar.gz in the wheel folders "
                                  "(ROTLD_WHEELS, --find-links)")
+            if sys.version_info >= (3, 13):  # pip runs the unpatched setup.py to read its metadata: KeyError
+                raise SystemExit("Python 3.13 cannot download mmcv-full's sdist (its setup.py fails there before "
+                                 "rotld can patch it): put mmcv-full-1.7.2.tar.gz in a wheel folder (ROTLD_WHEELS, "
+                                 "--find-links), e.g. python3.12 -m pip download --no-deps --no-binary :all: "
+                                 "mmcv-full==1.7.2 -d DIR")
             run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(tmpdir),
                  MMCV_PIN])
             sdist = next(tmpdir.glob("mmcv*full-*.tar.gz"))
@@ -324,6 +357,24 @@ def build_shared_env(env_dir: Path, engine: bool) -> None:
         log("shared environment complete")
 
 
+def venv_python_version(venv: Path) -> str | None:
+    """'3.11' for a venv made by Python 3.11 (its pyvenv.cfg), None when there is none."""
+    try:
+        text = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", text, re.M)
+    return match.group(1) if match else None
+
+
+def check_venv_python(venv: Path) -> None:
+    """Refuse, in one line, to point a venv of another Python at this Python's environment."""
+    made_by, this = venv_python_version(venv), f"{sys.version_info.major}.{sys.version_info.minor}"
+    if made_by is not None and made_by != this:
+        raise SystemExit(f"[rotld-setup] error: {venv} was made with Python {made_by}, this is Python {this}: "
+                         f"remove it (make clean) or use another one (make VENV=.venv-py{this.replace('.', '')} ...)")
+
+
 def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
     """A per-checkout venv that sees the shared environment's packages through a .pth file."""
     python = venv / "bin" / "python"
@@ -351,32 +402,77 @@ def link_local_venv(venv: Path, env_dir: Path, editable: bool) -> None:
 
 
 # --system-torch: what a machine with its own torch may lack (distribution names; the engine's three
-# are installed without their declared dependencies, as in the shared environment).
+# are installed without their declared dependencies, as in the shared environment). numpy and OpenCV
+# are only installed when absent, within the tested majors, and the kept versions are pinned meanwhile.
 SYSTEM_TORCH_NEEDS = [
     "addict", "yapf==0.40.1", "importlib-metadata", "platformdirs", "tomli", "terminaltables", "pycocotools",
     "shapely>=2.0", "typer>=0.12", "rich>=13", "pyyaml>=6", "Pillow>=9", "matplotlib>=3.7", "scipy", "six",
-    "sympy", "opencv-python-headless>=4.5", "packaging", "setuptools>=77.0.3,<81", "wheel", "ninja",
-    "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx", *GEO_PINS,
+    "sympy", "numpy>=1.23,<3", "opencv-python-headless>=4.5,<6", "packaging", "setuptools>=77.0.3,<81", "wheel",
+    "ninja", "pytest>=7", "ruff>=0.6", "onnxruntime", "onnx", *GEO_PINS,
 ]
 ENGINE_NO_DEPS = [*ENGINE_PINS]
 # opencv and numpy of the machine are kept; these may be satisfied by any installed distribution.
 SATISFIED_BY = {"opencv-python-headless": ("opencv-python-headless", "opencv-python", "opencv-contrib-python",
                                             "opencv-contrib-python-headless")}
+ALLOW_UNTESTED = "--allow-untested"
+# The machine's versions, read by importing them in its interpreter (what rotld will import, not metadata).
+_VERSIONS_PROBE = """
+import importlib, json, sys
+import torch, torchvision
+from torchvision.ops import nms
+nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)
+found = {"Python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__}
+for name, module in (("numpy", "numpy"), ("OpenCV", "cv2")):
+    try:
+        found[name] = importlib.import_module(module).__version__
+    except ModuleNotFoundError:
+        found[name] = None
+print(json.dumps(found))
+"""
 
 
-def system_torch_pair() -> str:
-    """This interpreter's torch/torchvision, checked to be a matched pair; exits with a one-line reason if not."""
-    probe = (
-        "import torch, torchvision\n"
-        "from torchvision.ops import nms\n"
-        "nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)\n"
-        "print(torch.__version__, torchvision.__version__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+def check_python(version: str, allow_untested: bool) -> None:
+    """Refuse, in one line, a Python the suites did not run on (the shared environment's pins may not even exist)."""
+    if is_tested("Python", version):
+        return
+    message = (f"Python {version} ({sys.executable}) is not supported: rotld is tested on Python "
+               f"{range_label('Python')}; run with one of those, e.g. `make PYTHON=python3.12 setup`")
+    if not allow_untested:
+        raise SystemExit(f"[rotld-setup] error: {message} (or pass {ALLOW_UNTESTED}; with make: "
+                         f"BOOTSTRAP_ARGS={ALLOW_UNTESTED})")
+    log(f"warning: {message}; going on ({ALLOW_UNTESTED})")
+
+
+def system_versions(python: str) -> dict[str, str | None]:
+    """torch, torchvision (checked to be a matched pair), numpy and OpenCV (None when absent) of `python`."""
+    import json
+
+    out = subprocess.run([python, "-c", _VERSIONS_PROBE], capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["torch/torchvision do not import"])[-1]
-        raise SystemExit(f"--system-torch: {sys.executable} has no working torch + torchvision pair ({last})")
-    return out.stdout.strip()
+        raise SystemExit(f"--system-torch: {python} has no working torch + torchvision pair ({last})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_kept_versions(versions: dict[str, str | None], allow_untested: bool) -> str:
+    """The line reporting what --system-torch keeps; refuses (one line naming the package) an untested one."""
+    for name in ("torch", "torchvision", "numpy", "OpenCV"):
+        version = versions.get(name)
+        if version is None or is_tested(name, version):
+            continue
+        message = f"--system-torch: {name} {version} is outside the tested range {range_label(name)}"
+        if not allow_untested:
+            raise SystemExit(f"[rotld-setup] error: {message}; pass {ALLOW_UNTESTED} to use it anyway")
+        log(f"warning: {message}; going on ({ALLOW_UNTESTED})")
+    kept = ", ".join(f"{name} {versions[name]}" for name in ("torch", "torchvision", "numpy", "OpenCV")
+                     if versions.get(name))
+    absent = [name for name in ("numpy", "OpenCV") if not versions.get(name)]
+    return f"--system-torch: keeping {kept}" + (f" (installing {' and '.join(absent)})" if absent else "")
+
+
+def kept_pins(versions: dict[str, str | None]) -> list[str]:
+    """Constraints that keep the machine's torch, torchvision and numpy exactly as they are while pip resolves."""
+    return [f"{name}=={versions[name]}" for name in ("torch", "torchvision", "numpy") if versions.get(name)]
 
 
 def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
@@ -400,9 +496,10 @@ def missing_distributions(python: Path, requirements: list[str]) -> list[str]:
     return missing
 
 
-def setup_system_torch(venv: Path, offline: bool) -> None:
+def setup_system_torch(venv: Path, offline: bool, allow_untested: bool = False) -> None:
     """The checkout's venv on this interpreter's torch: install only what is missing, build mmcv-full for it."""
-    log(f"--system-torch: using torch/torchvision {system_torch_pair()} of {sys.executable}")
+    versions = system_versions(sys.executable)
+    log(f"{check_kept_versions(versions, allow_untested)} of {sys.executable}")
     python = venv / "bin" / "python"
     if not python.exists():
         run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
@@ -413,15 +510,17 @@ def setup_system_torch(venv: Path, offline: bool) -> None:
 
         own = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
         (site_packages(python) / "_rotld_system_torch.pth").write_text("\n".join(sorted(own)) + "\n")
+    keep = venv / "rotld-kept-versions.txt"
+    keep.write_text("\n".join(kept_pins(versions)) + "\n")
     index = ["--no-index", *wheel_sources()] if offline else wheel_sources()
     missing = missing_distributions(python, SYSTEM_TORCH_NEEDS)
     if missing:
         # Offline folders hold exactly the missing wheels: no resolver run that could touch torch or numpy.
-        pip(python, [*index, *(["--no-deps"] if offline else []), *missing], None)
-    install_mmcv(python, None, offline=offline)
+        pip(python, [*index, *(["--no-deps"] if offline else []), *missing], keep)
+    install_mmcv(python, keep, offline=offline)
     engine = missing_distributions(python, ENGINE_NO_DEPS)
     if engine:
-        pip(python, [*index, "--no-deps", *engine], None)
+        pip(python, [*index, "--no-deps", *engine], keep)
     run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
          "--no-build-isolation", "-e", str(REPO_ROOT)])
     log(f"ready: {venv} (this machine's torch; engine packages in the venv)")
@@ -438,20 +537,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="install from local wheel folders only")
     parser.add_argument("--find-links", action="append", default=[], metavar="DIR",
                         help="a local folder of wheels (and mmcv-full's sdist) to install from; repeatable")
+    parser.add_argument(ALLOW_UNTESTED, action="store_true",
+                        help="go on with a Python, or (--system-torch) a torch/torchvision/numpy/OpenCV, outside "
+                             "the tested ranges: " + "; ".join(f"{n} {range_label(n)}" for n in TESTED))
     args = parser.parse_args(argv)
     EXTRA_WHEEL_DIRS[:] = [Path(p) for p in args.find_links]
+    if args.print_key:
+        print(env_key(not args.no_engine))
+        return 0
+    check_python(sys.version.split()[0], args.allow_untested)
+    check_venv_python(Path(args.venv))
     if args.system_torch:
         try:
-            setup_system_torch(Path(args.venv), args.offline)
+            setup_system_torch(Path(args.venv), args.offline, args.allow_untested)
         except subprocess.CalledProcessError as exc:
             log(f"failed: {' '.join(exc.cmd)} exited with {exc.returncode}")
             return 1
         return 0
     engine = not args.no_engine
     key = env_key(engine)
-    if args.print_key:
-        print(key)
-        return 0
     env_dir = cache_root() / "envs" / key
     try:
         build_shared_env(env_dir, engine)

@@ -57,19 +57,9 @@ def safe_globals() -> list[Any]:
 
     import numpy as np
 
-    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
-    names: list[Any] = [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
-    # numpy 2 renamed numpy.core to numpy._core: a file pickled under either loads under both
-    # (torch accepts (object, "name in the pickle") pairs).
-    names += [(getattr(multiarray, fn), f"{module}.multiarray.{fn}")
-              for fn in ("scalar", "_reconstruct") for module in ("numpy.core", "numpy._core")]
-    dtypes_module = getattr(np, "dtypes", None)
-    if dtypes_module is not None:
-        names += [getattr(dtypes_module, n) for n in dir(dtypes_module) if n.endswith("DType")]
-    else:  # numpy < 1.25: the dtype classes are only reachable through instances
-        names += sorted({type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                                      np.float16, np.float32, np.float64, np.str_)},
-                        key=lambda c: c.__name__)
+    from rotld_cli.compat_libs import numpy_dtype_classes, numpy_pickle_globals
+
+    names: list[Any] = [*numpy_pickle_globals(), np.ndarray, np.dtype, *numpy_dtype_classes()]
     return [*names, datetime.datetime, datetime.date, datetime.timedelta]
 
 

@@ -109,9 +109,12 @@ def venv_python(args: argparse.Namespace, check: Check) -> str:
     venv = REPO / args.venv
     command = [sys.executable, "-m", "rotld_cli.bootstrap", "--system-torch", "--venv", str(venv)]
     command += ["--offline"] * args.offline + [a for d in args.find_links for a in ("--find-links", d)]
+    command += ["--allow-untested"] * args.allow_untested
+
     def built(out: str) -> str:
         seconds = re.findall(r"built \S+ in (\d+) s", out)
-        return f"built in {seconds[-1]} s" if seconds else "cached wheel"
+        kept = re.findall(r"keeping ([^(\n]+?)(?: \(| of )", out)
+        return (f"{kept[-1]}; " if kept else "") + (f"built in {seconds[-1]} s" if seconds else "cached wheel")
 
     check.run("engine (mmcv-full CUDA)", command, module=False, timeout=1200, figure=built)
     return str(venv / "bin" / "python")
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--find-links", action="append", default=[], metavar="DIR")
     parser.add_argument("--iterations", type=int, default=30, help="training iterations per run (about)")
     parser.add_argument("--skip-engine", action="store_true", help="use this interpreter as it is")
+    parser.add_argument("--allow-untested", action="store_true",
+                        help="pass --allow-untested to the bootstrap (torch/numpy/OpenCV outside the tested ranges)")
     args = parser.parse_args(argv)
 
     work = Path(args.work).resolve()

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from rotld_cli.checkpoints import load_checkpoint_file
+from rotld_cli.compat_libs import NUMPY_CORE_NAMES, numpy_core_name
 
 torch = pytest.importorskip("torch")
-THIS = "numpy._core.multiarray" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core.multiarray"
-OTHER = "numpy.core.multiarray" if THIS == "numpy._core.multiarray" else "numpy._core.multiarray"
+THIS = f"{numpy_core_name()}.multiarray"
+OTHER = next(f"{core}.multiarray" for core in NUMPY_CORE_NAMES if core != numpy_core_name())
 
 
 def _rename_globals(src, dst, old: str, new: str) -> int:

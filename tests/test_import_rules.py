@@ -45,6 +45,7 @@ ENGINE_FREE = (
     "rotld_cli.quiet",
     "rotld_cli.publish",
     "rotld_cli.checkpoints",
+    "rotld_cli.compat_libs",  # numpy/OpenCV version differences: numpy and cv2 only, inside functions
     "rotld_cli.recipes",
     "rotld_cli.detector",
     "rotld_cli.training",

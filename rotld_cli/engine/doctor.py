@@ -74,7 +74,7 @@ def check_python() -> str:
 
 
 def check_numpy() -> str:
-    """numpy 1.23+ and 2.x both work (the suite passes under 1.26 and 2.4 with opencv 5.0).
+    """numpy 1.23+ and 2.x both work (`compat_libs.TESTED`; the suite passes under 1.26 and 2.4 + OpenCV 5.1).
 
     What breaks under numpy 2 is a compiled package built against numpy 1 (opencv < 4.10,
     pycocotools): its own check below names it.

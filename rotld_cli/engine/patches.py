@@ -19,12 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rotld_cli.compat_libs import silence_opencv_log
 from rotld_cli.detector import DetectionsPerClass, Detector
 from rotld_cli.dota.formats import IMAGE_SUFFIXES, Task1Detections, is_image_file, write_task1_files
 from rotld_cli.dota.polygons import detections_to_task1
 from rotld_cli.errors import RotldError
 
-cv2.setLogLevel(0)  # a corrupt patch is reported once, by its caller, not also by libpng's warnings on stderr
+silence_opencv_log()  # a corrupt patch is reported once, by its caller, not also by libpng's warnings on stderr
 PatchProgress = Callable[[int, int], None]
 """`on_progress(patches_done, patches_total)`, after every batch."""
 BatchSink = Callable[[list[str], list[DetectionsPerClass]], None]
