@@ -13,9 +13,12 @@ LD-only benchmark, `runs/{baseline,student}-seedN`, count).
     .venv/bin/python -m bench.accuracy --quick         # the demo's --quick settings: a smoke run of the procedure
     .venv/bin/python -m bench.accuracy --methods ld,crosskd --seeds 0 1 2
     .venv/bin/python -m bench.accuracy --readme README.md   # and write the table into the README
+    .venv/bin/python -m bench.accuracy --family fcos   # another family's synthetic recipes (fcos, atss, orcnn)
 
-`--readme` replaces the block between the README's `bench.accuracy` markers with this run's table,
-verdicts and settings, so the published numbers are the benchmark's output, never typed in.
+`--readme` replaces the block between the README's `bench.accuracy` markers (one block per family) with
+this run's table, verdicts and settings, so the published numbers are the benchmark's output, never
+typed in. `--family` picks the teacher, baseline and students of `synthetic-<family>/` (`FAMILY_MODELS`)
+and keeps their runs in their own work dir (`rotld-bench-accuracy[-quick]-<family>`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from rotld_cli.demo import (  # noqa: E402
     FULL,
     MODELS,
     QUICK,
+    Model,
     claim_work_dir,
     evaluate_model,
     make_data,
@@ -47,9 +51,35 @@ from rotld_cli.demo import (  # noqa: E402
 from rotld_cli.errors import UsageError  # noqa: E402
 from rotld_cli.evaluation.table import Table  # noqa: E402
 from rotld_cli.fileio import atomic_write_text  # noqa: E402
+from rotld_cli.recipes import FAMILIES  # noqa: E402
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "crosskd": "CrossKD", "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""
+
+
+def family_models(family: str, methods: tuple[str, ...]) -> tuple[Model, Model, dict[str, Model]]:
+    """(teacher, baseline, {method: student}) of a family's bundled synthetic recipes (`synthetic-<family>/`).
+
+    The run keys are the RetinaNet ones (teacher, baseline, student, crosskd, bckd): each family's runs
+    live in their own work dir, so the demo's training and evaluation steps serve every family unchanged."""
+    folder, title = f"synthetic-{family}", FAMILIES[family].title
+    students = {"ld": ("student", "LD+KD", "ld-kd"), "crosskd": ("crosskd", "CrossKD", "crosskd"),
+                "bckd": ("bckd", "BCKD", "bckd")}
+    return (
+        Model("teacher", f"Teacher R-34 ({title})", f"{folder}/teacher-r34"),
+        Model("baseline", f"Baseline R-18 ({title})", f"{folder}/baseline-r18"),
+        {m: Model(students[m][0], f"Student R-18 ({title}, {students[m][1]})", f"{folder}/student-r18-{students[m][2]}",
+                  distilled=True) for m in methods},
+    )
+
+
+FAMILY_MODELS = {
+    "retinanet": (MODELS[0], MODELS[1], DISTILLERS),
+    "fcos": family_models("fcos", ("ld", "crosskd", "bckd")),
+    "atss": family_models("atss", ("ld", "crosskd", "bckd")),
+    "orcnn": family_models("orcnn", ("ld",)),
+}
+"""`--family` → (teacher, baseline, its distillers): which synthetic recipes the benchmark trains."""
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -68,29 +98,38 @@ README_BEGIN = "<!-- bench.accuracy:begin (written by `python -m bench.accuracy 
 README_END = "<!-- bench.accuracy:end -->"
 
 
+def readme_markers(family: str = "retinanet") -> tuple[str, str]:
+    """The README block of a family's table (the rotated RetinaNet one keeps its original markers)."""
+    if family == "retinanet":
+        return README_BEGIN, README_END
+    return (f"<!-- bench.accuracy:{family}:begin (written by `python -m bench.accuracy --family {family} --readme "
+            f"README.md`) -->", f"<!-- bench.accuracy:{family}:end -->")
+
+
 def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts: list[str], how: str) -> str:
     """The README's accuracy section body: title, table, verdicts, and how the run was made."""
     table = Table(title, tuple(columns), tuple(tuple(row) for row in rows)).to_markdown(heading="")
     return "\n".join([f"{title}:", "", table, *(f"- {v}" for v in verdicts), "", how])
 
 
-def readme_span(path: Path) -> tuple[str, int, int]:
+def readme_span(path: Path, family: str = "retinanet") -> tuple[str, int, int]:
     """(text, start, end) of the block: one begin marker, then one end marker; else a one-line UsageError."""
+    begin, finish = readme_markers(family)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--readme {path}: {exc.strerror or exc}") from None
-    start = text.find(README_BEGIN)
-    end = text.find(README_END, start + 1) if start >= 0 else -1
-    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or end < 0:
-        raise UsageError(f"--readme {path}: needs one `{README_BEGIN}` ... `{README_END}` block to replace")
+    start = text.find(begin)
+    end = text.find(finish, start + 1) if start >= 0 else -1
+    if text.count(begin) != 1 or text.count(finish) != 1 or end < 0:
+        raise UsageError(f"--readme {path}: needs one `{begin}` ... `{finish}` block to replace")
     return text, start, end
 
 
-def write_readme(path: Path, block: str) -> None:
+def write_readme(path: Path, block: str, family: str = "retinanet") -> None:
     """Replace what lies between the markers; everything else is kept."""
-    text, start, end = readme_span(path)
-    atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:])
+    text, start, end = readme_span(path, family)
+    atomic_write_text(path, text[: start + len(readme_markers(family)[0])] + "\n" + block + "\n" + text[end:])
 
 
 def machine() -> str:
@@ -105,31 +144,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings (1 iteration per run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (default 0 1 2)")
-    parser.add_argument("--methods", default=",".join(DISTILLERS),
-                        help=f"distillers to compare, comma-separated (default {','.join(DISTILLERS)})")
+    parser.add_argument("--family", default="retinanet", choices=list(FAMILY_MODELS),
+                        help="detector family whose synthetic recipes are compared (default retinanet)")
+    parser.add_argument("--methods", default=None,
+                        help=f"distillers to compare, comma-separated (default: all of the family's; retinanet: "
+                             f"{','.join(DISTILLERS)})")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="runs folder, reused when rerun (default rotld-bench-accuracy[-quick])")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also write the table into this file's bench.accuracy block (e.g. README.md)")
     args = parser.parse_args()
+    teacher_model, baseline_model, distillers = FAMILY_MODELS[args.family]
     if args.readme is not None:
         try:
-            readme_span(args.readme)  # before hours of training
+            readme_span(args.readme, args.family)  # before hours of training
         except UsageError as exc:
             parser.error(str(exc))
     try:
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods or ",".join(distillers))
     except UsageError as exc:  # one line naming the option, exit 2
         parser.error(str(exc))
+    missing = [m for m in methods if m not in distillers]
+    if missing:
+        parser.error(f"--methods: {missing[0]} is not available for the {args.family} family (use "
+                     f"{','.join(distillers)})")
     settings = QUICK if args.quick else FULL
-    work = (args.work_dir or Path("rotld-bench-accuracy" + ("-quick" if args.quick else ""))).absolute()
+    suffix = ("-quick" if args.quick else "") + ("" if args.family == "retinanet" else f"-{args.family}")
+    work = (args.work_dir or Path("rotld-bench-accuracy" + suffix)).absolute()
     started = time.perf_counter()
     claim_work_dir(work, settings)
     make_data(work, settings)
     split_data(work, settings)
-    teacher_model, baseline_model = MODELS[:2]
-    models = [baseline_model, *(DISTILLERS[m] for m in methods)]
+    models = [baseline_model, *(distillers[m] for m in methods)]
     teacher, _ = train_model(work, settings, teacher_model, args.device)
     teacher_ap = evaluate_model(work, teacher_model, teacher, args.device)["AP"]
     aps: dict[str, list[float]] = {model.key: [] for model in models}
@@ -142,7 +189,7 @@ def main() -> None:
             reused += was_done
             aps[model.key].append(evaluate_model(work, model, checkpoint, args.device, run_dir=run_dir)["AP"])
 
-    ld_key = DISTILLERS["ld"].key if "ld" in methods else None
+    ld_key = distillers["ld"].key if "ld" in methods else None
     rows = []
     for model in models:
         mean, std = mean_std(aps[model.key])
@@ -151,7 +198,8 @@ def main() -> None:
         per_seed = [f"{100 * ap:.2f}" for ap in aps[model.key]]
         rows.append([NAMES.get(model.key, model.key), *per_seed, f"{100 * mean:.2f} ± {100 * std:.2f}",
                      f"{100 * gain_base:+.2f}", f"{100 * gain_ld:+.2f}" if ld_key else "–"])
-    title = f"AP50:95 on merged val images ({settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
+    family = "" if args.family == "retinanet" else f"{FAMILIES[args.family].title}, "
+    title = f"AP50:95 on merged val images ({family}{settings.name} settings; teacher AP {100 * teacher_ap:.2f})"
     columns = ["model", *(f"seed {s}" for s in args.seeds), "mean ± std", "Δ baseline", "Δ LD+KD"]
     ui.console.print(ui.table(title, columns, rows))
     verdicts = []
@@ -165,10 +213,12 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     print(f"({minutes:.1f} min, runs in {work})")
     if args.readme is not None:
-        how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''} --seeds {' '.join(map(str, args.seeds))} "
+        family_arg = "" if args.family == "retinanet" else f" --family {args.family}"
+        how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''}{family_arg} "
+               f"--seeds {' '.join(map(str, args.seeds))} "
                f"--methods {','.join(methods)}` on {datetime.date.today().isoformat()}, {machine()}: "
                f"{minutes:.0f} min" + (f" ({reused} finished runs reused)." if reused else "."))
-        write_readme(args.readme, readme_block(title, columns, rows, verdicts, how))
+        write_readme(args.readme, readme_block(title, columns, rows, verdicts, how), args.family)
         print(f"wrote the table into {args.readme}")
 
 

@@ -43,8 +43,13 @@ class FamilyModel:
 
 def _focal(recipe: Recipe) -> dict[str, Any]:
     get = recipe.get
-    return dict(type="FocalLoss", use_sigmoid=True, gamma=get("model.head.loss_cls.gamma"),
-                alpha=get("model.head.loss_cls.alpha"), loss_weight=get("model.head.loss_cls.weight"))
+    return dict(
+        type="FocalLoss",
+        use_sigmoid=True,
+        gamma=get("model.head.loss_cls.gamma"),
+        alpha=get("model.head.loss_cls.alpha"),
+        loss_weight=get("model.head.loss_cls.weight"),
+    )
 
 
 def _fpn(in_channels: list[int], width: int, **extra: Any) -> dict[str, Any]:
@@ -53,9 +58,13 @@ def _fpn(in_channels: list[int], width: int, **extra: Any) -> dict[str, Any]:
 
 def _test_cfg(recipe: Recipe) -> dict[str, Any]:
     get = recipe.get
-    return dict(nms_pre=get("model.test.nms_pre"), min_bbox_size=get("model.test.min_bbox_size"),
-                score_thr=get("model.test.score_thr"), nms=dict(iou_thr=get("model.test.nms_iou_thr")),
-                max_per_img=get("model.test.max_per_img"))
+    return dict(
+        nms_pre=get("model.test.nms_pre"),
+        min_bbox_size=get("model.test.min_bbox_size"),
+        score_thr=get("model.test.score_thr"),
+        nms=dict(iou_thr=get("model.test.nms_iou_thr")),
+        max_per_img=get("model.test.max_per_img"),
+    )
 
 
 def anchor_head(recipe: Recipe, width: int, head_type: str) -> dict[str, Any]:
@@ -111,8 +120,11 @@ def _retinanet(recipe: Recipe, width: int) -> dict[str, Any]:
 
 
 def _atss(recipe: Recipe, width: int) -> dict[str, Any]:
-    assigner = dict(type="RotatedATSSAssigner", topk=recipe.get("model.atss.topk"),
-                    iou_calculator=dict(type="SparseRBboxOverlaps2D"))
+    assigner = dict(
+        type="RotatedATSSAssigner",
+        topk=recipe.get("model.atss.topk"),
+        iou_calculator=dict(type="SparseRBboxOverlaps2D"),
+    )
     return dict(
         neck=dict(start_level=1, add_extra_convs="on_input"),
         bbox_head=anchor_head(recipe, width, "RotatedATSSHeadDistribution"),
@@ -145,8 +157,9 @@ def _fcos(recipe: Recipe, width: int) -> dict[str, Any]:
         bbox_coder=dict(type="DistanceAnglePointCoder", angle_version=get("model.angle_version")),
         loss_cls=_focal(recipe),
         loss_bbox=BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight")),
-        loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True,
-                             loss_weight=get("model.fcos.centerness_weight")),
+        loss_centerness=dict(
+            type="CrossEntropyLoss", use_sigmoid=True, loss_weight=get("model.fcos.centerness_weight")
+        ),
     )
     return dict(
         neck=dict(start_level=1, add_extra_convs="on_output", relu_before_extra_convs=True),
@@ -160,18 +173,30 @@ def _orcnn(recipe: Recipe, width: int) -> dict[str, Any]:
     get = recipe.get
     angle = get("model.angle_version")
     proposals = get("model.rpn.proposals")
-    proposal_cfg = dict(nms_pre=proposals, max_per_img=proposals,
-                        nms=dict(type="nms", iou_threshold=get("model.rpn.nms_iou_thr")), min_bbox_size=0)
+    proposal_cfg = dict(
+        nms_pre=proposals,
+        max_per_img=proposals,
+        nms=dict(type="nms", iou_threshold=get("model.rpn.nms_iou_thr")),
+        min_bbox_size=0,
+    )
     strides = list(get("model.rpn.strides"))
     rpn_head = dict(
         type="OrientedRPNHead",
         in_channels=width,
         feat_channels=get("model.rpn.feat_channels"),
         version=angle,
-        anchor_generator=dict(type="AnchorGenerator", scales=list(get("model.rpn.anchor_scales")),
-                              ratios=list(get("model.rpn.anchor_ratios")), strides=strides),
-        bbox_coder=dict(type="MidpointOffsetCoder", angle_range=angle, target_means=[0.0] * 6,
-                        target_stds=[1.0, 1.0, 1.0, 1.0, 0.5, 0.5]),
+        anchor_generator=dict(
+            type="AnchorGenerator",
+            scales=list(get("model.rpn.anchor_scales")),
+            ratios=list(get("model.rpn.anchor_ratios")),
+            strides=strides,
+        ),
+        bbox_coder=dict(
+            type="MidpointOffsetCoder",
+            angle_range=angle,
+            target_means=[0.0] * 6,
+            target_stds=[1.0, 1.0, 1.0, 1.0, 0.5, 0.5],
+        ),
         loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type="SmoothL1Loss", beta=1.0 / 9.0, loss_weight=1.0),
     )
@@ -184,9 +209,15 @@ def _orcnn(recipe: Recipe, width: int) -> dict[str, Any]:
         num_classes=len(recipe.classes),
         reg_max=get("model.roi_head.reg_max"),
         bins=[low, high, angle_low, angle_high],
-        bbox_coder=dict(type="DeltaXYWHAOBBoxCoder", angle_range=angle, norm_factor=None, edge_swap=True,
-                        proj_xy=True, target_means=(0.0, 0.0, 0.0, 0.0, 0.0),
-                        target_stds=(0.1, 0.1, 0.2, 0.2, 0.1)),
+        bbox_coder=dict(
+            type="DeltaXYWHAOBBoxCoder",
+            angle_range=angle,
+            norm_factor=None,
+            edge_swap=True,
+            proj_xy=True,
+            target_means=(0.0, 0.0, 0.0, 0.0, 0.0),
+            target_stds=(0.1, 0.1, 0.2, 0.2, 0.1),
+        ),
         reg_class_agnostic=True,
         loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
         loss_bbox=dict(type="SmoothL1Loss", beta=1.0, loss_weight=1.0),
@@ -204,20 +235,43 @@ def _orcnn(recipe: Recipe, width: int) -> dict[str, Any]:
     pos_iou = get("model.roi_head.pos_iou_thr")
     train_cfg = dict(
         rpn=dict(
-            assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
-                          match_low_quality=True, ignore_iof_thr=-1),
-            sampler=dict(type="RandomSampler", num=get("model.rpn.num_samples"), pos_fraction=0.5, neg_pos_ub=-1,
-                         add_gt_as_proposals=False),
+            assigner=dict(
+                type="MaxIoUAssigner",
+                pos_iou_thr=0.7,
+                neg_iou_thr=0.3,
+                min_pos_iou=0.3,
+                match_low_quality=True,
+                ignore_iof_thr=-1,
+            ),
+            sampler=dict(
+                type="RandomSampler",
+                num=get("model.rpn.num_samples"),
+                pos_fraction=0.5,
+                neg_pos_ub=-1,
+                add_gt_as_proposals=False,
+            ),
             allowed_border=0,
             pos_weight=-1,
             debug=False,
         ),
         rpn_proposal=dict(proposal_cfg),
         rcnn=dict(
-            assigner=dict(type="MaxIoUAssigner", pos_iou_thr=pos_iou, neg_iou_thr=pos_iou, min_pos_iou=pos_iou,
-                          match_low_quality=False, iou_calculator=dict(type="RBboxOverlaps2D"), ignore_iof_thr=-1),
-            sampler=dict(type="RRandomSampler", num=get("model.roi_head.num_samples"),
-                         pos_fraction=get("model.roi_head.pos_fraction"), neg_pos_ub=-1, add_gt_as_proposals=True),
+            assigner=dict(
+                type="MaxIoUAssigner",
+                pos_iou_thr=pos_iou,
+                neg_iou_thr=pos_iou,
+                min_pos_iou=pos_iou,
+                match_low_quality=False,
+                iou_calculator=dict(type="RBboxOverlaps2D"),
+                ignore_iof_thr=-1,
+            ),
+            sampler=dict(
+                type="RRandomSampler",
+                num=get("model.roi_head.num_samples"),
+                pos_fraction=get("model.roi_head.pos_fraction"),
+                neg_pos_ub=-1,
+                add_gt_as_proposals=True,
+            ),
             pos_weight=-1,
             debug=False,
         ),

@@ -39,7 +39,7 @@ REG_MAX_KEYS = {"orcnn": "model.roi_head.reg_max"}
 """Where a family keeps its reg_max when not in `model.head` (the RoI box head's distributions)."""
 
 _MISMATCH = {
-    "model.family": "a {theirs} teacher cannot teach a {mine} student (their outputs do not line up); train "
+    "model.family": "{theirs} teacher cannot teach {mine} student (their outputs do not line up); train "
                     "the teacher with a recipe of the student's family",
     "model.head.reg_max": "reg_max {theirs} does not match the student's reg_max {mine}",
     "data.classes": "classes {theirs} do not match the student's classes {mine}",
@@ -92,7 +92,7 @@ def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[
             if key == "data.classes":
                 theirs, mine = _short_list(theirs), _short_list(mine)
             if key == "model.family":
-                theirs, mine = (FAMILIES[f].title if f in FAMILIES else f for f in (theirs, mine))
+                theirs, mine = (_a(FAMILIES[f].title if f in FAMILIES else str(f)) for f in (theirs, mine))
             raise RotldError(f"{where}: {_MISMATCH[key].format(theirs=theirs, mine=mine)} ({key})")
     from rotld_cli.engine.config import crosskd_teacher_mismatch
 
@@ -175,6 +175,10 @@ def _plain_head(state: Mapping[str, Any]) -> str:
         return "no head rotld knows"
     return {"orcnn": "a plain Oriented R-CNN box head", "fcos": "a plain rotated FCOS head",
             "anchor": "a plain rotated RetinaNet head"}[kind]
+
+
+def _a(title: str) -> str:
+    return f"{'an' if title[:1].lower() in 'aeiou' else 'a'} {title}"
 
 
 def _short_list(items: list[str], limit: int = 4) -> str:

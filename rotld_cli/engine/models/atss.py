@@ -66,7 +66,7 @@ class RotatedATSSAssigner(BaseAssigner):
         candidates, start = [], 0
         for count in num_level_bboxes:
             if count:
-                nearest = distances[start:start + count].topk(min(self.topk, count), dim=0, largest=False).indices
+                nearest = distances[start : start + count].topk(min(self.topk, count), dim=0, largest=False).indices
                 candidates.append(nearest + start)
             start += count
         candidate_idxs = torch.cat(candidates, dim=0)  # (candidates, gts)

@@ -44,8 +44,7 @@ def ld_term(loss_ld: nn.Module, student: Tensor, teacher: Tensor, region: Tensor
     """L_ld of (M, 5*bins) student and teacher logits (each row: the 5 distributions one after another)."""
     region = region.reshape(-1)
     weight = region[:, None].expand(-1, NUM_COORDS).reshape(-1)
-    return loss_ld(student.reshape(-1, bins), teacher.reshape(-1, bins), weight=weight,
-                   avg_factor=region_count(region))
+    return loss_ld(student.reshape(-1, bins), teacher.reshape(-1, bins), weight=weight, avg_factor=region_count(region))
 
 
 def kd_term(loss_kd: nn.Module, student: Tensor, teacher: Tensor, region: Tensor) -> Tensor:

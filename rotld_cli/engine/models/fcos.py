@@ -83,12 +83,14 @@ class RotatedFCOSHeadDistribution(RotatedFCOSHead):
         return torch.cat([flat_scores(bbox_logits, 4 * self.bins), flat_scores(angle_logits, self.bins)], dim=1)
 
     @force_fp32(apply_to=("cls_scores", "bbox_preds", "angle_preds", "centernesses"))
-    def loss(self, cls_scores, bbox_preds, angle_preds, centernesses, gt_bboxes, gt_labels, img_metas,
-             gt_bboxes_ignore=None):
+    def loss(
+        self, cls_scores, bbox_preds, angle_preds, centernesses, gt_bboxes, gt_labels, img_metas, gt_bboxes_ignore=None
+    ):
         """mmrotate's FCOS losses on the expected distances and angles."""
         distances, angles = multi_apply(self.distance_maps, bbox_preds, angle_preds)
-        return super().loss(cls_scores, distances, angles, centernesses, gt_bboxes, gt_labels, img_metas,
-                            gt_bboxes_ignore)
+        return super().loss(
+            cls_scores, distances, angles, centernesses, gt_bboxes, gt_labels, img_metas, gt_bboxes_ignore
+        )
 
     @force_fp32(apply_to=("cls_scores", "bbox_preds", "angle_preds", "centernesses"))
     def get_bboxes(self, cls_scores, bbox_preds, angle_preds, centernesses, img_metas, cfg=None, rescale=None):
@@ -105,8 +107,9 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
 
     successor_keys: tuple[str, ...] = ()
 
-    def __init__(self, num_classes: int, in_channels: int, loss_ld: dict | None = None,
-                 loss_kd: dict | None = None, **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int, loss_ld: dict | None = None, loss_kd: dict | None = None, **kwargs
+    ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         self.loss_ld = build_loss(loss_ld) if term_enabled(loss_ld) else None
         self.loss_kd = build_loss(loss_kd) if term_enabled(loss_kd) else None
@@ -119,8 +122,18 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
         self._assigned_labels = targets[0]
         return targets
 
-    def forward_train(self, x, out_teacher, teacher_x, img_metas, gt_bboxes, gt_labels=None, gt_bboxes_ignore=None,
-                      proposal_cfg=None, **kwargs):
+    def forward_train(
+        self,
+        x,
+        out_teacher,
+        teacher_x,
+        img_metas,
+        gt_bboxes,
+        gt_labels=None,
+        gt_bboxes_ignore=None,
+        proposal_cfg=None,
+        **kwargs,
+    ):
         """Student forward, its FCOS losses, then the distillation terms against the teacher's outputs."""
         outs, extra = self.student_forward(x)
         losses = self.loss(*outs, gt_bboxes, gt_labels, img_metas, gt_bboxes_ignore=gt_bboxes_ignore)
@@ -148,19 +161,30 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
             region = positive_region(level_labels, self.num_classes)
             values = []
             if self.loss_ld is not None:
-                values.append(ld_term(self.loss_ld, self.box_logits(*student[1:3]), self.box_logits(*teacher[1:3]),
-                                      region, self.bins))
+                values.append(
+                    ld_term(
+                        self.loss_ld, self.box_logits(*student[1:3]), self.box_logits(*teacher[1:3]), region, self.bins
+                    )
+                )
             if self.loss_kd is not None:
-                values.append(kd_term(self.loss_kd, flat_scores(student[0], self.cls_out_channels),
-                                      flat_scores(teacher[0], self.cls_out_channels), region))
-            values.extend(self.successor_terms(level, student, teacher, region, num_pos,
-                                               *(out[level] for out in extra)))
+                values.append(
+                    kd_term(
+                        self.loss_kd,
+                        flat_scores(student[0], self.cls_out_channels),
+                        flat_scores(teacher[0], self.cls_out_channels),
+                        region,
+                    )
+                )
+            values.extend(
+                self.successor_terms(level, student, teacher, region, num_pos, *(out[level] for out in extra))
+            )
             for key, value in zip(keys, values):
                 terms[key].append(value)
         return terms
 
-    def successor_terms(self, level: int, student: list[Tensor], teacher: list[Tensor], region: Tensor,
-                        num_pos: float, *extra: Tensor) -> tuple:
+    def successor_terms(
+        self, level: int, student: list[Tensor], teacher: list[Tensor], region: Tensor, num_pos: float, *extra: Tensor
+    ) -> tuple:
         """A subclass's terms of one level (student/teacher: the 4 outputs; region: the positives)."""
         return ()
 
@@ -183,8 +207,15 @@ class BCKDRotatedFCOSHead(FCOSStudentHead):
 
     successor_keys = ("loss_bckd_cls", "loss_bckd_iou")
 
-    def __init__(self, num_classes: int, in_channels: int, loss_bckd_cls: dict | None = None,
-                 loss_bckd_iou: dict | None = None, iou_weight_thr: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        loss_bckd_cls: dict | None = None,
+        loss_bckd_iou: dict | None = None,
+        iou_weight_thr: float = 0.0,
+        **kwargs,
+    ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         self.loss_bckd_cls = build_loss(loss_bckd_cls or dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0))
         self.loss_bckd_iou = build_loss(loss_bckd_iou or dict(type="RotatedIoUKDLoss", loss_weight=4.0))
@@ -218,8 +249,9 @@ class BCKDRotatedFCOSHead(FCOSStudentHead):
         """(N·H·W, 3) x, y, stride of the level's points, in the flattened (n, h, w) order."""
         n, _, h, w = score_map.shape
         stride = self.strides[level]
-        points = self.prior_generator.single_level_grid_priors((h, w), level, dtype=score_map.dtype,
-                                                               device=score_map.device)
+        points = self.prior_generator.single_level_grid_priors(
+            (h, w), level, dtype=score_map.dtype, device=score_map.device
+        )
         points = torch.cat([points, points.new_full((points.size(0), 1), float(stride))], dim=1)
         return points.repeat(n, 1)
 
@@ -242,16 +274,24 @@ class CrossKDRotatedFCOSHead(FCOSStudentHead):
 
     successor_keys = ("loss_crosskd_cls", "loss_crosskd_ld")
 
-    def __init__(self, num_classes: int, in_channels: int, cross_convs: int | None = None,
-                 loss_cross_cls: dict | None = None, loss_cross_ld: dict | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        cross_convs: int | None = None,
+        loss_cross_cls: dict | None = None,
+        loss_cross_ld: dict | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         k = max(self.stacked_convs - 1, 0) if cross_convs is None else cross_convs
         if not 0 <= k <= self.stacked_convs:
             raise ValueError(f"cross_convs must be in 0..{self.stacked_convs} (the head's stacked_convs), got {k}")
         self.cross_convs = k
         self.loss_cross_cls = build_loss(loss_cross_cls or dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0))
-        self.loss_cross_ld = build_loss(loss_cross_ld or dict(type="KnowledgeDistillationKLDivLoss",
-                                                              loss_weight=10.0, T=5.0))
+        self.loss_cross_ld = build_loss(
+            loss_cross_ld or dict(type="KnowledgeDistillationKLDivLoss", loss_weight=10.0, T=5.0)
+        )
 
     def attach_teacher_head(self, teacher_head: nn.Module) -> None:
         """Keep a reference to the teacher's head (not a submodule: no parameters, no state dict)."""
@@ -260,8 +300,9 @@ class CrossKDRotatedFCOSHead(FCOSStudentHead):
             if mine != theirs:
                 raise ValueError(f"CrossKD: the teacher head's {name} ({theirs}) differs from the student's ({mine})")
         if self.cross_convs > len(teacher_head.cls_convs):
-            raise ValueError(f"CrossKD: cross_convs={self.cross_convs} but the teacher head has "
-                             f"{len(teacher_head.cls_convs)} convs")
+            raise ValueError(
+                f"CrossKD: cross_convs={self.cross_convs} but the teacher head has {len(teacher_head.cls_convs)} convs"
+            )
         object.__setattr__(self, "teacher_head", teacher_head)
 
     def student_forward(self, x):
@@ -272,15 +313,19 @@ class CrossKDRotatedFCOSHead(FCOSStudentHead):
     def forward_cross_single(self, x: Tensor, scale, level: int):
         teacher = self.__dict__.get("teacher_head")
         if teacher is None:
-            raise RuntimeError("CrossKD needs the teacher's head: build the student as a "
-                               "KnowledgeDistillationRotatedSingleStageDetector (it attaches it)")
+            raise RuntimeError(
+                "CrossKD needs the teacher's head: build the student as a "
+                "KnowledgeDistillationRotatedSingleStageDetector (it attaches it)"
+            )
         k = self.cross_convs
         cls_feat, cls_middle = run_tower(self.cls_convs, x, k)
         reg_feat, reg_middle = run_tower(self.reg_convs, x, k)
         cross_cls_feat, _ = run_tower(teacher.cls_convs[k:], cls_middle, 0)
         cross_reg_feat, _ = run_tower(teacher.reg_convs[k:], reg_middle, 0)
-        return (*self.predict(self, cls_feat, reg_feat, scale),
-                *self.predict(teacher, cross_cls_feat, cross_reg_feat, teacher.scales[level])[:3])
+        return (
+            *self.predict(self, cls_feat, reg_feat, scale),
+            *self.predict(teacher, cross_cls_feat, cross_reg_feat, teacher.scales[level])[:3],
+        )
 
     @staticmethod
     def predict(head, cls_feat: Tensor, reg_feat: Tensor, scale):
@@ -292,8 +337,16 @@ class CrossKDRotatedFCOSHead(FCOSStudentHead):
         return head.conv_cls(cls_feat), scale(head.conv_reg(reg_feat)).float(), angle, centerness
 
     def successor_terms(self, level, student, teacher, region, num_pos, cross_cls, cross_bbox, cross_angle):
-        loss_cls = self.loss_cross_cls(flat_scores(cross_cls.float(), self.cls_out_channels),
-                                       flat_scores(teacher[0], self.cls_out_channels), avg_factor=num_pos)
-        loss_ld = ld_term(self.loss_cross_ld, self.box_logits(cross_bbox.float(), cross_angle.float()),
-                          self.box_logits(*teacher[1:3]), region, self.bins)
+        loss_cls = self.loss_cross_cls(
+            flat_scores(cross_cls.float(), self.cls_out_channels),
+            flat_scores(teacher[0], self.cls_out_channels),
+            avg_factor=num_pos,
+        )
+        loss_ld = ld_term(
+            self.loss_cross_ld,
+            self.box_logits(cross_bbox.float(), cross_angle.float()),
+            self.box_logits(*teacher[1:3]),
+            region,
+            self.bins,
+        )
         return loss_cls, loss_ld

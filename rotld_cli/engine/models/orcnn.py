@@ -45,26 +45,38 @@ class RotatedShared2FCBBoxHeadDistribution(RotatedShared2FCBBoxHead):
 
     def __init__(self, *args, reg_max: int = 16, bins=(-4.0, 4.0, -8.0, 8.0), **kwargs) -> None:
         if not kwargs.get("reg_class_agnostic", False):
-            raise ValueError("RotatedShared2FCBBoxHeadDistribution: the distributions are class-agnostic "
-                             "(reg_class_agnostic=True, as Oriented R-CNN's config)")
+            raise ValueError(
+                "RotatedShared2FCBBoxHeadDistribution: the distributions are class-agnostic "
+                "(reg_class_agnostic=True, as Oriented R-CNN's config)"
+            )
         super().__init__(*args, **kwargs)
         self.reg_max = reg_max
         low, high, angle_low, angle_high = (float(v) for v in bins)
         self.integral = Integral(reg_max, low, high)
         self.integral_angle = IntegralAngle(reg_max, angle_low, angle_high)
-        self.fc_reg = build_linear_layer(self.reg_predictor_cfg, in_features=self.reg_last_dim,
-                                         out_features=NUM_COORDS * (reg_max + 1))
+        self.fc_reg = build_linear_layer(
+            self.reg_predictor_cfg, in_features=self.reg_last_dim, out_features=NUM_COORDS * (reg_max + 1)
+        )
 
     def deltas(self, bbox_pred: Tensor | None) -> Tensor | None:
         """(n, 5·(reg_max+1)) logits → (n, 5) expected normalised deltas."""
         return None if bbox_pred is None else integral_deltas(bbox_pred, self.integral, self.integral_angle)
 
     @force_fp32(apply_to=("cls_score", "bbox_pred"))
-    def loss(self, cls_score, bbox_pred, rois, labels, label_weights, bbox_targets, bbox_weights,
-             reduction_override=None):
+    def loss(
+        self, cls_score, bbox_pred, rois, labels, label_weights, bbox_targets, bbox_weights, reduction_override=None
+    ):
         """mmrotate's box-head losses on the expected deltas."""
-        return super().loss(cls_score, self.deltas(bbox_pred), rois, labels, label_weights, bbox_targets,
-                            bbox_weights, reduction_override=reduction_override)
+        return super().loss(
+            cls_score,
+            self.deltas(bbox_pred),
+            rois,
+            labels,
+            label_weights,
+            bbox_targets,
+            bbox_weights,
+            reduction_override=reduction_override,
+        )
 
     @force_fp32(apply_to=("cls_score", "bbox_pred"))
     def get_bboxes(self, rois, cls_score, bbox_pred, img_shape, scale_factor, rescale=False, cfg=None):
@@ -110,14 +122,14 @@ class KDOrientedStandardRoIHead(OrientedStandardRoIHead):
         object.__setattr__(self, "teacher_head", teacher_roi_head)
         self._teacher_x = None
 
-    def forward_train(self, x, img_metas, proposal_list, gt_bboxes, gt_labels, gt_bboxes_ignore=None,
-                      gt_masks=None, teacher_x=None):
+    def forward_train(
+        self, x, img_metas, proposal_list, gt_bboxes, gt_labels, gt_bboxes_ignore=None, gt_masks=None, teacher_x=None
+    ):
         """mmrotate's RoI training step; `teacher_x` (the teacher's FPN features of the same batch) is
         read by `_bbox_forward_train` below, for the RoIs mmrotate's sampler drew."""
         self._teacher_x = teacher_x
         try:
-            return super().forward_train(x, img_metas, proposal_list, gt_bboxes, gt_labels, gt_bboxes_ignore,
-                                         gt_masks)
+            return super().forward_train(x, img_metas, proposal_list, gt_bboxes, gt_labels, gt_bboxes_ignore, gt_masks)
         finally:
             self._teacher_x = None
 
@@ -125,16 +137,24 @@ class KDOrientedStandardRoIHead(OrientedStandardRoIHead):
         results = super()._bbox_forward_train(x, sampling_results, gt_bboxes, gt_labels, img_metas)
         teacher = self.__dict__.get("teacher_head")
         if teacher is None or self._teacher_x is None:
-            raise RuntimeError("KDOrientedStandardRoIHead needs the teacher's RoI head and features: build the "
-                               "student as a KnowledgeDistillationOrientedRCNN")
+            raise RuntimeError(
+                "KDOrientedStandardRoIHead needs the teacher's RoI head and features: build the "
+                "student as a KnowledgeDistillationOrientedRCNN"
+            )
         from mmrotate.core import rbbox2roi
 
         rois = rbbox2roi([res.bboxes for res in sampling_results])  # the rois the student just used
         with torch.no_grad():
             taught = teacher._bbox_forward(self._teacher_x, rois)
-        labels, label_weights = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels,
-                                                           self.train_cfg)[:2]
-        results["loss_bbox"].update(self.bbox_head.distill_loss(
-            results["cls_score"], results["bbox_pred"], taught["cls_score"], taught["bbox_pred"], labels,
-            label_weights))
+        labels, label_weights = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels, self.train_cfg)[:2]
+        results["loss_bbox"].update(
+            self.bbox_head.distill_loss(
+                results["cls_score"],
+                results["bbox_pred"],
+                taught["cls_score"],
+                taught["bbox_pred"],
+                labels,
+                label_weights,
+            )
+        )
         return results
