@@ -224,7 +224,9 @@ def verify_anchors(model: Any, meta: ModelMetadata) -> None:
     import torch
 
     sizes = [(3, 5)] * len(meta.strides)
-    theirs = model.bbox_head.prior_generator.grid_priors([torch.Size(s) for s in sizes], device="cpu")
+    head = model.bbox_head  # mmrotate's anchor heads call their generator anchor_generator, mmdet's point heads not
+    generator = head.prior_generator if meta.points is not None else head.anchor_generator
+    theirs = generator.grid_priors([torch.Size(s) for s in sizes], device="cpu")
     for level, (stride, (h, w)) in enumerate(zip(meta.strides, sizes)):
         ours = (grid_points(h, w, stride, meta.points) if meta.points is not None
                 else grid_anchors(h, w, stride, meta.anchors))

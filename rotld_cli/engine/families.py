@@ -52,10 +52,6 @@ def _focal(recipe: Recipe) -> dict[str, Any]:
     )
 
 
-def _fpn(in_channels: list[int], width: int, **extra: Any) -> dict[str, Any]:
-    return dict(type="FPN", in_channels=list(in_channels), out_channels=width, num_outs=5, **extra)
-
-
 def _test_cfg(recipe: Recipe) -> dict[str, Any]:
     get = recipe.get
     return dict(
@@ -101,36 +97,30 @@ def anchor_head(recipe: Recipe, width: int, head_type: str) -> dict[str, Any]:
     )
 
 
-def _retinanet(recipe: Recipe, width: int) -> dict[str, Any]:
-    get = recipe.get
-    assigner = dict(
-        type="MaxIoUAssigner",
-        pos_iou_thr=get("model.assigner.pos_iou_thr"),
-        neg_iou_thr=get("model.assigner.neg_iou_thr"),
-        min_pos_iou=get("model.assigner.min_pos_iou"),
-        ignore_iof_thr=-1,
-        iou_calculator=dict(type="SparseRBboxOverlaps2D"),  # same values, only the pairs that can overlap
-    )
+def _anchor_family(recipe: Recipe, width: int, head_type: str, assigner: dict[str, Any]) -> dict[str, Any]:
+    """RetinaNet and ATSS: the same FPN (extra levels on the input), head and test settings; their assigners
+    differ. Both assigners compute IoUs with `SparseRBboxOverlaps2D` (mmrotate's values, only the pairs
+    that can overlap)."""
+    assigner = dict(assigner, iou_calculator=dict(type="SparseRBboxOverlaps2D"))
     return dict(
         neck=dict(start_level=1, add_extra_convs="on_input"),
-        bbox_head=anchor_head(recipe, width, "RotatedRetinaHeadDistribution"),
+        bbox_head=anchor_head(recipe, width, head_type),
         train_cfg=dict(assigner=assigner, allowed_border=-1, pos_weight=-1, debug=False),
         test_cfg=_test_cfg(recipe),
     )
+
+
+def _retinanet(recipe: Recipe, width: int) -> dict[str, Any]:
+    get = recipe.get
+    assigner = dict(type="MaxIoUAssigner", pos_iou_thr=get("model.assigner.pos_iou_thr"),
+                    neg_iou_thr=get("model.assigner.neg_iou_thr"), min_pos_iou=get("model.assigner.min_pos_iou"),
+                    ignore_iof_thr=-1)  # fmt: skip
+    return _anchor_family(recipe, width, "RotatedRetinaHeadDistribution", assigner)
 
 
 def _atss(recipe: Recipe, width: int) -> dict[str, Any]:
-    assigner = dict(
-        type="RotatedATSSAssigner",
-        topk=recipe.get("model.atss.topk"),
-        iou_calculator=dict(type="SparseRBboxOverlaps2D"),
-    )
-    return dict(
-        neck=dict(start_level=1, add_extra_convs="on_input"),
-        bbox_head=anchor_head(recipe, width, "RotatedATSSHeadDistribution"),
-        train_cfg=dict(assigner=assigner, allowed_border=-1, pos_weight=-1, debug=False),
-        test_cfg=_test_cfg(recipe),
-    )
+    assigner = dict(type="RotatedATSSAssigner", topk=recipe.get("model.atss.topk"))
+    return _anchor_family(recipe, width, "RotatedATSSHeadDistribution", assigner)
 
 
 def _fcos(recipe: Recipe, width: int) -> dict[str, Any]:
@@ -152,8 +142,9 @@ def _fcos(recipe: Recipe, width: int) -> dict[str, Any]:
         centerness_on_reg=get("model.fcos.centerness_on_reg"),
         separate_angle=False,
         scale_angle=True,
-        # GN with 32 groups as mmrotate's config, fewer when the towers are narrower than 32 channels
-        norm_cfg=dict(type="GN", num_groups=math.gcd(32, feat), requires_grad=True),
+        # GN with 32 groups as mmrotate's config; narrower towers keep ≥ 2 channels per group, since a group
+        # of one channel has no statistics on a 1×1 map (the top level of a 128² patch) with batch 1
+        norm_cfg=dict(type="GN", num_groups=math.gcd(32, feat // 2), requires_grad=True),
         bbox_coder=dict(type="DistanceAnglePointCoder", angle_version=get("model.angle_version")),
         loss_cls=_focal(recipe),
         loss_bbox=BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight")),
