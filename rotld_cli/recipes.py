@@ -216,7 +216,7 @@ SCHEMA = Section(
                         "nms_iou_thr": _float("proposal NMS IoU threshold", minimum=0),
                         "num_samples": _int("anchors sampled per image for the RPN losses", minimum=1),
                     },
-                    "Oriented R-CNN's oriented RPN (orcnn): midpoint-offset anchors deltas",
+                    "Oriented R-CNN's oriented RPN (orcnn): midpoint-offset deltas of horizontal anchors",
                     optional=True,
                 ),
                 "roi_head": Section(
@@ -466,6 +466,7 @@ def load_recipe(path_or_name: str | os.PathLike[str], overrides: Sequence[str] =
     files: list[Path] = []
     data = _load_chain(top, [], files)
     recipe = Recipe(data=data, source=top, files=files, overrides=list(overrides), name=_recipe_name(top))
+    _prune_removed(recipe.data, SCHEMA)  # before --set: `--set model.anchors.x=...` starts from no section
     for item in overrides:
         _apply_override(recipe.data, item)
     _prune_removed(recipe.data, SCHEMA)

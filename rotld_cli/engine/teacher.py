@@ -1,12 +1,13 @@
 """The teacher of a distillation run: the one check that it can teach this student.
 
-Why a separate step: a teacher that cannot teach this student (a plain head, another reg_max,
-other classes or angle convention, other anchors or FPN width) would either crash at the first
-iteration or, worse, train the student towards noise. `check_lines_up` is the only comparison:
-the recipe compiler runs it on a student's `teacher.recipe`, and `check_teacher` runs it on a
-teacher checkpoint (what its weights and metadata say first). Each mismatch is one line naming
-the field. The weights are then loaded strictly into the teacher model, from the very file whose
-SHA-256 the run records; they never enter the student's checkpoints.
+Why a separate step: a teacher that cannot teach this student (another detector family, a plain
+head, another reg_max, other classes or angle convention, other anchors, point strides or FPN
+width) would either crash at the first iteration or, worse, train the student towards noise.
+`check_lines_up` is the only comparison: the recipe compiler runs it on a student's
+`teacher.recipe`, and `check_teacher` runs it on a teacher checkpoint (what its weights and
+metadata say first). Each mismatch is one line naming the field. The weights are then loaded
+strictly into the teacher model, from the very file whose SHA-256 the run records; they never
+enter the student's checkpoints.
 
 torch is imported inside the functions: the recipe compiler calls `checked_teacher_recipe`
 without the engine.
