@@ -16,9 +16,12 @@ benchmark continues where it stopped.
     .venv/bin/python -m bench.accuracy --quick         # the demo's --quick settings: a smoke run of the procedure
     .venv/bin/python -m bench.accuracy --methods ld,crosskd --seeds 0 1 2
     .venv/bin/python -m bench.accuracy --readme README.md   # and write the table into the README
+    .venv/bin/python -m bench.accuracy --family fcos   # another family's synthetic recipes (fcos, atss, orcnn)
 
-`--readme` replaces the block between the README's `bench.accuracy` markers with this run's table,
-verdicts and settings, so the published numbers are the benchmark's output, never typed in.
+`--readme` replaces the block between the README's `bench.accuracy` markers (one block per family)
+with this run's table, verdicts and settings, so the published numbers are the benchmark's output,
+never typed in. `--family` picks the teacher, baseline and students of `synthetic-<family>/`
+(`FAMILY_MODELS`) and keeps their runs in their own work dir (`rotld-bench-accuracy[-quick]-<family>`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from rotld_cli.demo import (  # noqa: E402
     FULL,
     MODELS,
     QUICK,
+    Model,
     claim_work_dir,
     evaluate_model,
     make_data,
@@ -51,10 +55,36 @@ from rotld_cli.demo import (  # noqa: E402
 from rotld_cli.errors import UsageError  # noqa: E402
 from rotld_cli.evaluation.table import Table  # noqa: E402
 from rotld_cli.fileio import atomic_write_text  # noqa: E402
+from rotld_cli.recipes import FAMILIES  # noqa: E402
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "ld-seed": "LD+KD (seed's KD)", "crosskd": "CrossKD",
          "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
 """Short row names (run keys → method), so the table fits a terminal."""
+
+
+def family_models(family: str, methods: tuple[str, ...]) -> tuple[Model, Model, dict[str, Model]]:
+    """(teacher, baseline, {method: student}) of a family's bundled synthetic recipes (`synthetic-<family>/`).
+
+    The run keys are the RetinaNet ones (teacher, baseline, student, crosskd, bckd): each family's runs
+    live in their own work dir, so the demo's training and evaluation steps serve every family unchanged."""
+    folder, title = f"synthetic-{family}", FAMILIES[family].title
+    students = {"ld": ("student", "LD+KD", "ld-kd"), "crosskd": ("crosskd", "CrossKD", "crosskd"),
+                "bckd": ("bckd", "BCKD", "bckd")}
+    return (
+        Model("teacher", f"Teacher R-34 ({title})", f"{folder}/teacher-r34"),
+        Model("baseline", f"Baseline R-18 ({title})", f"{folder}/baseline-r18"),
+        {m: Model(students[m][0], f"Student R-18 ({title}, {students[m][1]})", f"{folder}/student-r18-{students[m][2]}",
+                  distilled=True) for m in methods},
+    )
+
+
+FAMILY_MODELS = {
+    "retinanet": (MODELS[0], MODELS[1], DISTILLERS),
+    "fcos": family_models("fcos", ("ld", "crosskd", "bckd")),
+    "atss": family_models("atss", ("ld", "crosskd", "bckd")),
+    "orcnn": family_models("orcnn", ("ld",)),
+}
+"""`--family` → (teacher, baseline, its distillers): which synthetic recipes the benchmark trains."""
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -72,14 +102,17 @@ def verdict(name: str, reference: str, gains: list[float]) -> str:
 TEACHER_RATIO = 2.0
 """The teacher's AP should be at least this multiple of the baseline's mean for the comparison to mean much."""
 
-README_BEGIN = "<!-- bench.accuracy:begin (written by `python -m bench.accuracy --readme README.md`) -->"
-README_END = "<!-- bench.accuracy:end -->"
 
 
-def markers(bench: str = "accuracy") -> tuple[str, str]:
-    """The README markers of one benchmark's block (`bench.accuracy`, `bench.ld_ablation`)."""
-    return (f"<!-- bench.{bench}:begin (written by `python -m bench.{bench} --readme README.md`) -->",
-            f"<!-- bench.{bench}:end -->")
+def markers(bench: str = "accuracy", family: str = "retinanet") -> tuple[str, str]:
+    """The README markers of one benchmark's block (`bench.accuracy`, `bench.ld_ablation`); another family's
+    accuracy table has its own (`bench.accuracy:fcos`), the rotated RetinaNet one keeps the original."""
+    name, option = (bench, "") if family == "retinanet" else (f"{bench}:{family}", f" --family {family}")
+    return (f"<!-- bench.{name}:begin (written by `python -m bench.{bench}{option} --readme README.md`) -->",
+            f"<!-- bench.{name}:end -->")
+
+
+README_BEGIN, README_END = markers()
 
 
 def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts: list[str], how: str) -> str:
@@ -88,9 +121,9 @@ def readme_block(title: str, columns: list[str], rows: list[list[str]], verdicts
     return "\n".join([f"{title}:", "", table, *(f"- {v}" for v in verdicts), "", how])
 
 
-def readme_span(path: Path, bench: str = "accuracy") -> tuple[str, int, int]:
+def readme_span(path: Path, bench: str = "accuracy", family: str = "retinanet") -> tuple[str, int, int]:
     """(text, start, end) of the block: one begin marker, then one end marker; else a one-line UsageError."""
-    begin, end_marker = markers(bench)
+    begin, end_marker = markers(bench, family)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -102,10 +135,10 @@ def readme_span(path: Path, bench: str = "accuracy") -> tuple[str, int, int]:
     return text, start, end
 
 
-def write_readme(path: Path, block: str, bench: str = "accuracy") -> None:
+def write_readme(path: Path, block: str, bench: str = "accuracy", family: str = "retinanet") -> None:
     """Replace what lies between the markers; everything else is kept."""
-    text, start, end = readme_span(path, bench)
-    atomic_write_text(path, text[: start + len(markers(bench)[0])] + "\n" + block + "\n" + text[end:])
+    text, start, end = readme_span(path, bench, family)
+    atomic_write_text(path, text[: start + len(markers(bench, family)[0])] + "\n" + block + "\n" + text[end:])
 
 
 def machine() -> str:
@@ -129,32 +162,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings (1 iteration per run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="student seeds (default 0-4)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"distillers to compare, comma-separated (default {','.join(DEFAULT_METHODS)}; "
-                             f"all: {','.join(DISTILLERS)})")
+    parser.add_argument("--family", default="retinanet", choices=list(FAMILY_MODELS),
+                        help="detector family whose synthetic recipes are compared (default retinanet)")
+    parser.add_argument("--methods", default=None,
+                        help=f"distillers to compare, comma-separated (retinanet default {','.join(DEFAULT_METHODS)}, "
+                             f"all: {','.join(DISTILLERS)}; another family: all of its own)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="runs folder, reused when rerun (default rotld-bench-accuracy[-quick])")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also write the table into this file's bench.accuracy block (e.g. README.md)")
     args = parser.parse_args()
+    teacher_model, baseline_model, distillers = FAMILY_MODELS[args.family]
     if args.readme is not None:
         try:
-            readme_span(args.readme)  # before hours of training
+            readme_span(args.readme, family=args.family)  # before hours of training
         except UsageError as exc:
             parser.error(str(exc))
+    default = DEFAULT_METHODS if args.family == "retinanet" else tuple(distillers)
     try:
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods or ",".join(default))
     except UsageError as exc:  # one line naming the option, exit 2
         parser.error(str(exc))
+    missing = [m for m in methods if m not in distillers]
+    if missing:
+        parser.error(f"--methods: {missing[0]} is not available for the {args.family} family (use "
+                     f"{','.join(distillers)})")
     settings = QUICK if args.quick else FULL
-    work = (args.work_dir or Path("rotld-bench-accuracy" + ("-quick" if args.quick else ""))).absolute()
+    suffix = ("-quick" if args.quick else "") + ("" if args.family == "retinanet" else f"-{args.family}")
+    work = (args.work_dir or Path("rotld-bench-accuracy" + suffix)).absolute()
     started = time.perf_counter()
     claim_work_dir(work, settings)
     make_data(work, settings)
     split_data(work, settings)
-    teacher_model, baseline_model = MODELS[:2]
-    models = [baseline_model, *(DISTILLERS[m] for m in methods)]
+    models = [baseline_model, *(distillers[m] for m in methods)]
     teacher, _ = train_model(work, settings, teacher_model, args.device)
     teacher_metrics = evaluate_model(work, teacher_model, teacher, args.device)
     warnings = [f"teacher: {w}" for w in run_health(work / "runs" / teacher_model.key)]
@@ -175,7 +216,7 @@ def main() -> None:
     def gain(key: str, reference: str, metric: str = "AP") -> float:
         return statistics.fmean(a - b for a, b in zip(column(key, metric), column(reference, metric)))
 
-    ld_key = DISTILLERS["ld"].key if "ld" in methods else None
+    ld_key = distillers["ld"].key if "ld" in methods else None
     base_key = baseline_model.key
     rows = [["teacher R-34", *("" for _ in args.seeds), pct(teacher_metrics["AP"]), pct(teacher_metrics["AP50"]),
              pct(teacher_metrics["AP75"]), "", "", ""]]
@@ -187,7 +228,8 @@ def main() -> None:
                      pct(statistics.fmean(column(model.key, "AP50"))), pct(statistics.fmean(column(model.key, "AP75"))),
                      f"{100 * gain(model.key, base_key):+.2f}", f"{100 * gain(model.key, base_key, 'AP75'):+.2f}",
                      f"{100 * gain(model.key, ld_key):+.2f}" if ld_key else "–"])
-    title = (f"AP on merged val images ({settings.name} settings, seeds {' '.join(map(str, args.seeds))}; "
+    family = "" if args.family == "retinanet" else f"{FAMILIES[args.family].title}, "
+    title = (f"AP on merged val images ({family}{settings.name} settings, seeds {' '.join(map(str, args.seeds))}; "
              "Δ: mean gain over the baseline)")
     columns = ["model", *(f"AP seed {s}" for s in args.seeds), "AP mean ± std", "AP50", "AP75", "Δ AP", "Δ AP75",
                "Δ AP vs LD+KD"]
@@ -207,10 +249,12 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     print(f"({minutes:.1f} min, runs in {work})")
     if args.readme is not None:
-        how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''} --seeds {' '.join(map(str, args.seeds))} "
+        family_arg = "" if args.family == "retinanet" else f" --family {args.family}"
+        how = (f"`python -m bench.accuracy{' --quick' if args.quick else ''}{family_arg} "
+               f"--seeds {' '.join(map(str, args.seeds))} "
                f"--methods {','.join(methods)}` on {datetime.date.today().isoformat()}, {machine()}: "
                f"{minutes:.0f} min" + (f" ({reused} finished runs reused)." if reused else "."))
-        write_readme(args.readme, readme_block(title, columns, rows, verdicts, how))
+        write_readme(args.readme, readme_block(title, columns, rows, verdicts, how), family=args.family)
         print(f"wrote the table into {args.readme}")
 
 

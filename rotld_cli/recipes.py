@@ -35,6 +35,31 @@ RESOLVED_NAME = "recipe.yaml"
 DISTILL_METHODS = ("ld", "crosskd", "bckd")
 EVAL_PROTOCOLS = ("dota", "hrsc07", "hrsc12", "dior")
 """`rotld_cli.evaluation.protocols.PROTOCOLS`' names (kept here: recipes must not import the evaluation)."""
+ANGLE_VERSIONS = ("oc", "le90", "le135")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A detector family: the `model` sections it reads and the distillers its heads implement."""
+
+    name: str
+    title: str
+    sections: tuple[str, ...]
+    methods: tuple[str, ...]
+    angle_versions: tuple[str, ...]
+
+
+FAMILIES = {
+    "retinanet": Family("retinanet", "rotated RetinaNet", ("head", "anchors", "assigner"), DISTILL_METHODS, ("oc",)),
+    "fcos": Family("fcos", "rotated FCOS", ("head", "fcos"), DISTILL_METHODS, ANGLE_VERSIONS),
+    "atss": Family("atss", "rotated ATSS", ("head", "anchors", "atss"), DISTILL_METHODS, ("oc",)),
+    "orcnn": Family("orcnn", "Oriented R-CNN", ("rpn", "roi_head"), ("ld",), ("le90",)),
+}
+"""`model.family` → what it reads. A recipe without the key is a rotated RetinaNet (every seed recipe)."""
+FAMILY_SECTIONS = ("head", "anchors", "assigner", "atss", "fcos", "rpn", "roi_head")
+"""The `model` sections that exist for some families only: required by those, refused by the others."""
+RETINANET_ONLY_DISTILL = ("loss_im", "imitation_method", "ld_region_box")
+"""The seed's region and feature-imitation keys: the other families distil on their own positives."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +111,15 @@ SCHEMA = Section(
         "description": Key((str,), "one line shown by `rotld recipes list`", required=False),
         "model": Section(
             {
-                "angle_version": Key((str,), "angle convention of boxes, coder and flips", choices=("oc",)),
+                "family": Key(
+                    (str,),
+                    "detector family: retinanet (default), fcos, atss or orcnn (Oriented R-CNN)",
+                    choices=tuple(FAMILIES),
+                    required=False,
+                ),
+                "angle_version": Key(
+                    (str,), "angle convention of boxes, coder and flips", choices=ANGLE_VERSIONS
+                ),
                 "backbone": Section(
                     {
                         "depth": _int("ResNet depth", choices=(18, 34, 50, 101)),
@@ -137,7 +170,8 @@ SCHEMA = Section(
                             "box regression loss",
                         ),
                     },
-                    "distribution Rotated RetinaNet head",
+                    "the one-stage families' distribution head (retinanet, fcos, atss)",
+                    optional=True,
                 ),
                 "anchors": Section(
                     {
@@ -146,7 +180,8 @@ SCHEMA = Section(
                         "ratios": Key((list,), "anchor aspect ratios", items=float, minimum=0),
                         "strides": Key((list,), "anchor strides of the 5 FPN levels", items=int, minimum=1),
                     },
-                    "RotatedAnchorGenerator",
+                    "RotatedAnchorGenerator (retinanet, atss)",
+                    optional=True,
                 ),
                 "assigner": Section(
                     {
@@ -154,7 +189,54 @@ SCHEMA = Section(
                         "neg_iou_thr": _float("IoU below which an anchor is negative", minimum=0),
                         "min_pos_iou": _float("minimum IoU of a gt's best anchor", minimum=0),
                     },
-                    "MaxIoUAssigner on the circumscribed horizontal boxes",
+                    "MaxIoUAssigner on the circumscribed horizontal boxes (retinanet)",
+                    optional=True,
+                ),
+                "atss": Section(
+                    {"topk": _int("candidates per level: the anchors nearest to each gt's centre", minimum=1)},
+                    "ATSS assignment: IoU threshold mean + std of each gt's candidates, centre inside the gt (atss)",
+                    optional=True,
+                ),
+                "fcos": Section(
+                    {
+                        "strides": Key((list,), "point strides of the 5 FPN levels", items=int, minimum=1),
+                        "regress_ranges": Key(
+                            (list,),
+                            "upper bounds of the largest side distance on levels 1-4 (level 5: no bound)",
+                            items=int,
+                            minimum=1,
+                        ),
+                        "center_sampling": Key((bool,), "positives only near each gt's centre"),
+                        "center_sample_radius": _float("centre region half-size, in strides", minimum=0),
+                        "centerness_on_reg": Key((bool,), "centerness predicted from the regression tower"),
+                        "centerness_weight": _float("centerness loss weight", minimum=0),
+                    },
+                    "rotated FCOS points and targets (fcos); distances are in stride units (norm_on_bbox)",
+                    optional=True,
+                ),
+                "rpn": Section(
+                    {
+                        "feat_channels": _int("width of the RPN conv", minimum=1),
+                        "anchor_scales": Key((list,), "anchor scales (x stride)", items=int, minimum=1),
+                        "anchor_ratios": Key((list,), "anchor aspect ratios", items=float, minimum=0),
+                        "strides": Key((list,), "anchor strides of the 5 FPN levels", items=int, minimum=1),
+                        "proposals": _int("proposals kept per image (nms_pre and max_per_img)", minimum=1),
+                        "nms_iou_thr": _float("proposal NMS IoU threshold", minimum=0),
+                        "num_samples": _int("anchors sampled per image for the RPN losses", minimum=1),
+                    },
+                    "Oriented R-CNN's oriented RPN (orcnn): midpoint-offset deltas of horizontal anchors",
+                    optional=True,
+                ),
+                "roi_head": Section(
+                    {
+                        "fc_out_channels": _int("width of the two shared fully connected layers", minimum=1),
+                        "reg_max": _int("distribution bins per box delta = reg_max + 1", minimum=1),
+                        "num_samples": _int("RoIs sampled per image for the RoI losses", minimum=1),
+                        "pos_fraction": _float("fraction of positive RoIs in a sample", minimum=0),
+                        "pos_iou_thr": _float("rotated IoU for a positive RoI", minimum=0),
+                    },
+                    "Oriented R-CNN's RoI box head (orcnn): the five deltas as discrete distributions",
+                    optional=True,
                 ),
                 "test": Section(
                     {
@@ -283,16 +365,23 @@ SCHEMA = Section(
                     },
                     "classification distillation",
                 ),
-                "loss_im": Section({"weight": _float("feature imitation weight", minimum=0)}, "feature imitation"),
+                "loss_im": Section(
+                    {"weight": _float("feature imitation weight", minimum=0)},
+                    "feature imitation (retinanet)",
+                    optional=True,
+                ),
                 "imitation_method": Key(
                     (str,),
-                    "feature-imitation region (the seed's 'gibox'/'decouple' crash)",
+                    "feature-imitation region (retinanet; the seed's 'gibox'/'decouple' crash)",
                     choices=("finegrained", "fitnet"),
+                    required=False,
                 ),
                 "ld_region_box": Key(
                     (str,),
-                    "gt box of the LD region: seed (cx,cy,w,h ignoring the angle) or hbb (circumscribed box)",
+                    "gt box of the LD region (retinanet): seed (cx,cy,w,h ignoring the angle) or hbb (circumscribed "
+                    "box); the other families distil on their own positives",
                     choices=("seed", "hbb"),
+                    required=False,
                 ),
                 "method": Key(
                     (str,),
@@ -390,6 +479,11 @@ class Recipe:
         return "teacher" in self.data
 
     @property
+    def family(self) -> str:
+        """`model.family`; a recipe without it is a rotated RetinaNet (the seed's and every earlier recipe)."""
+        return str(self.data.get("model", {}).get("family") or "retinanet")
+
+    @property
     def classes(self) -> tuple[str, ...]:
         return resolve_classes(self.data["data"]["classes"])
 
@@ -429,8 +523,10 @@ def load_recipe(path_or_name: str | os.PathLike[str], overrides: Sequence[str] =
     files: list[Path] = []
     data = _load_chain(top, [], files)
     recipe = Recipe(data=data, source=top, files=files, overrides=list(overrides), name=_recipe_name(top))
+    _prune_removed(recipe.data, SCHEMA)  # before --set: `--set model.anchors.x=...` starts from no section
     for item in overrides:
         _apply_override(recipe.data, item)
+    _prune_removed(recipe.data, SCHEMA)
     _check_required(recipe.data, SCHEMA, "", recipe.label)
     _check_semantics(recipe)
     recipe.data = _canonical(recipe.data, SCHEMA)
@@ -448,6 +544,15 @@ def bundled_recipes() -> list[tuple[str, Path, str]]:
         raw = _parse_file(path)
         out.append((_recipe_name(path), path, str(raw.get("description", ""))))
     return out
+
+
+def bundled_by_family() -> list[tuple[str, str, Path, str]]:
+    """`(family, name, path, description)` of every bundled recipe, grouped by `model.family` (in
+    `FAMILIES` order), then by name. The family is the resolved recipe's, so it does not depend on the
+    folder a recipe lives in (`dota1/`, `synthetic-fcos/`, a dataset folder, ...)."""
+    rows = [(load_recipe(path).family, name, path, text) for name, path, text in bundled_recipes()]
+    order = list(FAMILIES)
+    return sorted(rows, key=lambda row: (order.index(row[0]), row[1]))
 
 
 def find_recipe(path_or_name: str | os.PathLike[str]) -> Path:
@@ -581,6 +686,11 @@ def _key_lines(path: Path) -> dict[str, int]:
 
 
 def _load_chain(path: Path, stack: list[Path], files: list[Path]) -> dict[str, Any]:
+    """The file merged over its bases; `base:` is one recipe or a list, merged in order (later wins).
+
+    A list lets a recipe take its data and schedule from one recipe and its model from another, e.g.
+    a rotated FCOS student on exactly the RetinaNet students' data: `base: [data recipe, fcos model]`.
+    """
     if path in stack:
         cycle = " -> ".join(display_path(p) for p in [*stack[stack.index(path) :], path])
         raise RotldError(f"{display_path(stack[-1])}: base: inheritance cycle {cycle}")
@@ -592,12 +702,27 @@ def _load_chain(path: Path, stack: list[Path], files: list[Path]) -> dict[str, A
     _resolve_paths(raw, SCHEMA, path.parent)
     merged: dict[str, Any] = {}
     if base_ref is not None:
-        if not isinstance(base_ref, str) or not base_ref:
-            raise RotldError(located(where, lines.get("base"), "base: expected a recipe path or bundled name"))
-        base_path = _resolve_base(base_ref, path, lines.get("base"))
-        merged = _load_chain(base_path, [*stack, path], files)
+        refs = base_ref if isinstance(base_ref, list) else [base_ref]
+        if not refs or not all(isinstance(ref, str) and ref for ref in refs):
+            raise RotldError(
+                located(where, lines.get("base"), "base: expected a recipe path or bundled name, or a list of them")
+            )
+        for ref in refs:
+            base_path = _resolve_base(ref, path, lines.get("base"))
+            merged = deep_merge(merged, _load_chain(base_path, [*stack, path], files))
     files.append(path)
     return deep_merge(merged, raw)
+
+
+def _prune_removed(tree: dict[str, Any], section: Section) -> None:
+    """Drop the optional sections set to null (`anchors: null` removes a base's anchors)."""
+    for key in list(tree):
+        spec = section.keys.get(key)
+        if isinstance(spec, Section):
+            if tree[key] is None:
+                del tree[key]
+            else:
+                _prune_removed(tree[key], spec)
 
 
 def _resolve_base(ref: str, child: Path, line: int | None) -> Path:
@@ -651,8 +776,11 @@ def _validate_tree(tree: dict[str, Any], section: Section, prefix: str, where: A
         if spec is None:
             raise RotldError(f"{where(dotted)}: unknown key{_suggest(str(key), section, prefix)}")
         if isinstance(spec, Section):
+            if value is None and spec.optional:
+                continue  # `section: null` removes what a base set (pruned after merging)
             if not isinstance(value, dict):
-                raise RotldError(f"{where(dotted)}: expected a section (mapping), got {_kind(value)}")
+                null = " or null (to remove it)" if spec.optional else ""
+                raise RotldError(f"{where(dotted)}: expected a section (mapping){null}, got {_kind(value)}")
             _validate_tree(value, spec, dotted + ".", where)
         else:
             tree[key] = _check_value(value, spec, lambda d=dotted: where(d))
@@ -765,23 +893,38 @@ def _check_semantics(recipe: Recipe) -> None:
     steps = get("schedule.lr_steps")
     if any(b <= a for a, b in zip(steps, steps[1:])):
         fail(("schedule.lr_steps",), f"must be strictly increasing, got {steps}")
-    if len(get("model.anchors.strides")) != 5:
-        fail(("model.anchors.strides",), f"the FPN has 5 levels, got {get('model.anchors.strides')}")
-    if get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
+    family = FAMILIES[recipe.family]
+    _check_family_sections(recipe, family, fail)
+    if get("model.angle_version") not in family.angle_versions:
+        fail(("model.angle_version", "model.family"), f"{get('model.angle_version')} is not supported by the "
+             f"{family.name} family (use {', '.join(family.angle_versions)})")
+    for key in ("model.anchors.strides", "model.fcos.strides", "model.rpn.strides"):
+        strides = get(key, None)
+        if strides is not None and len(strides) != 5:
+            fail((key,), f"the FPN has 5 levels, got {strides}")
+    ranges = get("model.fcos.regress_ranges", None)
+    if ranges is not None and (len(ranges) != 4 or any(b <= a for a, b in zip(ranges, ranges[1:]))):
+        fail(("model.fcos.regress_ranges",), f"expected 4 increasing bounds (levels 1-4), got {ranges}")
+    if "assigner" in recipe.data["model"] and get("model.assigner.neg_iou_thr") > get("model.assigner.pos_iou_thr"):
         fail(("model.assigner.neg_iou_thr", "model.assigner.pos_iou_thr"), "must not exceed pos_iou_thr")
-    groups, width = get("model.head.norm_groups", 0), get("model.head.feat_channels")
+    groups, width = get("model.head.norm_groups", 0), get("model.head.feat_channels", 0)
     if groups and (width % groups or width // groups < 2):
         fail(("model.head.norm_groups", "model.head.feat_channels"),
              f"{groups} GroupNorm groups need feat_channels ({width}) to be a multiple of them with at least 2 "
              "channels per group (the 1x1 top FPN level has one value per channel)")
+    if recipe.family == "fcos" and not get("model.head.reg_decoded_bbox"):
+        fail(("model.head.reg_decoded_bbox",), "the fcos family applies loss_bbox to decoded boxes: set it to true")
     method = get("distill.method", "ld") if "distill" in recipe.data else "ld"
+    if method not in family.methods:
+        fail(("distill.method",), f"{method} is not available for the {recipe.family} family "
+             f"(use {', '.join(family.methods)})")
     if method != "ld" and method not in recipe.data["distill"]:
         fail((f"distill.{method}", "distill.method"), f"missing section (distill.method is {method})")
     try:
         checkpoint_every(get("runtime.checkpoint_every", None))
     except ValueError as exc:
         fail(("runtime.checkpoint_every",), str(exc))
-    cross, tower = get("distill.crosskd.cross_convs", 0), get("model.head.stacked_convs")
+    cross, tower = get("distill.crosskd.cross_convs", 0), get("model.head.stacked_convs", 0)
     if method == "crosskd" and cross > tower:
         fail(("distill.crosskd.cross_convs", "model.head.stacked_convs"),
              f"{cross} exceeds model.head.stacked_convs ({tower})")
@@ -822,6 +965,23 @@ def _is_positive_number(text: str) -> bool:
         return False
 
 
+def _check_family_sections(recipe: Recipe, family: Family, fail: Any) -> None:
+    """Each family's own `model` sections are required, another family's are refused (one line each)."""
+    model = recipe.data["model"]
+    for name in FAMILY_SECTIONS:
+        key = f"model.{name}"
+        if name in family.sections and name not in model:
+            fail((key, "model.family"), f"missing section (the {family.name} family needs it)")
+        if name not in family.sections and name in model:
+            fail((key, "model.family"), f"not used by the {family.name} family; remove it (`{name}: null` "
+                 "removes a section a base recipe set)")
+    if family.name != "retinanet" and "distill" in recipe.data:
+        for name in RETINANET_ONLY_DISTILL:
+            if name in recipe.data["distill"]:
+                fail((f"distill.{name}", "model.family"), f"only the retinanet family uses it (the {family.name} "
+                     "family distils on its own positives); remove it")
+
+
 def _canonical(tree: dict[str, Any], section: Section) -> dict[str, Any]:
     """Keys in schema order, so resolved recipes read the same whatever the files' order."""
     out: dict[str, Any] = {}
@@ -839,7 +999,8 @@ def _resolve_paths(tree: dict[str, Any], section: Section, base_dir: Path) -> No
     for key, value in tree.items():
         spec = section.keys[key]
         if isinstance(spec, Section):
-            _resolve_paths(value, spec, base_dir)
+            if value is not None:  # a removed section
+                _resolve_paths(value, spec, base_dir)
         elif spec.path and isinstance(value, str):
             tree[key] = _resolve_path(value, base_dir, spec.bundled)
 
@@ -889,6 +1050,9 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
     where = lambda: f"{option}: {key}"  # noqa: E731
     if isinstance(spec, Section):
+        if value is None and spec.optional:
+            node[leaf] = None  # removed, like `section: null` in a file
+            return
         if not isinstance(value, dict):
             raise UsageError(f"{where()}: is a section; expected a mapping such as {{key: value}}, got {_kind(value)}")
         try:

@@ -83,3 +83,47 @@ def test_verdict_needs_every_seed_and_more_than_the_spread() -> None:
     assert "does NOT beat it" in verdict("X", "baseline", [0.05, -0.01, 0.02])  # one seed loses
     assert "does NOT beat it" in verdict("X", "baseline", [0.001, 0.02, 0.0])  # not above its spread
     assert "does NOT beat it" in verdict("X", "baseline", [0.03])  # one seed: no spread to compare
+
+
+def test_each_family_benchmarks_its_own_synthetic_recipes() -> None:
+    from bench.accuracy import FAMILY_MODELS
+    from rotld_cli.recipes import load_recipe
+
+    keys = {"ld": "student", "ld-seed": "ld-seed", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "ld-crosskd"}
+    heads = {"ld": "ld", "ld-seed": "ld", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "crosskd"}
+    for family, (teacher, baseline, distillers) in FAMILY_MODELS.items():
+        assert (teacher.key, baseline.key) == ("teacher", "baseline")
+        for model in (teacher, baseline):
+            recipe = load_recipe(model.recipe)
+            assert recipe.family == family and not recipe.is_student and not model.distilled
+        for method, model in distillers.items():
+            recipe = load_recipe(model.recipe)
+            assert recipe.family == family and recipe.is_student and model.distilled
+            assert recipe.get("distill.method", "ld") == heads[method] and model.key == keys[method]
+            # the student's teacher is its family's synthetic teacher
+            assert recipe.get("teacher.recipe") == str(load_recipe(teacher.recipe).source)
+    assert set(FAMILY_MODELS["orcnn"][2]) == {"ld"} and set(FAMILY_MODELS["fcos"][2]) == {"ld", "crosskd", "bckd"}
+
+
+def test_a_method_the_family_lacks_is_refused_before_training(monkeypatch, capsys) -> None:
+    import sys
+
+    from bench.accuracy import main
+
+    monkeypatch.setattr(sys, "argv", ["accuracy", "--family", "orcnn", "--methods", "bckd", "--quick"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    assert "--methods: bckd is not available for the orcnn family (use ld)" in capsys.readouterr().err
+
+
+def test_families_have_their_own_readme_blocks(repo_root: Path, tmp_path: Path) -> None:
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    for family in ("retinanet", "fcos", "atss", "orcnn"):
+        begin, end = markers(family=family)
+        assert text.count(begin) == 1 and text.count(end) == 1 and text.index(begin) < text.index(end)
+    readme = tmp_path / "README.md"
+    begin, end = markers(family="fcos")
+    readme.write_text(f"{README_BEGIN}\nretina\n{README_END}\n{begin}\nold\n{end}\n", encoding="utf-8")
+    write_readme(readme, "fcos table", family="fcos")
+    assert readme.read_text(encoding="utf-8") == f"{README_BEGIN}\nretina\n{README_END}\n{begin}\nfcos table\n{end}\n"

@@ -36,6 +36,19 @@ BUNDLED = [
     "dota1/student-r18-kld-ld-kd-1x",
     "dota1/teacher-r34-gwd-2x",
     "dota1/teacher-r34-kld-2x",
+    "dota1-atss/baseline-r18-1x",
+    "dota1-atss/student-r18-bckd-1x",
+    "dota1-atss/student-r18-crosskd-1x",
+    "dota1-atss/student-r18-ld-kd-1x",
+    "dota1-atss/teacher-r34-2x",
+    "dota1-fcos/baseline-r18-1x",
+    "dota1-fcos/student-r18-bckd-1x",
+    "dota1-fcos/student-r18-crosskd-1x",
+    "dota1-fcos/student-r18-ld-kd-1x",
+    "dota1-fcos/teacher-r34-2x",
+    "dota1-orcnn/baseline-r18-1x",
+    "dota1-orcnn/student-r18-ld-kd-1x",
+    "dota1-orcnn/teacher-r34-2x",
     "dota15/baseline-r18-gwd-1x",
     "dota15/student-r18-gwd-bckd-1x",
     "dota15/student-r18-gwd-crosskd-1x",
@@ -56,6 +69,19 @@ BUNDLED = [
     "synthetic/student-r18-gwd-ld-kd-seed",
     "synthetic/student-r18-gwd-ld-kd",
     "synthetic/teacher-r34-gwd",
+    "synthetic-atss/baseline-r18",
+    "synthetic-atss/student-r18-bckd",
+    "synthetic-atss/student-r18-crosskd",
+    "synthetic-atss/student-r18-ld-kd",
+    "synthetic-atss/teacher-r34",
+    "synthetic-fcos/baseline-r18",
+    "synthetic-fcos/student-r18-bckd",
+    "synthetic-fcos/student-r18-crosskd",
+    "synthetic-fcos/student-r18-ld-kd",
+    "synthetic-fcos/teacher-r34",
+    "synthetic-orcnn/baseline-r18",
+    "synthetic-orcnn/student-r18-ld-kd",
+    "synthetic-orcnn/teacher-r34",
 ]
 
 
@@ -448,7 +474,8 @@ def test_describe_schema_covers_every_key_of_a_student_recipe():
 
     students = ("dota1/student-r18-gwd-ld-kd-1x", "dota1/student-r18-gwd-crosskd-1x", "dota1/student-r18-gwd-bckd-1x",
                 "synthetic/student-r18-gwd-ld-kd",  # the optional keys (norm_groups, binary KD) are set there
-                "dior/student-r18-gwd-ld-kd-1x")
+                "dior/student-r18-gwd-ld-kd-1x", "dota1-fcos/student-r18-ld-kd-1x",
+                "dota1-atss/student-r18-ld-kd-1x", "dota1-orcnn/student-r18-ld-kd-1x")
     assert set().union(*(set(leaves(load_recipe(name).data)) for name in students)) == described
 
 
@@ -467,8 +494,14 @@ def test_cli_recipes_list(capsys):
     code, out, _ = run_main(["recipes", "list", "--json"], capsys)
     assert code == 0
     rows = json.loads(out)
-    assert [row["name"] for row in rows] == BUNDLED
+    assert sorted(row["name"] for row in rows) == sorted(BUNDLED)
     assert all(row["description"] for row in rows)
+    # grouped by the resolved family (retinanet, fcos, atss, orcnn), not by folder; by name within a family
+    families = [row["family"] for row in rows]
+    assert families == sorted(families, key=["retinanet", "fcos", "atss", "orcnn"].index)
+    assert {row["name"]: row["family"] for row in rows}["synthetic-fcos/teacher-r34"] == "fcos"
+    assert [row["name"] for row in rows if row["family"] == "orcnn"] == [n for n in BUNDLED if "orcnn" in n]
+    assert all(row["family"] == "retinanet" for row in rows if row["name"].split("/")[0] in ("dota1", "synthetic"))
     code, out, _ = run_main(["recipes", "list"], capsys)
     assert code == 0
     for name in BUNDLED:

@@ -16,21 +16,25 @@ recipes_app = typer.Typer(
 app.add_typer(recipes_app, name="recipes")
 
 
-@recipes_app.command("list", help="List the bundled recipes with their descriptions.")
+@recipes_app.command("list", help="List the bundled recipes by detector family, with their descriptions.")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
     from rotld_cli import ui
-    from rotld_cli.recipes import bundled_recipes
+    from rotld_cli.recipes import FAMILIES, bundled_by_family
 
-    found = bundled_recipes()
+    found = bundled_by_family()
     if as_json:
-        rows = [{"name": name, "path": str(path), "description": text} for name, path, text in found]
+        rows = [{"name": name, "family": family, "path": str(path), "description": text}
+                for family, name, path, text in found]
         typer.echo(json.dumps(rows, indent=2))
         return
     if not found:
         ui.warn("no bundled recipes found (rotld_cli/recipes_data/ is missing from this installation)")
         return
-    rows = [[name, text] for name, _, text in found]
-    ui.console.print(ui.table("Bundled recipes", ["name", "description"], rows, justify_numbers=False))
+    rows, previous = [], None
+    for family, name, _, text in found:
+        rows.append([FAMILIES[family].title if family != previous else "", name, text])
+        previous = family
+    ui.console.print(ui.table("Bundled recipes", ["family", "name", "description"], rows, justify_numbers=False))
     ui.info("Show one resolved: [bold]rotld recipes show NAME[/] (add [bold]--set key=value[/] to try overrides).")
 
 

@@ -14,7 +14,10 @@ from typing import Any
 from rotld_cli.errors import RotldError
 
 METADATA_KEY = "rotld"
-FORMAT = 1
+FORMAT = 2
+"""The newest metadata layout this runtime reads. Anchor-head exports (rotated RetinaNet, ATSS) are
+still written as format 1, so older runtimes keep reading them; a rotated FCOS export (points,
+centerness) is format 2."""
 
 
 @dataclass
@@ -36,6 +39,14 @@ class AnchorSettings:
     octave_base_scale: float = 4.0
     scales_per_octave: int = 3
     center_offset: float = 0.0
+
+
+@dataclass
+class PointSettings:
+    """mmdet `MlvlPointGenerator` (rotated FCOS): one point per location at (index + offset) · stride."""
+
+    strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    offset: float = 0.5
 
 
 @dataclass
@@ -76,6 +87,9 @@ class ModelMetadata:
     test_cfg: DetectionSettings = field(default_factory=DetectionSettings)
     anchors: AnchorSettings = field(default_factory=AnchorSettings)
     coder: CoderSettings = field(default_factory=CoderSettings)
+    family: str = "retinanet"
+    """'retinanet' and 'atss': anchors and delta coder; 'fcos': points, distance coder and centerness."""
+    points: PointSettings | None = None
     rotld_version: str = ""
     source_checkpoint: str = ""
     source_sha256: str = ""
@@ -96,13 +110,20 @@ class ModelMetadata:
                 "test_cfg": DetectionSettings(**data.pop("test_cfg")),
                 "anchors": AnchorSettings(**data.pop("anchors")),
                 "coder": CoderSettings(**data.pop("coder")),
+                "points": None if data.get("points") is None else PointSettings(**data.pop("points")),
             }
+            data.pop("points", None)
             meta = cls(**data, **parts)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise RotldError(f"{where}: malformed rotld metadata ({type(exc).__name__}: {exc})") from None
         if meta.format > FORMAT:
             raise RotldError(f"{where}: written by a newer rotld (metadata format {meta.format}); upgrade rotld")
         return meta
+
+    @property
+    def strides(self) -> list[int]:
+        """The FPN levels' strides: of the points (FCOS) or of the anchors."""
+        return list(self.points.strides if self.points is not None else self.anchors.strides)
 
     @classmethod
     def from_props(cls, props: Mapping[str, Any], where: str = "model") -> ModelMetadata:

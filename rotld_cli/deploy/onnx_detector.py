@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rotld_cli.deploy.metadata import ModelMetadata
-from rotld_cli.deploy.postprocess import detections_single
+from rotld_cli.deploy.postprocess import detections_single, point_detections_single
 from rotld_cli.deploy.preprocess import collate, prepare_image
 from rotld_cli.detector import DetectionsPerClass
 from rotld_cli.errors import RotldError
@@ -21,11 +21,16 @@ from rotld_cli.errors import RotldError
 INPUT_NAME = "image"
 SCORE_OUTPUT = "scores_{}"
 LOGIT_OUTPUT = "box_logits_{}"
+CENTERNESS_OUTPUT = "centerness_{}"
+POINT_FAMILIES = ("fcos",)
+"""Families whose heads predict per point with a centerness (a third output per level)."""
 
 
-def output_names(levels: int) -> list[str]:
-    """The graph's outputs: every level's scores, then every level's distribution logits."""
-    return [SCORE_OUTPUT.format(i) for i in range(levels)] + [LOGIT_OUTPUT.format(i) for i in range(levels)]
+def output_names(levels: int, family: str = "retinanet") -> list[str]:
+    """The graph's outputs: every level's scores, then every level's distribution logits (then, for a
+    point head, every level's centerness)."""
+    groups = [SCORE_OUTPUT, LOGIT_OUTPUT, *([CENTERNESS_OUTPUT] if family in POINT_FAMILIES else [])]
+    return [name.format(i) for name in groups for i in range(levels)]
 
 
 def _onnxruntime():
@@ -67,8 +72,7 @@ class OnnxDetector:
         self.classes = tuple(meta.classes)
         self.angle_version = meta.angle_version
         self.batch_size = max(1, int(batch_size))
-        levels = len(meta.anchors.strides)
-        self._outputs = output_names(levels)
+        self._outputs = output_names(len(meta.strides), meta.family)
 
     @classmethod
     def from_file(cls, path: os.PathLike[str] | str, *, batch_size: int = 1, threads: int | None = None,
@@ -92,13 +96,15 @@ class OnnxDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[DetectionsPerClass]:
         results: list[DetectionsPerClass] = []
-        levels = len(self.meta.anchors.strides)
+        levels = len(self.meta.strides)
         for start in range(0, len(images), self.batch_size):
             prepared = [prepare_image(image, self.meta.input) for image in images[start:start + self.batch_size]]
             outputs = self.session.run(self._outputs, {INPUT_NAME: collate(prepared, self.meta.input)})
             for i, image in enumerate(prepared):
-                results.append(detections_single(
-                    [out[i] for out in outputs[:levels]], [out[i] for out in outputs[levels:]],
-                    image.img_shape, image.scale_factor, self.meta,
-                ))  # fmt: skip
+                maps = [[out[i] for out in outputs[g * levels:(g + 1) * levels]]
+                        for g in range(len(outputs) // levels)]
+                if self.meta.family in POINT_FAMILIES:
+                    results.append(point_detections_single(*maps, image.img_shape, image.scale_factor, self.meta))
+                else:
+                    results.append(detections_single(*maps, image.img_shape, image.scale_factor, self.meta))
         return results

@@ -1,9 +1,12 @@
-"""Head outputs → per-class rotated boxes: mmrotate's `_get_bboxes_single` for the distribution head, in numpy.
+"""Head outputs → per-class rotated boxes: mmrotate's `_get_bboxes_single` for the distribution heads, in numpy.
 
-Per level: the top `nms_pre` anchors by their best class score, the integral (softmax over the
-bins, dotted with the fixed projections) to 5 deltas, `DeltaXYWHAOBBoxCoder.decode` (dw/dh clamp,
-centre clamp to the resized image); then all levels: undo the resize, keep (anchor, class) pairs
-scoring above `score_thr`, class-aware rotated NMS, the best `max_per_img` (method.md §1.3-1.7).
+Anchor heads (rotated RetinaNet, ATSS), per level: the top `nms_pre` anchors by their best class
+score, the integral (softmax over the bins, dotted with the fixed projections) to 5 deltas,
+`DeltaXYWHAOBBoxCoder.decode` (dw/dh clamp, centre clamp to the resized image). Rotated FCOS, per
+level: the top `nms_pre` points by best score × centerness, the integrals to 4 side distances
+(× stride) and θ, `DistanceAnglePointCoder.decode` (no clamp). Then all levels: undo the resize,
+keep (prior, class) pairs scoring above `score_thr` (FCOS: then × centerness), class-aware rotated
+NMS, the best `max_per_img` (method.md §1.3-1.7).
 Arithmetic is float32 in torch's operation order; the NMS is rotld's own polygon NMS
 (`dota.rotated_nms`, the merge step's), grouped by class instead of mmrotate's coordinate offset.
 """
@@ -14,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rotld_cli.deploy.metadata import AnchorSettings, CoderSettings, DetectionSettings, ModelMetadata
+from rotld_cli.deploy.metadata import AnchorSettings, CoderSettings, DetectionSettings, ModelMetadata, PointSettings
 from rotld_cli.dota.rotated_nms import nms_quads
 
 
@@ -42,6 +45,13 @@ def grid_anchors(feat_h: int, feat_w: int, stride: int, settings: AnchorSettings
     xy = (boxes[:, 2:] + boxes[:, :2]) / np.float32(2)
     wh = boxes[:, 2:] - boxes[:, :2]
     return np.concatenate([xy, wh, np.zeros((len(boxes), 1), dtype=np.float32)], axis=1)
+
+
+def grid_points(feat_h: int, feat_w: int, stride: int, settings: PointSettings) -> np.ndarray:
+    """`MlvlPointGenerator.single_level_grid_priors`: (feat_h*feat_w, 2) x, y, row-major (x fastest)."""
+    xs = (np.arange(feat_w, dtype=np.float32) + np.float32(settings.offset)) * np.float32(stride)
+    ys = (np.arange(feat_h, dtype=np.float32) + np.float32(settings.offset)) * np.float32(stride)
+    return np.stack([np.tile(xs, feat_h), np.repeat(ys, feat_w)], axis=-1)
 
 
 def integral(logits: np.ndarray, project: np.ndarray) -> np.ndarray:
@@ -84,6 +94,16 @@ def decode(anchors: np.ndarray, deltas: np.ndarray, max_shape: tuple[int, int] |
     return np.stack([gx, gy, gw, gh, ga], axis=-1).astype(np.float32)
 
 
+def decode_distances(points: np.ndarray, distances: np.ndarray, angles: np.ndarray, angle_version: str) -> np.ndarray:
+    """`DistanceAnglePointCoder.decode` (mmrotate `distance2obb`): (M, 2) points, (M, 4) left, top, right,
+    bottom, (M,) θ → (M, 5) boxes: centre = point + R(θ)·((r − l)/2, (b − t)/2), w = l + r, h = t + b."""
+    cos, sin = np.cos(angles), np.sin(angles)
+    wh = distances[:, :2] + distances[:, 2:]
+    ox, oy = (distances[:, 2] - distances[:, 0]) / 2, (distances[:, 3] - distances[:, 1]) / 2
+    cx, cy = points[:, 0] + (cos * ox - sin * oy), points[:, 1] + (sin * ox + cos * oy)
+    return np.stack([cx, cy, wh[:, 0], wh[:, 1], norm_angle(angles, angle_version)], axis=-1).astype(np.float32)
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` rows with the highest best-class score, best first (torch.topk; ties by index)."""
     best = scores.max(axis=1)
@@ -104,15 +124,19 @@ def obb_corners(boxes: np.ndarray) -> np.ndarray:
                      x + wx + hx, y + wy + hy, x - wx + hx, y - wy + hy], axis=-1)
 
 
-def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, settings: DetectionSettings) -> list[np.ndarray]:
+def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, settings: DetectionSettings,
+                   score_factors: np.ndarray | None = None) -> list[np.ndarray]:
     """mmrotate `multiclass_nms_rotated` + `rbbox2result`: (M, 5) boxes, (M, C) scores → C arrays (n, 6).
 
-    Pairs (anchor, class) above `score_thr`, NMS within each class, then the `max_per_img` best
+    Pairs (prior, class) above `score_thr`, their scores then × `score_factors` (FCOS's centerness,
+    applied after the threshold as mmrotate does), NMS within each class, then the `max_per_img` best
     over all classes; each class's boxes come out best first.
     """
     num_classes = scores.shape[1]
     rows, labels = np.nonzero(scores > np.float32(settings.score_thr))
     kept_scores = scores[rows, labels]
+    if score_factors is not None:
+        kept_scores = kept_scores * score_factors[rows]
     keep = nms_quads(obb_corners(boxes[rows]), kept_scores, labels, settings.iou_thr)
     keep = keep[np.argsort(-kept_scores[keep], kind="stable")]
     if settings.max_per_img > 0:
@@ -131,7 +155,7 @@ def detections_single(level_scores: Sequence[np.ndarray], level_logits: Sequence
     """
     num_classes, cfg = len(meta.classes), meta.test_cfg
     all_boxes, all_scores = [], []
-    for stride, scores, logits in zip(meta.anchors.strides, level_scores, level_logits):
+    for stride, scores, logits in zip(meta.strides, level_scores, level_logits):
         feat_h, feat_w = scores.shape[:2]
         anchors = grid_anchors(feat_h, feat_w, stride, meta.anchors)
         scores = scores.reshape(-1, num_classes)
@@ -144,3 +168,33 @@ def detections_single(level_scores: Sequence[np.ndarray], level_logits: Sequence
     boxes = np.concatenate(all_boxes)
     boxes[:, :4] = boxes[:, :4] / scale_factor.astype(np.float32)
     return multiclass_nms(boxes, np.concatenate(all_scores).astype(np.float32), cfg)
+
+
+def point_detections_single(level_scores: Sequence[np.ndarray], level_logits: Sequence[np.ndarray],
+                            level_centerness: Sequence[np.ndarray], img_shape: tuple[int, int],
+                            scale_factor: np.ndarray, meta: ModelMetadata) -> list[np.ndarray]:
+    """Rotated FCOS: one image's head maps → per class (n, 6) [cx, cy, w, h, θ, score] (`RotatedFCOSHead`).
+
+    `level_scores[l]` (H_l, W_l, C) sigmoid scores, `level_logits[l]` (H_l, W_l, 5*(reg_max+1)) distance
+    and angle logits (left|top|right|bottom|θ), `level_centerness[l]` (H_l, W_l, 1) sigmoid centerness.
+    """
+    num_classes, cfg, bins = len(meta.classes), meta.test_cfg, meta.reg_max + 1
+    all_boxes, all_scores, all_centerness = [], [], []
+    for stride, scores, logits, centerness in zip(meta.strides, level_scores, level_logits, level_centerness):
+        feat_h, feat_w = scores.shape[:2]
+        points = grid_points(feat_h, feat_w, stride, meta.points)
+        scores = scores.reshape(-1, num_classes)
+        logits = logits.reshape(len(scores), -1)
+        centerness = centerness.reshape(-1)
+        if 0 < cfg.nms_pre < len(scores):
+            chosen = top_k(scores * centerness[:, None], cfg.nms_pre)
+            points, scores, logits, centerness = points[chosen], scores[chosen], logits[chosen], centerness[chosen]
+        distances = integral(logits[:, : 4 * bins].reshape(-1, 4, bins), meta.integral_project) * np.float32(stride)
+        angles = integral(logits[:, 4 * bins : 5 * bins], meta.integral_angle_project)
+        all_boxes.append(decode_distances(points, distances, angles, meta.coder.angle_range))
+        all_scores.append(scores)
+        all_centerness.append(centerness)
+    boxes = np.concatenate(all_boxes)
+    boxes[:, :4] = boxes[:, :4] / scale_factor.astype(np.float32)
+    return multiclass_nms(boxes, np.concatenate(all_scores).astype(np.float32), cfg,
+                          np.concatenate(all_centerness).astype(np.float32))

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rotld_cli.engine.families import FAMILY_MODELS
 from rotld_cli.errors import EngineMissingError, RotldError, UsageError
 from rotld_cli.recipes import Recipe, display_path, img_scale, load_recipe
 
@@ -25,12 +26,8 @@ FPN_IN_CHANNELS = {
     50: [256, 512, 1024, 2048],
     101: [256, 512, 1024, 2048],
 }
-BBOX_LOSSES = {
-    "gwd": lambda weight: dict(type="GDLoss", loss_type="gwd", loss_weight=weight),
-    "kld": lambda weight: dict(type="GDLoss_v1", loss_type="kld", fun="log1p", tau=1.0, loss_weight=weight),
-}
-STUDENT_HEADS = {"ld": "LDRotatedRetinaHead", "crosskd": "CrossKDRotatedRetinaHead", "bckd": "BCKDRotatedRetinaHead"}
-"""The student head of each `distill.method`."""
+STUDENT_HEADS = FAMILY_MODELS["retinanet"].student_heads
+"""The rotated RetinaNet student head of each `distill.method` (`families.FAMILY_MODELS` has every family's)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,8 +102,9 @@ def compile_recipe(
 def model_dict(
     recipe: Recipe, teacher_checkpoint: str | None = None, teacher_model: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The `model` dict: RotatedRetinaNet + distribution head, or the KD detector for a student."""
+    """The `model` dict of the recipe's family (`families.py`), or its KD detector for a student."""
     get = recipe.get
+    family = FAMILY_MODELS[recipe.family]
     depth = get("model.backbone.depth")
     pretrained = get("model.backbone.pretrained")
     backbone = dict(
@@ -122,16 +120,11 @@ def model_dict(
         init_cfg=None if pretrained is None else dict(type="Pretrained", checkpoint=pretrained),
     )
     width = get("model.neck.out_channels")
-    neck = dict(
-        type="FPN",
-        in_channels=list(FPN_IN_CHANNELS[depth]),
-        out_channels=width,
-        start_level=1,
-        add_extra_convs="on_input",
-        num_outs=5,
-    )
-    head = _head_dict(recipe, width)
-    model: dict[str, Any] = dict(type="RotatedRetinaNet", backbone=backbone, neck=neck, bbox_head=head)
+    parts = family.parts(recipe, width)
+    neck = dict(type="FPN", in_channels=list(FPN_IN_CHANNELS[depth]), out_channels=width, num_outs=5,
+                **parts.pop("neck"))
+    train_cfg, test_cfg = parts.pop("train_cfg"), parts.pop("test_cfg")
+    model: dict[str, Any] = dict(type=family.detector, backbone=backbone, neck=neck, **parts)
     if recipe.is_student:
         if teacher_model is None:  # the one teacher check (engine/teacher.py) on the student's teacher.recipe
             from rotld_cli.engine.teacher import checked_teacher_recipe
@@ -140,37 +133,21 @@ def model_dict(
             ckpt = teacher_checkpoint if teacher_checkpoint is not None else get("teacher.checkpoint")
         else:  # a teacher the caller has checked: it loads the weights too (strictly, from the hashed file)
             ckpt = teacher_checkpoint
-        head.update(_distill_args(recipe))
-        model = dict(
-            type="KnowledgeDistillationRotatedSingleStageDetector",
-            backbone=backbone,
-            neck=neck,
-            bbox_head=head,
+        distilled = model
+        for key in family.distilled_head:
+            distilled = distilled[key]
+        distilled.update(_distill_args(recipe))
+        if family.student_roi_head is not None:
+            model["roi_head"]["type"] = family.student_roi_head
+        model.update(
+            type=family.student_detector,
             teacher_config=dict(model=copy.deepcopy(dict(teacher_model))),
             teacher_ckpt=None if ckpt is None else str(ckpt),
             output_feature=True,
             eval_teacher=True,
         )
-    model["train_cfg"] = dict(
-        assigner=dict(
-            type="MaxIoUAssigner",
-            pos_iou_thr=get("model.assigner.pos_iou_thr"),
-            neg_iou_thr=get("model.assigner.neg_iou_thr"),
-            min_pos_iou=get("model.assigner.min_pos_iou"),
-            ignore_iof_thr=-1,
-            iou_calculator=dict(type="SparseRBboxOverlaps2D"),  # same values, only the pairs that can overlap
-        ),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False,
-    )
-    model["test_cfg"] = dict(
-        nms_pre=get("model.test.nms_pre"),
-        min_bbox_size=get("model.test.min_bbox_size"),
-        score_thr=get("model.test.score_thr"),
-        nms=dict(iou_thr=get("model.test.nms_iou_thr")),
-        max_per_img=get("model.test.max_per_img"),
-    )
+    model["train_cfg"] = train_cfg
+    model["test_cfg"] = test_cfg
     return model
 
 
@@ -293,50 +270,6 @@ def _resolve_teacher_paths(model: dict, config_dir: Path) -> None:
 # Pieces
 
 
-def _head_dict(recipe: Recipe, width: int) -> dict[str, Any]:
-    get = recipe.get
-    angle = get("model.angle_version")
-    loss_bbox = BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight"))
-    groups = get("model.head.norm_groups", 0)
-    head = dict(
-        type="RotatedRetinaHeadDistribution",
-        num_classes=len(recipe.classes),
-        in_channels=width,
-        stacked_convs=get("model.head.stacked_convs"),
-        feat_channels=get("model.head.feat_channels"),
-        reg_max=get("model.head.reg_max"),
-        reg_decoded_bbox=get("model.head.reg_decoded_bbox"),
-        assign_by_circumhbbox=angle,
-        anchor_generator=dict(
-            type="RotatedAnchorGenerator",
-            octave_base_scale=get("model.anchors.octave_base_scale"),
-            scales_per_octave=get("model.anchors.scales_per_octave"),
-            ratios=list(get("model.anchors.ratios")),
-            strides=list(get("model.anchors.strides")),
-        ),
-        bbox_coder=dict(
-            type="DeltaXYWHAOBBoxCoder",
-            angle_range=angle,
-            norm_factor=None,
-            edge_swap=False,
-            proj_xy=False,
-            target_means=(0.0, 0.0, 0.0, 0.0, 0.0),
-            target_stds=(1.0, 1.0, 1.0, 1.0, 1.0),
-        ),
-        loss_cls=dict(
-            type="FocalLoss",
-            use_sigmoid=True,
-            gamma=get("model.head.loss_cls.gamma"),
-            alpha=get("model.head.loss_cls.alpha"),
-            loss_weight=get("model.head.loss_cls.weight"),
-        ),
-        loss_bbox=loss_bbox,
-    )
-    if groups:  # the seed's head has no norm; a from-scratch head needs one (tests/test_head_collapse.py)
-        head["norm_cfg"] = dict(type="GN", num_groups=groups, requires_grad=True)
-    return head
-
-
 def _kd_loss(recipe: Recipe) -> dict[str, Any]:
     """The LD head's classification KD: the seed's softmax KL, or the binary (sigmoid) KD."""
     get = recipe.get
@@ -350,19 +283,22 @@ def _kd_loss(recipe: Recipe) -> dict[str, Any]:
 def _distill_args(recipe: Recipe) -> dict[str, Any]:
     """The student head's type and losses: LD's terms, plus the CrossKD or BCKD ones (`distill.method`)."""
     get = recipe.get
-    args = dict(
+    args: dict[str, Any] = dict(
         loss_ld=dict(
             type="KnowledgeDistillationKLDivLoss", loss_weight=get("distill.loss_ld.weight"), T=get("distill.loss_ld.T")
         ),
         loss_kd=_kd_loss(recipe),
-        loss_im=dict(type="IMLoss", loss_weight=get("distill.loss_im.weight")),
-        imitation_method=get("distill.imitation_method"),
-        ld_region_box=get("distill.ld_region_box"),
     )
-    if get("distill.loss_kd.region", "ld") != "ld":
+    if recipe.family == "retinanet":  # the seed's region and feature imitation (the others: their positives)
+        args.update(
+            loss_im=dict(type="IMLoss", loss_weight=get("distill.loss_im.weight", 0.0)),
+            imitation_method=get("distill.imitation_method", "finegrained"),
+            ld_region_box=get("distill.ld_region_box", "seed"),
+        )
+    if get("distill.loss_kd.region", "ld") != "ld" and recipe.family in ("retinanet", "atss"):
         args["kd_region"] = get("distill.loss_kd.region")
     method = get("distill.method", "ld")
-    args["type"] = STUDENT_HEADS[method]
+    args["type"] = FAMILY_MODELS[recipe.family].student_heads[method]
     if method == "crosskd":
         args.update(
             cross_convs=get("distill.crosskd.cross_convs"),

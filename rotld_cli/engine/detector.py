@@ -55,7 +55,8 @@ class EngineDetector:
     def test_cfg(self) -> Any:
         """The head's test settings (score_thr, nms.iou_thr, max_per_img), editable before `detect`."""
         module = self.model.module if hasattr(self.model, "module") else self.model
-        return module.bbox_head.test_cfg
+        head = getattr(module, "roi_head", None) or module.bbox_head  # two-stage: the RoI head's (rcnn) settings
+        return head.test_cfg
 
     def test_settings(self) -> dict[str, float | int]:
         cfg = self.test_cfg

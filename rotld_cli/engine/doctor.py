@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 BOOTSTRAP = "run `python3 -m rotld_cli.bootstrap`"
 PLUGINS = {
-    "ROTATED_HEADS": ("RotatedRetinaHeadDistribution", "LDRotatedRetinaHead"),
-    "ROTATED_DETECTORS": ("KnowledgeDistillationRotatedSingleStageDetector",),
+    "ROTATED_HEADS": ("RotatedRetinaHeadDistribution", "LDRotatedRetinaHead", "RotatedFCOSHeadDistribution",
+                      "RotatedATSSHeadDistribution", "RotatedShared2FCBBoxHeadDistribution"),
+    "ROTATED_DETECTORS": ("KnowledgeDistillationRotatedSingleStageDetector", "KnowledgeDistillationOrientedRCNN"),
     "ROTATED_LOSSES": ("IMLoss",),
 }
 OK, FAIL, SKIP, NOT_APPLICABLE = "ok", "fail", "skip", "n/a"

@@ -37,13 +37,15 @@ from rotld_cli.deploy.metadata import (
     DetectionSettings,
     InputSettings,
     ModelMetadata,
+    PointSettings,
 )
 from rotld_cli.deploy.onnx_detector import INPUT_NAME, OnnxDetector, output_names
 from rotld_cli.deploy.parity import ParityReport, Tolerance, compare_detections
-from rotld_cli.deploy.postprocess import grid_anchors
+from rotld_cli.deploy.postprocess import grid_anchors, grid_points
 from rotld_cli.deploy.preprocess import collate, prepare_image
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.fileio import atomic_path
+from rotld_cli.recipes import FAMILIES
 
 DEFAULT_OPSET = 17
 PARITY_ADVICE = (
@@ -53,6 +55,12 @@ PARITY_ADVICE = (
 NOT_EXERCISED = (
     "the parity check matched no detection{ties}: only the raw head outputs were compared; pass --check-images DIR "
     "with patches the model detects on (e.g. a prepare-dota split) to compare its boxes"
+)
+EXPORTABLE_FAMILIES = ("retinanet", "atss", "fcos")
+TWO_STAGE_EXPORT = (
+    "a two-stage graph needs the proposal step (top-k, box decoding, NMS per image) between the RPN and the "
+    "RoI head, and RoIAlignRotated, which stock onnxruntime lacks (mmdeploy's custom ops); export the RPN+FPN "
+    "and the RoI head as two graphs with the proposal NMS in numpy between them (README: export)"
 )
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".jpg")
 
@@ -134,16 +142,21 @@ class _HeadMaps:
         import torch
 
         class HeadMaps(torch.nn.Module):
-            """image → per level: sigmoid scores (N, H, W, A*C) and distribution logits (N, H, W, A*5*(R+1))."""
+            """image → per level: sigmoid scores (N, H, W, A*C) and distribution logits (N, H, W, A*5*(R+1));
+            a point head (rotated FCOS) also gives its sigmoid centerness (N, H, W, 1), and its logits are the
+            distance logits followed by the angle logits."""
 
             def __init__(self, model: Any) -> None:
                 super().__init__()
                 self.backbone, self.neck, self.head = model.backbone, model.neck, model.bbox_head
 
             def forward(self, image):
-                cls_scores, bbox_preds = self.head(self.neck(self.backbone(image)))
-                scores = [c.sigmoid().permute(0, 2, 3, 1) for c in cls_scores]
-                return (*scores, *[b.permute(0, 2, 3, 1) for b in bbox_preds])
+                outs = self.head(self.neck(self.backbone(image)))
+                scores = [c.sigmoid().permute(0, 2, 3, 1) for c in outs[0]]
+                if len(outs) == 4:  # (cls, distance logits, angle logits, centerness)
+                    logits = [torch.cat([b, a], dim=1).permute(0, 2, 3, 1) for b, a in zip(outs[1], outs[2])]
+                    return (*scores, *logits, *[c.sigmoid().permute(0, 2, 3, 1) for c in outs[3]])
+                return (*scores, *[b.permute(0, 2, 3, 1) for b in outs[1]])
 
         return HeadMaps(detector).eval()
 
@@ -176,52 +189,66 @@ def _pipeline_settings(cfg: Any, size: int | None, where: str) -> InputSettings:
 
 def build_metadata(model: Any, cfg: Any, recipe: Any, checkpoint: Path, options: ExportOptions) -> ModelMetadata:
     """Read everything the post-processing needs from the built model; refuse what numpy does not reproduce."""
-    head = model.bbox_head
     where = str(checkpoint)
+    if recipe.family not in EXPORTABLE_FAMILIES:
+        raise RotldError(f"{where}: {FAMILIES[recipe.family].title} cannot be exported yet: {TWO_STAGE_EXPORT}")
+    head = model.bbox_head
     if not hasattr(head, "integral") or not hasattr(head, "integral_angle"):
         raise RotldError(f"{where}: {type(head).__name__} is not rotld's distribution head; cannot export it")
     if not head.use_sigmoid_cls:
         raise RotldError(f"{where}: the head uses softmax classification; export supports sigmoid heads only")
     coder = head.bbox_coder
-    odd = [name for name, value in (("norm_factor", coder.norm_factor), ("edge_swap", coder.edge_swap),
-                                    ("proj_xy", coder.proj_xy), ("add_ctr_clamp", coder.add_ctr_clamp)) if value]
-    if odd:
-        raise RotldError(f"{where}: box coder options {', '.join(odd)} are not supported by the exported decoder")
-    gen = cfg.model.bbox_head.anchor_generator
-    anchors = AnchorSettings(
-        strides=[int(s) for s in gen["strides"]], ratios=[float(r) for r in gen["ratios"]],
-        octave_base_scale=float(gen["octave_base_scale"]), scales_per_octave=int(gen["scales_per_octave"]),
-        center_offset=float(gen.get("center_offset", 0.0)),
-    )  # fmt: skip
-    if gen.get("scales") is not None or gen.get("base_sizes") is not None or gen.get("centers") is not None:
-        raise RotldError(f"{where}: anchor generator options scales/base_sizes/centers are not supported by export")
+    if recipe.family == "fcos":
+        anchors, points = AnchorSettings(), PointSettings(strides=[int(s) for s in head.strides],
+                                                          offset=float(head.prior_generator.offset))
+        coder_settings = CoderSettings(angle_range=str(coder.angle_version))
+    else:
+        odd = [name for name, value in (("norm_factor", coder.norm_factor), ("edge_swap", coder.edge_swap),
+                                        ("proj_xy", coder.proj_xy), ("add_ctr_clamp", coder.add_ctr_clamp)) if value]
+        if odd:
+            raise RotldError(f"{where}: box coder options {', '.join(odd)} are not supported by the exported decoder")
+        gen = cfg.model.bbox_head.anchor_generator
+        anchors, points = AnchorSettings(
+            strides=[int(s) for s in gen["strides"]], ratios=[float(r) for r in gen["ratios"]],
+            octave_base_scale=float(gen["octave_base_scale"]), scales_per_octave=int(gen["scales_per_octave"]),
+            center_offset=float(gen.get("center_offset", 0.0)),
+        ), None  # fmt: skip
+        if gen.get("scales") is not None or gen.get("base_sizes") is not None or gen.get("centers") is not None:
+            raise RotldError(f"{where}: anchor generator options scales/base_sizes/centers are not supported by "
+                             "export")
+        coder_settings = CoderSettings(means=[float(v) for v in coder.means], stds=[float(v) for v in coder.stds],
+                                       angle_range=str(coder.angle_range))
     test_cfg = head.test_cfg
     return ModelMetadata(
         classes=list(recipe.classes), angle_version=str(recipe.get("model.angle_version")),
         reg_max=int(head.reg_max), integral_project=head.integral.project.tolist(),
-        integral_angle_project=head.integral_angle.project.tolist(), num_anchors=int(head.num_anchors),
+        integral_angle_project=head.integral_angle.project.tolist(),
+        num_anchors=int(getattr(head, "num_anchors", 1)),
         input=_pipeline_settings(cfg, options.size, where),
         test_cfg=DetectionSettings(
             nms_pre=int(test_cfg.get("nms_pre", -1)), score_thr=float(test_cfg.score_thr),
             iou_thr=float(test_cfg.nms.iou_thr), max_per_img=int(test_cfg.max_per_img),
         ),
-        anchors=anchors,
-        coder=CoderSettings(means=[float(v) for v in coder.means], stds=[float(v) for v in coder.stds],
-                            angle_range=str(coder.angle_range)),
+        anchors=anchors, points=points, family=recipe.family, format=2 if points is not None else 1,
+        coder=coder_settings,
         rotld_version=__version__, source_checkpoint=checkpoint.name, source_sha256=sha256_file(checkpoint),
         recipe=str(getattr(recipe, "label", recipe.name)), opset=options.opset,
     )  # fmt: skip
 
 
 def verify_anchors(model: Any, meta: ModelMetadata) -> None:
-    """The numpy anchors equal the engine's generator's, bit for bit, on a non-square grid."""
+    """The numpy anchors (or points) equal the engine's generator's, bit for bit, on a non-square grid."""
     import torch
 
-    sizes = [(3, 5)] * len(meta.anchors.strides)
-    theirs = model.bbox_head.anchor_generator.grid_priors([torch.Size(s) for s in sizes], device="cpu")
-    for level, (stride, (h, w)) in enumerate(zip(meta.anchors.strides, sizes)):
-        if not np.array_equal(theirs[level].numpy(), grid_anchors(h, w, stride, meta.anchors)):
-            raise RotldError(f"anchors of level {level} differ from the engine's generator; cannot export this model")
+    sizes = [(3, 5)] * len(meta.strides)
+    head = model.bbox_head  # mmrotate's anchor heads call their generator anchor_generator, mmdet's point heads not
+    generator = head.prior_generator if meta.points is not None else head.anchor_generator
+    theirs = generator.grid_priors([torch.Size(s) for s in sizes], device="cpu")
+    for level, (stride, (h, w)) in enumerate(zip(meta.strides, sizes)):
+        ours = (grid_points(h, w, stride, meta.points) if meta.points is not None
+                else grid_anchors(h, w, stride, meta.anchors))
+        if not np.array_equal(theirs[level].numpy(), ours):
+            raise RotldError(f"priors of level {level} differ from the engine's generator; cannot export this model")
 
 
 @contextlib.contextmanager
@@ -237,8 +264,8 @@ def export_graph(model: Any, path: Path, meta: ModelMetadata, opset: int) -> Non
     import onnx
     import torch
 
-    levels = len(meta.anchors.strides)
-    names = output_names(levels)
+    levels = len(meta.strides)
+    names = output_names(levels, meta.family)
     fixed = meta.input.fixed_size
     side = fixed or int(np.ceil(max(meta.input.img_scale) / meta.input.size_divisor)) * meta.input.size_divisor
     axes = {INPUT_NAME: {0: "batch"} if fixed else {0: "batch", 2: "height", 3: "width"}}
@@ -292,7 +319,7 @@ def raw_differences(model: Any, onnx_detector: OnnxDetector, images: Sequence[np
 
     module = _HeadMaps.module(model)
     meta = onnx_detector.meta
-    levels, num_classes, nms_pre = len(meta.anchors.strides), len(meta.classes), meta.test_cfg.nms_pre
+    levels, num_classes, nms_pre = len(meta.strides), len(meta.classes), meta.test_cfg.nms_pre
     score_diff = logit_diff = 0.0
     ties: list[float | None] = []
     for image in images:
@@ -301,8 +328,9 @@ def raw_differences(model: Any, onnx_detector: OnnxDetector, images: Sequence[np
             ours = [t.numpy() for t in module(torch.from_numpy(batch))]
         theirs = onnx_detector.session.run(None, {INPUT_NAME: batch})
         diffs = [float(np.abs(a - b).max()) for a, b in zip(ours, theirs)]
-        score_diff, logit_diff = max(score_diff, *diffs[:levels]), max(logit_diff, *diffs[levels:])
-        tie = None
+        scores = diffs[:levels] + diffs[2 * levels:]  # class scores and (a point head's) centerness
+        score_diff, logit_diff = max(score_diff, *scores), max(logit_diff, *diffs[levels:2 * levels])
+        tie = None  # a point head ranks by score x centerness: its class scores still show a top-k tie
         for scores in theirs[:levels]:
             best = np.sort(scores.reshape(-1, num_classes).max(axis=1))[::-1]
             if 0 < nms_pre < best.size and best[nms_pre - 1] - best[nms_pre] <= tol:

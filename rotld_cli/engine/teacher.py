@@ -1,12 +1,13 @@
 """The teacher of a distillation run: the one check that it can teach this student.
 
-Why a separate step: a teacher that cannot teach this student (a plain head, another reg_max,
-other classes or angle convention, other anchors or FPN width) would either crash at the first
-iteration or, worse, train the student towards noise. `check_lines_up` is the only comparison:
-the recipe compiler runs it on a student's `teacher.recipe`, and `check_teacher` runs it on a
-teacher checkpoint (what its weights and metadata say first). Each mismatch is one line naming
-the field. The weights are then loaded strictly into the teacher model, from the very file whose
-SHA-256 the run records; they never enter the student's checkpoints.
+Why a separate step: a teacher that cannot teach this student (another detector family, a plain
+head, another reg_max, other classes or angle convention, other anchors, point strides or FPN
+width) would either crash at the first iteration or, worse, train the student towards noise.
+`check_lines_up` is the only comparison: the recipe compiler runs it on a student's
+`teacher.recipe`, and `check_teacher` runs it on a teacher checkpoint (what its weights and
+metadata say first). Each mismatch is one line naming the field. The weights are then loaded
+strictly into the teacher model, from the very file whose SHA-256 the run records; they never
+enter the student's checkpoints.
 
 torch is imported inside the functions: the recipe compiler calls `checked_teacher_recipe`
 without the engine.
@@ -20,26 +21,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotld_cli.errors import RotldError
-from rotld_cli.recipes import Recipe, display_path, load_recipe
+from rotld_cli.recipes import FAMILIES, Recipe, display_path, load_recipe
 
 if TYPE_CHECKING:
     import torch
 
-TEACHER_MATCH_KEYS = (
-    "model.head.reg_max",
-    "data.classes",
-    "model.angle_version",
-    "model.anchors",
-    "model.neck.out_channels",
-)
-"""What a teacher must share with its student: soft targets and features align anchor by anchor."""
+COMMON_MATCH_KEYS = ("model.family", "model.head.reg_max", "data.classes", "model.angle_version")
+FAMILY_MATCH_KEYS = {
+    "retinanet": ("model.anchors", "model.neck.out_channels"),
+    "atss": ("model.anchors", "model.neck.out_channels"),
+    "fcos": ("model.fcos.strides", "model.neck.out_channels"),
+    "orcnn": (),
+}
+"""What a teacher must share with its student, the family first: soft targets and features align anchor by
+anchor (point by point for FCOS). An Oriented R-CNN teacher runs its own RoI head on the student's RoIs
+over its own features, so only its bins, classes and angle convention must agree."""
+REG_MAX_KEYS = {"orcnn": "model.roi_head.reg_max"}
+"""Where a family keeps its reg_max when not in `model.head` (the RoI box head's distributions)."""
 
 _MISMATCH = {
+    "model.family": "{theirs} teacher cannot teach {mine} student (their outputs do not line up); train "
+                    "the teacher with a recipe of the student's family",
     "model.head.reg_max": "reg_max {theirs} does not match the student's reg_max {mine}",
     "model.angle_version": "angle version {theirs!r} does not match the student's {mine!r}",
     "model.anchors": "anchors {theirs} do not match the student's {mine}",
+    "model.fcos.strides": "point strides {theirs} do not match the student's {mine}",
     "model.neck.out_channels": "FPN width {theirs} does not match the student's {mine}",
 }
+
+
+def match_keys(student: Recipe) -> tuple[str, ...]:
+    """The keys checked for this student's family, in the order they are checked."""
+    return (*COMMON_MATCH_KEYS, *FAMILY_MATCH_KEYS[student.family])
 
 
 @dataclass
@@ -53,7 +66,13 @@ class TeacherInfo:
 
 
 def _value(recipe: Recipe, key: str) -> Any:
-    return list(recipe.classes) if key == "data.classes" else recipe.get(key)
+    if key == "data.classes":
+        return list(recipe.classes)
+    if key == "model.family":
+        return recipe.family
+    if key == "model.head.reg_max":
+        key = REG_MAX_KEYS.get(recipe.family, key)
+    return recipe.get(key, None)
 
 
 def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[str, Any] | None = None) -> None:
@@ -65,13 +84,15 @@ def check_lines_up(student: Recipe, teacher: Recipe, where: str, known: Mapping[
     if teacher.is_student:
         raise RotldError(f"{where}: {teacher.label} is itself a student recipe")
     known = known or {}
-    for key in TEACHER_MATCH_KEYS:
+    for key in match_keys(student):
         theirs, mine = known.get(key, _value(teacher, key)), _value(student, key)
         if key == "data.classes":
             theirs = list(theirs)
         if theirs != mine:
             if key == "data.classes":
                 raise RotldError(f"{where}: {class_difference(theirs, mine)} (data.classes)")
+            if key == "model.family":
+                theirs, mine = (_a(FAMILIES[f].title if f in FAMILIES else str(f)) for f in (theirs, mine))
             raise RotldError(f"{where}: {_MISMATCH[key].format(theirs=theirs, mine=mine)} ({key})")
     from rotld_cli.engine.config import crosskd_teacher_mismatch
 
@@ -110,21 +131,27 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
     meta = loaded.get("meta") or {}
     state = {k.removeprefix("module."): v for k, v in loaded["state_dict"].items()}
     where = f"--teacher {teacher_path}"
-    project = state.get("bbox_head.integral.project")
-    if project is None:
-        kind = "a plain rotated RetinaNet head" if "bbox_head.retina_reg.weight" in state else "no RetinaNet head"
-        raise RotldError(
-            f"{where}: head is not a distribution head ({kind}: no bbox_head.integral.project); LD needs the "
-            "teacher's box distributions: train it with `rotld train-teacher` and a distribution-head recipe"
-        )
-    known: dict[str, Any] = {"model.head.reg_max": int(project.numel()) - 1}
+    teacher = load_recipe(teacher_recipe) if teacher_recipe is not None else ckpt.stored_recipe(meta, teacher_path)
+    if teacher is None:
+        teacher = load_recipe(student.get("teacher.recipe"))
+    family = weights_family(state) or teacher.family
+    if family == "anchor":  # rotated RetinaNet and ATSS heads hold the same layers: the recipe tells them apart
+        family = teacher.family if teacher.family in ("retinanet", "atss") else "retinanet"
+    known: dict[str, Any] = {"model.family": family}
+    if family == student.family:  # another family is refused on its family alone, before its bins are read
+        head = "roi_head.bbox_head" if family == "orcnn" else "bbox_head"
+        project = state.get(f"{head}.integral.project")
+        if project is None:
+            raise RotldError(
+                f"{where}: head is not a distribution head ({_plain_head(state)}: no {head}.integral.project); LD "
+                "needs the teacher's box distributions: train it with `rotld train-teacher` and a recipe of the "
+                f"{family} family"
+            )
+        known["model.head.reg_max"] = int(project.numel()) - 1
     if meta.get("classes"):
         known["data.classes"] = meta["classes"]
     if meta.get("angle_version"):
         known["model.angle_version"] = meta["angle_version"]
-    teacher = load_recipe(teacher_recipe) if teacher_recipe is not None else ckpt.stored_recipe(meta, teacher_path)
-    if teacher is None:
-        teacher = load_recipe(student.get("teacher.recipe"))
     check_lines_up(student, teacher, where, known)
     return TeacherInfo(path=teacher_path.resolve(), sha256=ckpt.sha256_file(teacher_path),
                        model_cfg=model_dict(teacher), state_dict=state)
@@ -148,6 +175,31 @@ def class_difference(teacher: list[str], student: list[str], limit: int = 6) -> 
     k = next(i for i, (a, b) in enumerate(zip(teacher, student)) if a != b)
     return (f"the teacher has the student's classes in another order: label {k} is {teacher[k]!r} for the teacher, "
             f"{student[k]!r} for the student")  # fmt: skip
+
+
+def weights_family(state: Mapping[str, Any]) -> str | None:
+    """The family a state dict's layers belong to: 'orcnn', 'fcos', 'anchor' (rotated RetinaNet or ATSS:
+    the same layers) or None (no head rotld knows)."""
+    if any(key.startswith("roi_head.") for key in state):
+        return "orcnn"
+    if "bbox_head.conv_centerness.weight" in state:
+        return "fcos"
+    if "bbox_head.retina_reg.weight" in state:
+        return "anchor"
+    return None
+
+
+def _plain_head(state: Mapping[str, Any]) -> str:
+    kind = weights_family(state)
+    if kind is None:
+        return "no head rotld knows"
+    return {"orcnn": "a plain Oriented R-CNN box head", "fcos": "a plain rotated FCOS head",
+            "anchor": "a plain rotated RetinaNet head"}[kind]
+
+
+def _a(title: str) -> str:
+    return f"{'an' if title[:1].lower() in 'aeiou' else 'a'} {title}"
+
 
 
 def load_teacher_weights(model: Any, teacher: TeacherInfo) -> None:

@@ -8,23 +8,32 @@ The bins are fixed buffers named `project`, so fork checkpoints (`bbox_head.inte
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NUM_COORDS = 5  # dx, dy, dw, dh, dθ, in this order inside each anchor's block of logits
+NUM_COORDS = 5  # dx, dy, dw, dh, dθ (FCOS: left, top, right, bottom, θ), in this order in each block of logits
+ANGLE_RANGES = {"oc": (0.0, math.pi / 2), "le90": (-math.pi / 2, math.pi / 2), "le135": (-math.pi / 4, 3 * math.pi / 4)}
+"""The angle convention's range of θ: the bins of the FCOS angle distribution (it predicts θ itself)."""
 
 
 class _ProjectedSoftmax(nn.Module):
-    """softmax over the last dim of (K, reg_max+1) logits, dotted with the fixed bins → (K,)."""
+    """softmax over the last dim of (K, reg_max+1) logits, dotted with the fixed bins → (K,).
+
+    The bins are linspace(low, high, reg_max+1): the class's range unless `low`/`high` are given
+    (the FCOS and Oriented R-CNN heads use their own ranges, `FAMILY_BINS`)."""
 
     low: float = 0.0
     high: float = 0.0
 
-    def __init__(self, reg_max: int = 8) -> None:
+    def __init__(self, reg_max: int = 8, low: float | None = None, high: float | None = None) -> None:
         super().__init__()
         self.reg_max = reg_max
-        self.register_buffer("project", torch.linspace(self.low, self.high, reg_max + 1))
+        low = self.low if low is None else low
+        high = self.high if high is None else high
+        self.register_buffer("project", torch.linspace(low, high, reg_max + 1))
 
     def forward(self, logits: Tensor) -> Tensor:
         return F.linear(F.softmax(logits, dim=-1), self.project.type_as(logits))

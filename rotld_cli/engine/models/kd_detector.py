@@ -1,4 +1,4 @@
-"""`KnowledgeDistillationRotatedSingleStageDetector`: a student that carries a frozen teacher (method.md §2).
+"""The KD detectors: a student that carries a frozen teacher (method.md §2), one- and two-stage.
 
 The teacher is stored with `object.__setattr__`, so it is not a submodule: its parameters stay
 out of `parameters()` (the optimizer and DDP never see them) and out of `state_dict()` (student
@@ -18,6 +18,7 @@ import mmcv
 import torch
 from mmcv.runner import load_checkpoint
 from mmrotate.models.builder import ROTATED_DETECTORS, build_detector
+from mmrotate.models.detectors.oriented_rcnn import OrientedRCNN
 from mmrotate.models.detectors.single_stage import RotatedSingleStageDetector
 from torch import nn
 
@@ -63,15 +64,12 @@ def build_teacher(teacher_config: Any, config_dir: str | Path | None = None) -> 
     return build_detector(mmcv.ConfigDict(copy.deepcopy(teacher_config)))  # builders may edit their config
 
 
-@ROTATED_DETECTORS.register_module()
-class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector):
-    """Rotated single-stage student distilled from a frozen teacher run on the same batch.
+class TeacherHolder:
+    """A detector that carries a frozen teacher (method.md §2): the part every rotld KD detector shares.
 
-    Args:
+    Args (of `init_teacher`):
         teacher_config: the built teacher, the path of its mmcv Python config, or a dict: its full
             config (with 'model') or its model dict (rotld passes the teacher it has checked).
-        output_feature: accepted for seed configs; the teacher's features are always passed to
-            the head (the seed's False path shifted the head's arguments).
         teacher_ckpt: teacher weights, loaded with mmcv's `load_checkpoint` (weights only, through
             rotld's safe loader); None keeps the teacher as built.
         eval_teacher: keep the teacher in eval mode (BN running statistics) during training.
@@ -79,24 +77,9 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
             paths are resolved against it (against the working directory when None).
     """
 
-    def __init__(
-        self,
-        backbone: dict,
-        neck: dict,
-        bbox_head: dict,
-        teacher_config: Any,
-        output_feature: bool = False,
-        teacher_ckpt: str | Path | None = None,
-        eval_teacher: bool = True,
-        train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
-        pretrained: str | None = None,
-        init_cfg: dict | None = None,
-        config_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, pretrained, init_cfg)
+    def init_teacher(self, teacher_config: Any, teacher_ckpt: str | Path | None, eval_teacher: bool,
+                     config_dir: str | Path | None) -> None:
         self.eval_teacher = eval_teacher
-        self.output_feature = output_feature
         self.teacher_model = build_teacher(teacher_config, config_dir)
         if teacher_ckpt is not None:
             try:  # mmcv's loader, routed through rotld's one safe loader (engine/compat.py)
@@ -108,9 +91,6 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
         # Frozen: the optimizer never sees the teacher, and with requires_grad off no gradient is
         # computed for it even where the student's features run through its head (CrossKD).
         self.teacher_model.requires_grad_(False)
-        attach = getattr(self.bbox_head, "attach_teacher_head", None)
-        if attach is not None:
-            attach(self.teacher_model.bbox_head)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "teacher_model":
@@ -131,8 +111,39 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
         self.teacher_model.train(mode and not self.eval_teacher)
         return self
 
+
+@ROTATED_DETECTORS.register_module()
+class KnowledgeDistillationRotatedSingleStageDetector(TeacherHolder, RotatedSingleStageDetector):
+    """Rotated single-stage student (any rotld family head) distilled from a frozen teacher on the same batch.
+
+    `output_feature` is accepted for seed configs; the teacher's features are always passed to the
+    head (the seed's False path shifted the head's arguments). See `TeacherHolder` for the rest.
+    """
+
+    def __init__(
+        self,
+        backbone: dict,
+        neck: dict,
+        bbox_head: dict,
+        teacher_config: Any,
+        output_feature: bool = False,
+        teacher_ckpt: str | Path | None = None,
+        eval_teacher: bool = True,
+        train_cfg: dict | None = None,
+        test_cfg: dict | None = None,
+        pretrained: str | None = None,
+        init_cfg: dict | None = None,
+        config_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, pretrained, init_cfg)
+        self.output_feature = output_feature
+        self.init_teacher(teacher_config, teacher_ckpt, eval_teacher, config_dir)
+        attach = getattr(self.bbox_head, "attach_teacher_head", None)
+        if attach is not None:
+            attach(self.teacher_model.bbox_head)
+
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None):
-        """Student features, teacher features and logits (no grad, same batch), then the LD head."""
+        """Student features, teacher features and outputs (no grad, same batch), then the student head."""
         super(RotatedSingleStageDetector, self).forward_train(img, img_metas)
         x = self.extract_feat(img)
         with torch.no_grad():
@@ -141,3 +152,29 @@ class KnowledgeDistillationRotatedSingleStageDetector(RotatedSingleStageDetector
         return self.bbox_head.forward_train(
             x, out_teacher, teacher_x, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore
         )
+
+
+@ROTATED_DETECTORS.register_module()
+class KnowledgeDistillationOrientedRCNN(TeacherHolder, OrientedRCNN):
+    """Oriented R-CNN student: its own RPN and RoI sampling; its RoI head (a `KDOrientedStandardRoIHead`)
+    is distilled from the frozen teacher's RoI head run on the same RoIs (`orcnn.py`)."""
+
+    def __init__(self, backbone: dict, rpn_head: dict, roi_head: dict, train_cfg: dict, test_cfg: dict,
+                 teacher_config: Any, neck: dict | None = None, teacher_ckpt: str | Path | None = None,
+                 eval_teacher: bool = True, output_feature: bool = True, pretrained: str | None = None,
+                 init_cfg: dict | None = None, config_dir: str | Path | None = None) -> None:
+        super().__init__(backbone, rpn_head, roi_head, train_cfg, test_cfg, neck=neck, pretrained=pretrained,
+                         init_cfg=init_cfg)
+        self.init_teacher(teacher_config, teacher_ckpt, eval_teacher, config_dir)
+        attach = getattr(self.roi_head, "attach_teacher_head", None)
+        if attach is None:
+            raise RotldError("KnowledgeDistillationOrientedRCNN needs a KDOrientedStandardRoIHead roi_head")
+        attach(self.teacher_model.roi_head)
+
+    def forward_train(self, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None, gt_masks=None,
+                      proposals=None, **kwargs):
+        """The student's two-stage step, with the teacher's features (no grad) for its RoI head."""
+        with torch.no_grad():
+            teacher_x = self.teacher_model.extract_feat(img)
+        return super().forward_train(img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore, gt_masks, proposals,
+                                     teacher_x=teacher_x, **kwargs)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from rotld_cli.engine.models.distill_terms import term_enabled
 from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
 from rotld_cli.engine.models.ld_head import LDRotatedRetinaHead
 
@@ -30,10 +31,6 @@ class LevelTargets(NamedTuple):
     ld_region: Tensor  # (N, A_level) LD weights (zeros unless a term reads them)
 
 
-def _enabled(cfg: dict | None) -> bool:
-    return cfg is not None and float(cfg.get("loss_weight", 1.0)) > 0
-
-
 class KDTermsHead(LDRotatedRetinaHead):
     """LD head whose LD/KD/IM terms are opt-in; subclasses append their own per-level terms."""
 
@@ -43,17 +40,18 @@ class KDTermsHead(LDRotatedRetinaHead):
     def __init__(self, num_classes: int, in_channels: int, loss_ld=None, loss_kd=None, loss_im=None, **kwargs) -> None:
         configs = dict(loss_ld=loss_ld, loss_kd=loss_kd, loss_im=loss_im)
         super().__init__(num_classes, in_channels, **configs, **kwargs)
-        self.ld_terms = tuple(term for term, key in LD_TERMS if _enabled(configs[key]))
+        self.ld_terms = tuple(term for term, key in LD_TERMS if term_enabled(configs[key]))
 
     @property
     def loss_keys(self) -> tuple[str, ...]:
         own = tuple(key for term, key in LD_TERMS if term in self.ld_terms)
         return ("loss_cls", "loss_bbox", *own, *self.successor_keys)
 
-    def get_region_targets(self, anchor_list, valid_flag_list, gt_bboxes_list, img_metas):
+    def get_region_targets(self, anchor_list, valid_flag_list, gt_bboxes_list, img_metas, labels_list=None):
         """The LD/IM regions when a term reads them; zeros otherwise (no IoU work)."""
         if self.reads_ld_region or self.ld_terms:
-            return super().get_region_targets(anchor_list, valid_flag_list, gt_bboxes_list, img_metas)
+            return super().get_region_targets(anchor_list, valid_flag_list, gt_bboxes_list, img_metas,
+                                              labels_list=labels_list)
         zeros = [
             anchor_list[0][level].new_zeros(len(anchor_list), anchor_list[0][level].size(0))
             for level in range(len(anchor_list[0]))

@@ -23,6 +23,7 @@ from mmrotate.core import rotated_anchor_inside_flags
 from mmrotate.models.builder import ROTATED_HEADS, build_loss
 from torch import Tensor
 
+from rotld_cli.engine.models.distill_terms import flat_scores, kd_term, ld_term
 from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
 from rotld_cli.engine.models.integral import NUM_COORDS
 from rotld_cli.engine.models.ld_region import BOX_MODES, distillation_regions
@@ -48,16 +49,6 @@ def check_imitation_method(method: str) -> None:
         )
     if method not in IMITATION_METHODS:
         raise ValueError(f"imitation_method must be one of {', '.join(IMITATION_METHODS)}, got {method!r}")
-
-
-def flat_scores(score_map: Tensor, channels: int) -> Tensor:
-    """(N, A*channels, H, W) → (N*H*W*A, channels), the flattened anchor order (n, h, w, a)."""
-    return score_map.permute(0, 2, 3, 1).reshape(-1, channels)
-
-
-def region_count(region: Tensor) -> Tensor:
-    """N_ld = max(#{region > 0}, 1): LD's per-level normaliser."""
-    return torch.clamp((region > 0).sum().float(), min=1.0)
 
 
 @ROTATED_HEADS.register_module()
@@ -148,11 +139,15 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         )
         if targets is None:
             return None
-        return (*targets, *self.get_region_targets(anchor_list, valid_flag_list, gt_bboxes_list, img_metas))
+        regions = self.get_region_targets(anchor_list, valid_flag_list, gt_bboxes_list, img_metas,
+                                          labels_list=targets[0])
+        return (*targets, *regions)
 
     @torch.no_grad()
-    def get_region_targets(self, anchor_list, valid_flag_list, gt_bboxes_list, img_metas):
-        """Per-level (N, anchors_in_level) LD weights and IM masks from the original OBB gts."""
+    def get_region_targets(self, anchor_list, valid_flag_list, gt_bboxes_list, img_metas, labels_list=None):
+        """Per-level (N, anchors_in_level) LD weights and IM masks from the original OBB gts.
+
+        `labels_list`: the per-level assigned labels (read by heads whose region is their positives)."""
         num_level_anchors = [anchors.size(0) for anchors in anchor_list[0]]
         ld_per_image, im_per_image = [], []
         for anchors, flags, gt_bboxes, img_meta in zip(anchor_list, valid_flag_list, gt_bboxes_list, img_metas):
@@ -194,29 +189,20 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
 
     def region_ld_loss(self, loss_ld, bbox_pred: Tensor, teacher_bbox_pred: Tensor, ld_region: Tensor) -> Tensor:
         """`loss_ld` on the 5 delta distributions of each anchor, weighted by the region, / N_ld (§3.4)."""
-        ld_region = ld_region.reshape(-1)
-        bins = self.reg_max + 1
-        student_dist = bbox_pred.permute(0, 2, 3, 1).reshape(-1, bins)
-        teacher_dist = teacher_bbox_pred.permute(0, 2, 3, 1).reshape(-1, bins)
-        ld_weight = ld_region[:, None].expand(-1, NUM_COORDS).reshape(-1)
-        return loss_ld(student_dist, teacher_dist, weight=ld_weight, avg_factor=region_count(ld_region))
+        width = (self.reg_max + 1) * NUM_COORDS
+        return ld_term(loss_ld, flat_scores(bbox_pred, width), flat_scores(teacher_bbox_pred, width), ld_region,
+                       self.reg_max + 1)
 
     def region_kd_loss(self, cls_score: Tensor, teacher_cls_score: Tensor, ld_region: Tensor, label_weights: Tensor,
                        num_total_samples: float) -> Tensor:
         """KD on the class logits: with the LD region's weights and normaliser (§3.4, `kd_region='ld'`), or on
         every anchor the assigner does not ignore, divided by the number of positives (`kd_region='all'`)."""
+        student = flat_scores(cls_score, self.cls_out_channels)
+        teacher = flat_scores(teacher_cls_score, self.cls_out_channels)
         if self.kd_region == "all":
             weight = (label_weights.reshape(-1) > 0).float()
-            avg_factor = num_total_samples
-        else:
-            weight = ld_region.reshape(-1)
-            avg_factor = region_count(weight)
-        return self.loss_kd(
-            flat_scores(cls_score, self.cls_out_channels),
-            flat_scores(teacher_cls_score, self.cls_out_channels),
-            weight=weight,
-            avg_factor=avg_factor,
-        )
+            return self.loss_kd(student, teacher, weight=weight, avg_factor=num_total_samples)
+        return kd_term(self.loss_kd, student, teacher, ld_region)
 
     def imitation_loss(self, x: Tensor, teacher_x: Tensor, im_region: Tensor, bbox_pred: Tensor) -> Tensor:
         """IM loss at the locations where any of the A anchors is in the IM region."""
