@@ -26,8 +26,8 @@ from train_helpers import PATCH, make_split  # noqa: E402
 from rotld_cli.cli import main  # noqa: E402
 
 SHRINK = {
-    "fcos": "  head: {feat_channels: 16}\n",
-    "atss": "  head: {feat_channels: 16}\n",
+    "fcos": "  head: {feat_channels: 16, norm_groups: 8}\n",
+    "atss": "  head: {feat_channels: 16, norm_groups: 8}\n",
     "orcnn": "  rpn: {feat_channels: 16, proposals: 100}\n  roi_head: {fc_out_channels: 32, num_samples: 64}\n",
 }
 STUDENTS = {
@@ -190,7 +190,7 @@ def test_a_teacher_of_another_family_is_refused_in_one_line(
     [
         ("fcos", "model.head.reg_max=8", "reg_max 8 does not match the student's reg_max 16"),
         ("orcnn", "model.roi_head.reg_max=8", "reg_max 8 does not match the student's reg_max 16"),
-        ("atss", "data.classes=[plane, ship]", "classes [plane, ship] (2) do not match the student's classes"),
+        ("atss", "data.classes=[plane, ship]", "the teacher's 2 classes differ from the student's"),
         ("fcos", "model.fcos.strides=[4, 8, 16, 32, 64]", "point strides [4, 8, 16, 32, 64] do not match"),
     ],
 )

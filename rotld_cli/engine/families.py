@@ -67,7 +67,7 @@ def anchor_head(recipe: Recipe, width: int, head_type: str) -> dict[str, Any]:
     """The seed's distribution head (RetinaNet or ATSS): 'oc' coder without edge swap, hbb assignment."""
     get = recipe.get
     angle = get("model.angle_version")
-    return dict(
+    head = dict(
         type=head_type,
         num_classes=len(recipe.classes),
         in_channels=width,
@@ -95,6 +95,9 @@ def anchor_head(recipe: Recipe, width: int, head_type: str) -> dict[str, Any]:
         loss_cls=_focal(recipe),
         loss_bbox=BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight")),
     )
+    if get("model.head.norm_groups", 0):  # the seed's head has no norm; a from-scratch one needs it
+        head["norm_cfg"] = dict(type="GN", num_groups=get("model.head.norm_groups"), requires_grad=True)
+    return head
 
 
 def _anchor_family(recipe: Recipe, width: int, head_type: str, assigner: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +145,11 @@ def _fcos(recipe: Recipe, width: int) -> dict[str, Any]:
         centerness_on_reg=get("model.fcos.centerness_on_reg"),
         separate_angle=False,
         scale_angle=True,
-        # GN with 32 groups as mmrotate's config; narrower towers keep ≥ 2 channels per group, since a group
-        # of one channel has no statistics on a 1×1 map (the top level of a 128² patch) with batch 1
-        norm_cfg=dict(type="GN", num_groups=math.gcd(32, feat // 2), requires_grad=True),
+        # GN with 32 groups as mmrotate's config (or the recipe's norm_groups); narrower towers keep ≥ 2
+        # channels per group, since a group of one channel has no statistics on a 1×1 map (the top level of
+        # a 128² patch) with batch 1
+        norm_cfg=dict(type="GN", num_groups=get("model.head.norm_groups", 0) or math.gcd(32, feat // 2),
+                      requires_grad=True),
         bbox_coder=dict(type="DistanceAnglePointCoder", angle_version=get("model.angle_version")),
         loss_cls=_focal(recipe),
         loss_bbox=BBOX_LOSSES[get("model.head.loss_bbox.type")](get("model.head.loss_bbox.weight")),

@@ -17,7 +17,7 @@ outputs `(cls, distance logits, angle logits, centerness)` of the same batch):
 * `LDRotatedFCOSHead`: LD (KL of each of the 5 distributions) and KD (softmax KL of the class
   logits) on the head's own positives, the points inside a gt's centre region within the level's
   regress range, weight 1 each, divided per level by their number (`distill_terms`);
-* `BCKDRotatedFCOSHead`: BCKD's binary KD of the class scores on every point and 1 − rotated IoU
+* `BCKDRotatedFCOSHead`: BCKD's binary KD of the class scores on every point and 1 − rotated GIoU
   of the decoded student and teacher boxes weighted by max_c |σ(t) − σ(s)|, both divided by the
   number of positives, the normaliser of FCOS's own focal loss (`kd_losses`);
 * `CrossKDRotatedFCOSHead`: the student's tower features continue through the teacher's head; those
