@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 from mmrotate.models.builder import ROTATED_HEADS, build_loss
+from torch import nn
 
 from rotld_cli.engine.models.integral import NUM_COORDS, integral_deltas
 from rotld_cli.engine.models.kd_losses import bckd_box_weight, has_positive
@@ -36,6 +37,14 @@ from rotld_cli.engine.models.ld_head import flat_scores
 
 DEFAULT_LOSS_BCKD_CLS = dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0)
 DEFAULT_LOSS_BCKD_IOU = dict(type="RotatedIoUKDLoss", mode="giou", loss_weight=4.0)
+
+
+def setup_bckd_losses(head: nn.Module, loss_bckd_cls: dict | None, loss_bckd_iou: dict | None,
+                      iou_weight_thr: float) -> None:
+    """BCKD's two losses (binary KD of the scores, 1 − GIoU of the boxes) on a student head."""
+    head.loss_bckd_cls = build_loss(loss_bckd_cls or dict(DEFAULT_LOSS_BCKD_CLS))
+    head.loss_bckd_iou = build_loss(loss_bckd_iou or dict(DEFAULT_LOSS_BCKD_IOU))
+    head.iou_weight_thr = iou_weight_thr
 
 
 @ROTATED_HEADS.register_module()
@@ -61,9 +70,7 @@ class BCKDRotatedRetinaHead(KDTermsHead):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
-        self.loss_bckd_cls = build_loss(loss_bckd_cls or dict(DEFAULT_LOSS_BCKD_CLS))
-        self.loss_bckd_iou = build_loss(loss_bckd_iou or dict(DEFAULT_LOSS_BCKD_IOU))
-        self.iou_weight_thr = iou_weight_thr
+        setup_bckd_losses(self, loss_bckd_cls, loss_bckd_iou, iou_weight_thr)
 
     def decoded_boxes(self, anchors, bbox_pred, keep):
         """Boxes of the kept anchors: (N, A*(reg_max+1)*5, H, W) logits → integral deltas → coder."""

@@ -55,6 +55,17 @@ def run_tower(convs: nn.ModuleList, x: Tensor, split: int) -> tuple[Tensor, Tens
     return feat, middle
 
 
+def setup_cross_losses(head: nn.Module, cross_convs: int | None, loss_cross_cls: dict | None,
+                       loss_cross_ld: dict | None) -> None:
+    """CrossKD's k (default stacked_convs − 1) and losses on a student head (anchor and point heads)."""
+    k = max(head.stacked_convs - 1, 0) if cross_convs is None else cross_convs
+    if not 0 <= k <= head.stacked_convs:
+        raise ValueError(f"cross_convs must be in 0..{head.stacked_convs} (the head's stacked_convs), got {k}")
+    head.cross_convs = k
+    head.loss_cross_cls = build_loss(loss_cross_cls or dict(DEFAULT_LOSS_CROSS_CLS))
+    head.loss_cross_ld = build_loss(loss_cross_ld or dict(DEFAULT_LOSS_CROSS_LD))
+
+
 @ROTATED_HEADS.register_module()
 class CrossKDRotatedRetinaHead(KDTermsHead):
     """Student head distilled through the teacher's head (CrossKD).
@@ -80,12 +91,7 @@ class CrossKDRotatedRetinaHead(KDTermsHead):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
-        k = max(self.stacked_convs - 1, 0) if cross_convs is None else cross_convs
-        if not 0 <= k <= self.stacked_convs:
-            raise ValueError(f"cross_convs must be in 0..{self.stacked_convs} (the head's stacked_convs), got {k}")
-        self.cross_convs = k
-        self.loss_cross_cls = build_loss(loss_cross_cls or dict(DEFAULT_LOSS_CROSS_CLS))
-        self.loss_cross_ld = build_loss(loss_cross_ld or dict(DEFAULT_LOSS_CROSS_LD))
+        setup_cross_losses(self, cross_convs, loss_cross_cls, loss_cross_ld)
 
     def attach_teacher_head(self, teacher_head: nn.Module) -> None:
         """Keep a reference to the teacher's head (not a submodule: no parameters, no state dict)."""

@@ -33,8 +33,8 @@ from mmrotate.models.builder import ROTATED_HEADS, build_loss
 from mmrotate.models.dense_heads.rotated_fcos_head import RotatedFCOSHead
 from torch import Tensor, nn
 
-from rotld_cli.engine.models.bckd_head import DEFAULT_LOSS_BCKD_CLS, DEFAULT_LOSS_BCKD_IOU
-from rotld_cli.engine.models.crosskd_head import DEFAULT_LOSS_CROSS_CLS, DEFAULT_LOSS_CROSS_LD, run_tower
+from rotld_cli.engine.models.bckd_head import setup_bckd_losses
+from rotld_cli.engine.models.crosskd_head import run_tower, setup_cross_losses
 from rotld_cli.engine.models.distill_terms import flat_scores, kd_term, ld_term, positive_region, term_enabled
 from rotld_cli.engine.models.integral import ANGLE_RANGES, Integral, IntegralAngle
 
@@ -218,9 +218,7 @@ class BCKDRotatedFCOSHead(FCOSStudentHead):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
-        self.loss_bckd_cls = build_loss(loss_bckd_cls or dict(DEFAULT_LOSS_BCKD_CLS))
-        self.loss_bckd_iou = build_loss(loss_bckd_iou or dict(DEFAULT_LOSS_BCKD_IOU))
-        self.iou_weight_thr = iou_weight_thr
+        setup_bckd_losses(self, loss_bckd_cls, loss_bckd_iou, iou_weight_thr)
 
     def decoded_boxes(self, points: Tensor, bbox_logits: Tensor, angle_logits: Tensor, keep: Tensor) -> Tensor:
         """Boxes (px) of the kept points: expected distances × stride and angle, `DistanceAnglePointCoder`."""
@@ -285,12 +283,7 @@ class CrossKDRotatedFCOSHead(FCOSStudentHead):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
-        k = max(self.stacked_convs - 1, 0) if cross_convs is None else cross_convs
-        if not 0 <= k <= self.stacked_convs:
-            raise ValueError(f"cross_convs must be in 0..{self.stacked_convs} (the head's stacked_convs), got {k}")
-        self.cross_convs = k
-        self.loss_cross_cls = build_loss(loss_cross_cls or dict(DEFAULT_LOSS_CROSS_CLS))
-        self.loss_cross_ld = build_loss(loss_cross_ld or dict(DEFAULT_LOSS_CROSS_LD))
+        setup_cross_losses(self, cross_convs, loss_cross_cls, loss_cross_ld)
 
     def attach_teacher_head(self, teacher_head: nn.Module) -> None:
         """Keep a reference to the teacher's head (not a submodule: no parameters, no state dict)."""
