@@ -86,6 +86,29 @@ def test_a_dead_classification_tower_is_named_in_the_verdict(model):
                         "message": hook.verdicts[0]}]
 
 
+def test_a_live_tower_below_the_threshold_detects_nothing_but_has_not_collapsed(model):
+    cls = model.bbox_head.retina_cls
+    saved = (cls.weight.detach().clone(), cls.bias.detach().clone())
+    with torch.no_grad():  # an undertrained classifier: every score at sigmoid(-6) ~ 0.0025, the tower alive
+        cls.weight.zero_()
+        cls.bias.fill_(-6.0)
+    records = []
+    try:
+        hook, runner = run_hook(model, records)
+    finally:
+        with torch.no_grad():
+            cls.weight.copy_(saved[0])
+            cls.bias.copy_(saved[1])
+    active = runner.outputs["log_vars"]["cls_active"]
+    assert 0.0 < active <= 1.0
+    assert runner.outputs["log_vars"]["score_max"] == pytest.approx(float(torch.sigmoid(torch.tensor(-6.0))), abs=1e-6)
+    assert len(hook.verdicts) == 1
+    message = hook.verdicts[0]
+    assert "detects nothing" in message and "dead" not in message
+    assert f"classification tower: {round(active * FEAT)}/{FEAT} channels active; train longer" in message
+    assert [r["status"] for r in records] == ["detects_nothing"]
+
+
 def test_a_classifier_above_the_threshold_has_no_verdict(model):
     cls = model.bbox_head.retina_cls
     saved = cls.bias.detach().clone()
