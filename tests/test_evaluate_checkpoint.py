@@ -187,24 +187,29 @@ def voc07_ap(tp: np.ndarray, fp: np.ndarray, npos: int) -> float:
 
 
 def test_nontrivial_ap_against_a_ground_truth_of_its_own_best_detections(world, teacher_eval, tmp_path, capsys):
-    """GT = per image and class, the best merged detection (plain) and the second best (difficult).
+    """GT = per class, in S0002 its best merged detection (plain) and the second best (difficult); in S0003
+    its worst (plain) and the second worst (difficult).
 
-    Merging leaves no two detections of a class overlapping by IoU > 0.1, so at every threshold the
-    best detection is a TP (IoU 1), the second is ignored (it matches its difficult GT), and all
-    others are FPs: the AP is the same at all 10 thresholds and follows from the scores alone.
+    Merging leaves no two detections of a class overlapping by IoU > 0.1, so at every threshold each
+    GT detection is a TP (IoU 1), each difficult one is ignored, and all others are FPs: the AP is the
+    same at all 10 thresholds and follows from the scores alone. S0003's better detections are FPs
+    that outrank its TP, so a class with 3+ detections there has 0 < AP < 1 by construction.
     """
+    from collections import Counter
+
     _, out = teacher_eval
     merged = task1_rows(out / "merged", world["classes"])
     gt_lines: dict[str, list[str]] = {"S0002": [], "S0003": []}
     expected = {}
     for name, rows in merged.items():
-        rank: dict[str, int] = {}
+        count, seen = Counter(image for image, _, _ in rows), Counter()
         kind = []
         for image, _, poly in rows:  # per image, the merged file lists detections by descending score
-            rank[image] = rank.get(image, 0) + 1
-            if rank[image] <= 2:
-                gt_lines[image].append(" ".join(f"{v:.2f}" for v in poly) + f" {name} {rank[image] - 1}")
-            kind.append(min(rank[image], 3))
+            seen[image] += 1
+            rank = seen[image] if image == "S0002" else count[image] - seen[image] + 1
+            if rank <= 2:
+                gt_lines[image].append(" ".join(f"{v:.2f}" for v in poly) + f" {name} {rank - 1}")
+            kind.append(min(rank, 3))
         order = np.argsort(-np.array([s for _, s, _ in rows]), kind="stable")
         kind_sorted = np.array(kind)[order]
         keep = kind_sorted != 2
