@@ -730,7 +730,7 @@ def test_source_without_images(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_benchmark_quick_runs(capsys) -> None:
+def test_benchmark_quick_runs(capsys, dota_samples) -> None:  # the benchmark reads ../shared too
     from bench.split import main as bench_main
 
     bench_main(["--quick"])  # it checks itself that prepare-dota and the floor write the same patches
