@@ -63,19 +63,25 @@ def run_hook(model, records):
     return hook, runner
 
 
-def test_a_dead_classification_tower_is_named_in_the_verdict(model):
-    last = model.bbox_head.cls_convs[-1].conv
-    saved = (last.weight.detach().clone(), last.bias.detach().clone())
-    with torch.no_grad():  # the collapse: every unit of the tower's last conv negative for every input
-        last.weight.zero_()
-        last.bias.fill_(-1.0)
-    records = []
+def run_hook_with(model, layer, records, bias: float, zero_weight: bool = True):
+    """`run_hook` with `layer`'s bias set (and its weight zeroed), both restored afterwards."""
+    saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
+    with torch.no_grad():
+        if zero_weight:
+            layer.weight.zero_()
+        layer.bias.fill_(bias)
     try:
-        hook, runner = run_hook(model, records)
+        return run_hook(model, records)
     finally:
         with torch.no_grad():
-            last.weight.copy_(saved[0])
-            last.bias.copy_(saved[1])
+            layer.weight.copy_(saved[0])
+            layer.bias.copy_(saved[1])
+
+
+def test_a_dead_classification_tower_is_named_in_the_verdict(model):
+    records = []
+    # the collapse: every unit of the tower's last conv negative for every input
+    hook, runner = run_hook_with(model, model.bbox_head.cls_convs[-1].conv, records, bias=-1.0)
     assert runner.outputs["log_vars"]["cls_active"] == 0.0
     # the logits are the classifier's bias alone: the 0.01 prior, below the test threshold 0.05
     prior = float(torch.sigmoid(model.bbox_head.retina_cls.bias.detach().max()))
@@ -87,18 +93,9 @@ def test_a_dead_classification_tower_is_named_in_the_verdict(model):
 
 
 def test_a_live_tower_below_the_threshold_detects_nothing_but_has_not_collapsed(model):
-    cls = model.bbox_head.retina_cls
-    saved = (cls.weight.detach().clone(), cls.bias.detach().clone())
-    with torch.no_grad():  # an undertrained classifier: every score at sigmoid(-6) ~ 0.0025, the tower alive
-        cls.weight.zero_()
-        cls.bias.fill_(-6.0)
     records = []
-    try:
-        hook, runner = run_hook(model, records)
-    finally:
-        with torch.no_grad():
-            cls.weight.copy_(saved[0])
-            cls.bias.copy_(saved[1])
+    # an undertrained classifier: every score at sigmoid(-6) ~ 0.0025, the tower alive
+    hook, runner = run_hook_with(model, model.bbox_head.retina_cls, records, bias=-6.0)
     active = runner.outputs["log_vars"]["cls_active"]
     assert 0.0 < active <= 1.0
     assert runner.outputs["log_vars"]["score_max"] == pytest.approx(float(torch.sigmoid(torch.tensor(-6.0))), abs=1e-6)
@@ -110,16 +107,8 @@ def test_a_live_tower_below_the_threshold_detects_nothing_but_has_not_collapsed(
 
 
 def test_a_classifier_above_the_threshold_has_no_verdict(model):
-    cls = model.bbox_head.retina_cls
-    saved = cls.bias.detach().clone()
-    with torch.no_grad():
-        cls.bias.fill_(3.0)  # every score ~0.95
     records = []
-    try:
-        hook, runner = run_hook(model, records)
-    finally:
-        with torch.no_grad():
-            cls.bias.copy_(saved)
+    hook, runner = run_hook_with(model, model.bbox_head.retina_cls, records, bias=3.0, zero_weight=False)  # ~0.95
     assert hook.verdicts == [] and records == []
     assert 0.0 < runner.outputs["log_vars"]["cls_active"] <= 1.0
     assert runner.outputs["log_vars"]["score_max"] > 0.9
