@@ -68,7 +68,7 @@ class HeadHealthHook(Hook):
         self.verdicts: list[str] = []
         self._handles: list[Any] = []
         self._active: torch.Tensor | None = None
-        self._score_max = float("-inf")
+        self._score_max: torch.Tensor | None = None  # the best class logit of the iteration
         self._window: list[float] = []
         self._windows: list[float] = []
         self._last_batch: dict[str, Any] | None = None
@@ -102,17 +102,18 @@ class HeadHealthHook(Hook):
         self._active = fired if self._active is None else self._active | fired
 
     def _logits(self, module, inputs, output: torch.Tensor) -> None:
-        self._score_max = max(self._score_max, float(output.detach().max().float().sigmoid()))
+        best = output.detach().max().float()  # a tensor: one device sync per iteration, not one per FPN level
+        self._score_max = best if self._score_max is None else torch.maximum(self._score_max, best)
 
     def before_train_iter(self, runner) -> None:
-        self._active, self._score_max = None, float("-inf")
+        self._active, self._score_max = None, None
 
     def after_train_iter(self, runner) -> None:
         log_vars = runner.outputs.setdefault("log_vars", {})
         if self._active is not None:
             log_vars["cls_active"] = float(self._active.float().mean())
-        if self._score_max > float("-inf"):
-            log_vars["score_max"] = self._score_max
+        if self._score_max is not None:
+            log_vars["score_max"] = float(self._score_max.sigmoid())
         self._last_batch = runner.data_batch if hasattr(runner, "data_batch") else None
         if "loss" in log_vars:
             self._window.append(float(log_vars["loss"]))
@@ -168,7 +169,7 @@ class HeadHealthHook(Hook):
         device = next(module.parameters()).device
         was_training = module.training
         module.eval()
-        self._active, self._score_max = None, float("-inf")
+        self._active, self._score_max = None, None
         last_conv = list(getattr(head, "cls_convs", None) or [])[-1:]
         handles = [conv.register_forward_hook(self._tower_output) for conv in last_conv]
         classifier = _classifier(head)
@@ -184,7 +185,7 @@ class HeadHealthHook(Hook):
         active = None
         if self._active is not None:
             active = f"{int(self._active.sum())}/{self._active.numel()}"
-        return (self._score_max if self._score_max > float("-inf") else None), active
+        return (None if self._score_max is None else float(self._score_max.sigmoid())), active
 
     def _emit(self, runner, status: str, message: str) -> None:
         self.verdicts.append(message)

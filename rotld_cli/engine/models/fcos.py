@@ -37,6 +37,7 @@ from rotld_cli.engine.models.bckd_head import setup_bckd_losses
 from rotld_cli.engine.models.crosskd_head import run_tower, setup_cross_losses
 from rotld_cli.engine.models.distill_terms import flat_scores, kd_term, ld_term, positive_region, term_enabled
 from rotld_cli.engine.models.integral import ANGLE_RANGES, Integral, IntegralAngle
+from rotld_cli.engine.models.kd_losses import bckd_box_weight
 
 
 @ROTATED_HEADS.register_module()
@@ -151,15 +152,14 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
     @force_fp32(apply_to=("outs", "out_teacher", "extra"))
     def distill_losses(self, outs, out_teacher, labels: list[Tensor], extra=()) -> dict[str, list[Tensor]]:
         """Each enabled term as a list with one scalar per level (mmdet sums the lists)."""
-        num_pos = sum(int(positive_region(level, self.num_classes).sum()) for level in labels)
-        num_pos = max(float(reduce_mean(outs[0][0].new_tensor(float(num_pos)))), 1.0)
+        regions = [positive_region(level, self.num_classes) for level in labels]
+        num_pos = max(float(reduce_mean(sum(region.sum() for region in regions).float())), 1.0)
         keys = [key for key, loss in (("loss_ld", self.loss_ld), ("loss_kd", self.loss_kd)) if loss is not None]
         keys += list(self.successor_keys)
         terms: dict[str, list[Tensor]] = {key: [] for key in keys}
-        for level, level_labels in enumerate(labels):
+        for level, region in enumerate(regions):
             student = [out[level] for out in outs]
             teacher = [out[level].float() for out in out_teacher]
-            region = positive_region(level_labels, self.num_classes)
             values = []
             if self.loss_ld is not None:
                 values.append(
@@ -233,9 +233,8 @@ class BCKDRotatedFCOSHead(FCOSStudentHead):
         student_cls = flat_scores(cls_score, self.cls_out_channels)
         teacher_cls = flat_scores(teacher[0], self.cls_out_channels)
         loss_cls = self.loss_bckd_cls(student_cls, teacher_cls, avg_factor=num_pos)
-        with torch.no_grad():
-            weight = (teacher_cls.sigmoid() - student_cls.sigmoid()).abs().amax(dim=1)
-            keep = weight > self.iou_weight_thr
+        weight = bckd_box_weight(student_cls, teacher_cls, 1.0)  # every point counts (no ignored ones)
+        keep = weight > self.iou_weight_thr
         if not bool(keep.any()):
             return loss_cls, bbox_logits.sum() * 0
         points = self.level_points(level, cls_score)[keep]
