@@ -48,7 +48,6 @@ class EvalProtocol:
     mean_over_classes_with_gt: bool  # MMRotate's mean skips classes without ground truth
     fixed_metric: str | None  # voc07 / area, or None: `--metric` chooses (dota)
     summary_columns: tuple[str, ...]
-    headline: str
 
     def metric(self, requested: str | None) -> str:
         """The AP metric in effect; a `--metric` the protocol contradicts is a usage error."""
@@ -105,22 +104,21 @@ def min_area_rects(polys: np.ndarray) -> np.ndarray:
     return out
 
 
-def _eval_rbbox_map(name: str, reference: str, metric: str, columns: tuple[str, ...], headline: str) -> EvalProtocol:
+def _eval_rbbox_map(name: str, reference: str, metric: str, columns: tuple[str, ...]) -> EvalProtocol:
     """A protocol computed by MMRotate's `eval_rbbox_map`: IoU >= threshold, every object counts,
     rotated rectangles, the mean over the classes with ground truth."""
     return EvalProtocol(name, reference, inclusive=True, ignore_difficult=False, fit_rectangles=True,
-                        mean_over_classes_with_gt=True, fixed_metric=metric, summary_columns=columns,
-                        headline=headline)  # fmt: skip
+                        mean_over_classes_with_gt=True, fixed_metric=metric, summary_columns=columns)  # fmt: skip
 
 
 PROTOCOLS: dict[str, EvalProtocol] = {
     "dota": EvalProtocol("dota", "DOTA devkit dota_evaluation_task1.py", inclusive=False, ignore_difficult=True,
                          fit_rectangles=False, mean_over_classes_with_gt=False, fixed_metric=None,
-                         summary_columns=("AP", "AP50", "AP70", "AP90", "AP75"), headline="AP"),
-    "hrsc07": _eval_rbbox_map("hrsc07", "MMRotate 0.3.4 HRSCDataset.evaluate", "voc07", ("AP", "AP50", "AP75"), "AP"),
+                         summary_columns=("AP", "AP50", "AP70", "AP90", "AP75")),
+    "hrsc07": _eval_rbbox_map("hrsc07", "MMRotate 0.3.4 HRSCDataset.evaluate", "voc07", ("AP", "AP50", "AP75")),
     "hrsc12": _eval_rbbox_map("hrsc12", "MMRotate 0.3.4 HRSCDataset.evaluate (use_07_metric=False)", "area",
-                              ("AP", "AP50", "AP75"), "AP"),
-    "dior": _eval_rbbox_map("dior", "MMRotate 1.x DOTAMetric (iou_thrs=0.5)", "voc07", ("AP50",), "AP50"),
+                              ("AP", "AP50", "AP75")),
+    "dior": _eval_rbbox_map("dior", "MMRotate 1.x DOTAMetric (iou_thrs=0.5)", "voc07", ("AP50",)),
 }  # fmt: skip
 DEFAULT_PROTOCOL = "dota"
 

@@ -24,7 +24,6 @@ from rotld_cli.errors import UsageError
 PIXEL_CRS_WKT = (
     'LOCAL_CS["image pixels (x right, y down)",LOCAL_DATUM["image",0],UNIT["pixel",1],AXIS["x",EAST],AXIS["y",SOUTH]]'
 )
-IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ left out, and named.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from rotld_cli.dota.formats import TASK1_PREFIX, Task1Detections, class_from_task1_name
 from rotld_cli.errors import RotldError, UsageError
 from rotld_cli.evaluation.results import read_manifest, write_manifest, write_task1_folder
+from rotld_cli.fileio import read_json_object
 
 IMAGES_DIR = "images"  # one <image id>.json per finished image
 KIND = "predicted"
@@ -73,13 +73,8 @@ def result_path(out_dir: Path, image_id: str) -> Path:
 
 def read_result(path: Path) -> dict | None:
     """A stored image result of this format, or None (absent, unreadable, another format)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
-        return None
-    return data
+    data = read_json_object(path)
+    return data if data is not None and data.get("format") == RESULT_FORMAT else None
 
 
 @dataclass

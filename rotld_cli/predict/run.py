@@ -349,12 +349,9 @@ def reading_record(reader, windows_nodata: int) -> dict:
     }
 
 
-def finished_result(json_path: Path, settings: dict, path: Path) -> dict | None:
-    """The stored result of the image at `path` when it was made with the same settings from the same file."""
-    data = read_result(json_path)
-    if data is None or data.get("settings") != settings or not same_source(data.get("source"), path):
-        return None
-    return data
+def is_finished(data: dict | None, settings: dict, path: Path) -> bool:
+    """A stored result is the image at `path`'s when it was made with the same settings from the same file."""
+    return data is not None and data.get("settings") == settings and same_source(data.get("source"), path)
 
 
 def _counts(detections: list[dict]) -> dict[str, int]:
@@ -488,10 +485,10 @@ def predict(
     replaced: dict[Path, str] = {}
     for path in paths:
         json_path = result_path(out_dir, path.stem)
-        data = None if options.redo else finished_result(json_path, settings, path)
-        if data is None:
+        data = read_result(json_path)
+        if options.redo or not is_finished(data, settings, path):
             todo.append(path)
-            before = (read_result(json_path) or {}).get("image")
+            before = (data or {}).get("image")
             if before is not None and before != str(path.resolve()):
                 replaced[path] = before
             continue
