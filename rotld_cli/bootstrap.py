@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rotld_cli.compat_libs import TESTED, is_tested, range_label
+from rotld_cli.compat_libs import TESTED, is_tested, range_label, release
 
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 # The shared environment stays on numpy 1.26 + opencv < 4.12 (4.12+ requires numpy 2): the
@@ -156,10 +156,7 @@ def locked(path: Path):
 
 def needs_cxx20(torch_version: str) -> bool:
     """torch >= 2.14 headers stop with '#error C++20 or later compatible compiler is required'."""
-    match = re.match(r"(\d+)\.(\d+)", torch_version)
-    if not match:
-        raise ValueError(f"cannot parse torch version {torch_version!r}")
-    return (int(match.group(1)), int(match.group(2))) >= (2, 14)
+    return release(torch_version) >= (2, 14)
 
 
 def torch_needs_cxx20(python: Path) -> bool:

@@ -201,9 +201,10 @@ def run_demo(work_dir: Path | None = None, quick: bool = False, device: str | No
             rows[model.key] = evaluate_model(work_dir, model, checkpoints[model.key], device)
     with timer.step("5/5", "report and figures", "report"):
         seconds = time.perf_counter() - started
-        report = write_report(work_dir, settings, rows, seconds, reused, timer.steps, models)
+        found = found_line(work_dir, models)
+        report = write_report(work_dir, settings, rows, seconds, reused, timer.steps, models, found=found)
     return DemoResult(work_dir=work_dir, rows=rows, reused=reused, seconds=time.perf_counter() - started,
-                      report=report, steps=timer.steps, found=found_line(work_dir, models))
+                      report=report, steps=timer.steps, found=found)
 
 
 def claim_work_dir(work_dir: Path, settings: DemoSettings) -> None:
@@ -342,8 +343,9 @@ def found_line(work_dir: Path, models: Sequence[Model]) -> str:
 
 def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[str, float]], seconds: float,
                  reused: list[str], steps: dict[str, float] | None = None,
-                 models: tuple[Model, ...] = MODELS) -> Path:
-    """`report.md`: the table, the gains over the baseline, the pictures, and how it was made."""
+                 models: tuple[Model, ...] = MODELS, found: str | None = None) -> Path:
+    """`report.md`: the table, the gains over the baseline, the pictures, and how it was made (`found`: the
+    objects-found line when the caller has it already)."""
     from rotld_cli.demo.figures import write_figures
 
     figures = write_figures(work_dir, [(m.key, m.label) for m in models])
@@ -357,7 +359,7 @@ def write_report(work_dir: Path, settings: DemoSettings, rows: dict[str, dict[st
         "",
         demo_table(rows).to_markdown(heading=""),
     ]
-    found = found_line(work_dir, models)
+    found = found_line(work_dir, models) if found is None else found
     if found:
         lines += [found, ""]
     base = rows["baseline"]
