@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rotld_cli.engine.families import FAMILY_MODELS
 from rotld_cli.errors import RotldError
 from rotld_cli.recipes import FAMILIES, Recipe, display_path, load_recipe
 
@@ -139,7 +140,7 @@ def check_teacher(student: Recipe, teacher_path: Path, teacher_recipe: str | Non
         family = teacher.family if teacher.family in ("retinanet", "atss") else "retinanet"
     known: dict[str, Any] = {"model.family": family}
     if family == student.family:  # another family is refused on its family alone, before its bins are read
-        head = "roi_head.bbox_head" if family == "orcnn" else "bbox_head"
+        head = ".".join(FAMILY_MODELS[family].distilled_head)
         project = state.get(f"{head}.integral.project")
         if project is None:
             raise RotldError(

@@ -23,7 +23,7 @@ class _ProjectedSoftmax(nn.Module):
     """softmax over the last dim of (K, reg_max+1) logits, dotted with the fixed bins → (K,).
 
     The bins are linspace(low, high, reg_max+1): the class's range unless `low`/`high` are given
-    (the FCOS and Oriented R-CNN heads use their own ranges, `FAMILY_BINS`)."""
+    (the FCOS and Oriented R-CNN heads use their own ranges: `ANGLE_RANGES`, `families.ORCNN_BINS`)."""
 
     low: float = 0.0
     high: float = 0.0

@@ -7,7 +7,7 @@ discrete distributions of reg_max + 1 bins for the coder's normalised deltas dx,
 the unchanged mmrotate code consumes: SmoothL1 against the encoded targets, the
 `DeltaXYWHAOBBoxCoder` (edge swap, projected xy) and the class-wise rotated NMS at test time.
 
-The student (`KnowledgeDistillationOrientedRCNN`, `kd_two_stage.py`) keeps its own RPN and its own
+The student (`KnowledgeDistillationOrientedRCNN`, `kd_detector.py`) keeps its own RPN and its own
 RoI sampling; `KDOrientedStandardRoIHead` runs the frozen teacher's RoI head on the teacher's
 features for the *student's* sampled RoIs, so both heads predict for the same boxes, and
 `LDRotatedShared2FCBBoxHead` adds
@@ -29,6 +29,7 @@ from mmrotate.models.roi_heads.bbox_heads.convfc_rbbox_head import RotatedShared
 from mmrotate.models.roi_heads.oriented_standard_roi_head import OrientedStandardRoIHead
 from torch import Tensor
 
+from rotld_cli.engine.families import ORCNN_BINS
 from rotld_cli.engine.models.distill_terms import kd_term, ld_term, positive_region, term_enabled
 from rotld_cli.engine.models.integral import NUM_COORDS, Integral, IntegralAngle, integral_deltas
 
@@ -43,7 +44,7 @@ class RotatedShared2FCBBoxHeadDistribution(RotatedShared2FCBBoxHead):
             [angle_low, angle_high] for dθ.
     """
 
-    def __init__(self, *args, reg_max: int = 16, bins=(-4.0, 4.0, -8.0, 8.0), **kwargs) -> None:
+    def __init__(self, *args, reg_max: int = 16, bins=(*ORCNN_BINS[0], *ORCNN_BINS[1]), **kwargs) -> None:
         if not kwargs.get("reg_class_agnostic", False):
             raise ValueError(
                 "RotatedShared2FCBBoxHeadDistribution: the distributions are class-agnostic "
@@ -134,7 +135,8 @@ class KDOrientedStandardRoIHead(OrientedStandardRoIHead):
             self._teacher_x = None
 
     def _bbox_forward_train(self, x, sampling_results, gt_bboxes, gt_labels, img_metas):
-        results = super()._bbox_forward_train(x, sampling_results, gt_bboxes, gt_labels, img_metas)
+        """mmrotate 0.3.4's step (rois, forward, targets, loss), plus the teacher's RoI head on the same rois
+        and the distillation terms on the same targets: each made once."""
         teacher = self.__dict__.get("teacher_head")
         if teacher is None or self._teacher_x is None:
             raise RuntimeError(
@@ -143,18 +145,18 @@ class KDOrientedStandardRoIHead(OrientedStandardRoIHead):
             )
         from mmrotate.core import rbbox2roi
 
-        rois = rbbox2roi([res.bboxes for res in sampling_results])  # the rois the student just used
+        rois = rbbox2roi([res.bboxes for res in sampling_results])
+        results = self._bbox_forward(x, rois)
+        targets = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels, self.train_cfg)
+        loss_bbox = self.bbox_head.loss(results["cls_score"], results["bbox_pred"], rois, *targets)
         with torch.no_grad():
             taught = teacher._bbox_forward(self._teacher_x, rois)
-        labels, label_weights = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels, self.train_cfg)[:2]
-        results["loss_bbox"].update(
+        labels, label_weights = targets[:2]
+        loss_bbox.update(
             self.bbox_head.distill_loss(
-                results["cls_score"],
-                results["bbox_pred"],
-                taught["cls_score"],
-                taught["bbox_pred"],
-                labels,
+                results["cls_score"], results["bbox_pred"], taught["cls_score"], taught["bbox_pred"], labels,
                 label_weights,
             )
         )
+        results.update(loss_bbox=loss_bbox)
         return results
