@@ -50,10 +50,13 @@ class RotldDOTADataset(DOTADataset):
 
     def load_annotations(self, ann_folder: str) -> list[dict[str, Any]]:
         known = tuple(self.CLASSES)
+        self.outside = {}
+        try:  # the usual case, every label a known class: the annfiles are read once, by MMRotate
+            return super().load_annotations(ann_folder)
+        except KeyError:  # MMRotate's class map has no such name: find them, then load with them
+            pass
         counts, where = outside_labels(ann_folder, known)
         self.outside = dict(sorted(counts.items()))
-        if not counts:
-            return super().load_annotations(ann_folder)
         self.CLASSES = (*known, *sorted(counts))
         try:
             infos = super().load_annotations(ann_folder)
