@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rotld_cli.deploy.postprocess import obb_corners
-from rotld_cli.dota.polyiou import ConvexQuads, convex_iou, iou_poly_pairs
+from rotld_cli.dota.polyiou import ConvexQuads, pair_iou
 
 BOX_TOL = 0.05
 REL_TOL = 1e-4
@@ -109,10 +109,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     polys = obb_corners(np.concatenate([a[:, :5], b[:, :5]]))
     quads = ConvexQuads.of(polys)
     ia, ib = np.repeat(np.arange(len(a)), len(b)), np.tile(np.arange(len(a), len(a) + len(b)), len(a))
-    iou, valid, _ = convex_iou(quads, ia, quads, ib)
-    if not valid.all():
-        iou[~valid] = iou_poly_pairs(polys[ia[~valid]], polys[ib[~valid]])
-    return np.nan_to_num(iou).reshape(len(a), len(b))
+    return np.nan_to_num(pair_iou(quads, polys, ia, ib)).reshape(len(a), len(b))
 
 
 def _explain(

@@ -337,6 +337,15 @@ def convex_iou(
     return iou, valid, np.where(valid, bound, np.inf)
 
 
+def pair_iou(quads: ConvexQuads, polys: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """IoU of the pairs polys[ia[k]], polys[ib[k]] (`quads` = `ConvexQuads.of(polys)`): `convex_iou`
+    where both quads are strictly convex, the devkit's algorithm for the rest."""
+    iou, valid, _ = convex_iou(quads, ia, quads, ib)
+    if not valid.all():
+        iou[~valid] = iou_poly_pairs(polys[ia[~valid]], polys[ib[~valid]])
+    return iou
+
+
 def convex_iou_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`convex_iou` of row-paired quads a[k], b[k] ((n, 8) each)."""
     rows = np.arange(np.asarray(a).reshape(-1, 8).shape[0])

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from rotld_cli.dota.overlap_index import Extents
-from rotld_cli.dota.polyiou import ConvexQuads, QuadFrames, clip_iou, convex_iou, iou_bounds, iou_poly_pairs
+from rotld_cli.dota.polyiou import ConvexQuads, QuadFrames, clip_iou, convex_iou, iou_bounds, iou_poly_pairs, pair_iou
 
 _BLOCK_PAIRS = 1024  # candidate pairs inside one block: a dense scene gets small blocks, a sparse one large
 _BLOCK_MIN, _BLOCK_MAX = 16, 4096  # boxes per block
@@ -275,10 +275,7 @@ def _few(polys: np.ndarray, groups: np.ndarray, iou_thr: float) -> np.ndarray:
     a, b = a[maybe], b[maybe]
     if a.size == 0:
         return np.ones(n, dtype=bool)
-    iou, valid, _ = convex_iou(quads, a, quads, b)
-    if not valid.all():
-        iou[~valid] = iou_poly_pairs(polys[a[~valid]], polys[b[~valid]])
-    hit = iou > iou_thr
+    hit = pair_iou(quads, polys, a, b) > iou_thr
     return _kept_by(n, a[hit], b[hit])
 
 
