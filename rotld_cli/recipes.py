@@ -980,6 +980,11 @@ def _check_family_sections(recipe: Recipe, family: Family, fail: Any) -> None:
             if name in recipe.data["distill"]:
                 fail((f"distill.{name}", "model.family"), f"only the retinanet family uses it (the {family.name} "
                      "family distils on its own positives); remove it")
+    kd = recipe.data.get("distill", {}).get("loss_kd") or {}
+    if family.name == "orcnn" and (kd.get("type", "softmax") != "softmax" or "region" in kd):
+        key = "distill.loss_kd.type" if kd.get("type", "softmax") != "softmax" else "distill.loss_kd.region"
+        fail((key, "model.family"), "the orcnn family's KD is the softmax KL of the C + 1 RoI class logits on every "
+             "sampled RoI (a softmax classifier, no region to choose); remove it")
 
 
 def _canonical(tree: dict[str, Any], section: Section) -> dict[str, Any]:

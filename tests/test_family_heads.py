@@ -173,6 +173,24 @@ def test_fcos_ld_and_kd_match_the_formulas_on_the_positives(tmp_path):
         assert sum(int((lvl < 5).sum()) for lvl in level_labels) > 0
 
 
+def test_fcos_binary_kd_on_every_point_is_divided_by_the_positives_of_all_levels(tmp_path):
+    """`loss_kd: {type: binary, region: all}` (the RetinaNet table's LD+KD): every point, / #positives."""
+    overrides = ["distill.loss_kd={weight: 1.0, T: 5.0, type: binary, beta: 1.0, region: all}"]
+    model = build(tmp_path, "synthetic-fcos/student-r18-ld-kd", overrides)
+    head, teacher = model.bbox_head, model.teacher_model
+    img, metas, gts, labels = batch()
+    with torch.no_grad():
+        losses = model.forward_train(img, metas, gts, labels)
+        level_labels, _ = fcos_labels(model, img, gts, labels)
+        num_pos = sum(int((lvl < 5).sum()) for lvl in level_labels)
+        s_cls = head(model.extract_feat(img))[0]
+        t_cls = teacher.bbox_head(teacher.extract_feat(img))[0]
+        assert num_pos > 0
+        for level in range(5):
+            expected = binary_kd(nhwc(s_cls[level], 5), nhwc(t_cls[level], 5)) / num_pos
+            assert float(losses["loss_kd"][level]) == pytest.approx(float(expected), rel=1e-4)
+
+
 def decode_fcos(points, stride, bbox_logits, angle_logits, reg_max=16):
     """Expected distances (bins 0..reg_max, × stride) and angle (bins over [−π/2, π/2]), then the rotated
     distance coder written out: centre = point + R(θ) · ((r − l)/2, (b − t)/2), w = l + r, h = t + b."""

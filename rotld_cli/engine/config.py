@@ -295,7 +295,7 @@ def _distill_args(recipe: Recipe) -> dict[str, Any]:
             imitation_method=get("distill.imitation_method", "finegrained"),
             ld_region_box=get("distill.ld_region_box", "seed"),
         )
-    if get("distill.loss_kd.region", "ld") != "ld" and recipe.family in ("retinanet", "atss"):
+    if get("distill.loss_kd.region", "ld") != "ld":  # the dense families (the recipe check refuses it for orcnn)
         args["kd_region"] = get("distill.loss_kd.region")
     method = get("distill.method", "ld")
     args["type"] = FAMILY_MODELS[recipe.family].student_heads[method]

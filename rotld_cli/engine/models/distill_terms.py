@@ -19,6 +19,17 @@ from torch import Tensor, nn
 
 from rotld_cli.engine.models.integral import NUM_COORDS
 
+KD_REGIONS = ("ld", "all")
+"""Where a dense student's KD applies: its LD region (`ld`: the valuable localization region, or the
+positives) or every anchor/point the assigner does not ignore (`all`, / the number of positives)."""
+
+
+def checked_kd_region(kd_region: str) -> str:
+    """`kd_region` if it is one of `KD_REGIONS` (ValueError otherwise: a head built outside a recipe)."""
+    if kd_region not in KD_REGIONS:
+        raise ValueError(f"kd_region must be one of {', '.join(KD_REGIONS)}, got {kd_region!r}")
+    return kd_region
+
 
 def term_enabled(cfg: dict | None) -> bool:
     """A distillation term runs when its loss config is given with a weight > 0."""

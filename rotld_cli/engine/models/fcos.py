@@ -15,8 +15,10 @@ Students (built by `KnowledgeDistillationRotatedSingleStageDetector`, which pass
 outputs `(cls, distance logits, angle logits, centerness)` of the same batch):
 
 * `LDRotatedFCOSHead`: LD (KL of each of the 5 distributions) and KD (softmax KL of the class
-  logits) on the head's own positives, the points inside a gt's centre region within the level's
-  regress range, weight 1 each, divided per level by their number (`distill_terms`);
+  logits, or the binary KD) on the head's own positives, the points inside a gt's centre region
+  within the level's regress range, weight 1 each, divided per level by their number
+  (`distill_terms`); `kd_region='all'` puts KD on every point instead, divided by the number of
+  positives (the RetinaNet student's `kd_region`: FCOS ignores no point);
 * `BCKDRotatedFCOSHead`: BCKD's binary KD of the class scores on every point and 1 − rotated GIoU
   of the decoded student and teacher boxes weighted by max_c |σ(t) − σ(s)|, both divided by the
   number of positives, the normaliser of FCOS's own focal loss (`kd_losses`);
@@ -35,7 +37,14 @@ from torch import Tensor, nn
 
 from rotld_cli.engine.models.bckd_head import setup_bckd_losses
 from rotld_cli.engine.models.crosskd_head import run_tower, setup_cross_losses
-from rotld_cli.engine.models.distill_terms import flat_scores, kd_term, ld_term, positive_region, term_enabled
+from rotld_cli.engine.models.distill_terms import (
+    checked_kd_region,
+    flat_scores,
+    kd_term,
+    ld_term,
+    positive_region,
+    term_enabled,
+)
 from rotld_cli.engine.models.integral import ANGLE_RANGES, Integral, IntegralAngle
 from rotld_cli.engine.models.kd_losses import bckd_box_weight
 
@@ -110,11 +119,18 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
     successor_keys: tuple[str, ...] = ()
 
     def __init__(
-        self, num_classes: int, in_channels: int, loss_ld: dict | None = None, loss_kd: dict | None = None, **kwargs
+        self,
+        num_classes: int,
+        in_channels: int,
+        loss_ld: dict | None = None,
+        loss_kd: dict | None = None,
+        kd_region: str = "ld",
+        **kwargs,
     ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         self.loss_ld = build_loss(loss_ld) if term_enabled(loss_ld) else None
         self.loss_kd = build_loss(loss_kd) if term_enabled(loss_kd) else None
+        self.kd_region = checked_kd_region(kd_region)
         self._assigned_labels: list[Tensor] | None = None
 
     def get_targets(self, points, gt_bboxes_list, gt_labels_list):
@@ -168,20 +184,22 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
                     )
                 )
             if self.loss_kd is not None:
-                values.append(
-                    kd_term(
-                        self.loss_kd,
-                        flat_scores(student[0], self.cls_out_channels),
-                        flat_scores(teacher[0], self.cls_out_channels),
-                        region,
-                    )
-                )
+                values.append(self.kd_loss(student[0], teacher[0], region, num_pos))
             values.extend(
                 self.successor_terms(level, student, teacher, region, num_pos, *(out[level] for out in extra))
             )
             for key, value in zip(keys, values):
                 terms[key].append(value)
         return terms
+
+    def kd_loss(self, cls_score: Tensor, teacher_cls_score: Tensor, region: Tensor, num_pos: float) -> Tensor:
+        """KD of one level's class logits: on the positives / their number (`kd_region='ld'`), or on every
+        point / the number of positives over all levels, FCOS's own focal-loss normaliser (`'all'`)."""
+        student = flat_scores(cls_score, self.cls_out_channels)
+        teacher = flat_scores(teacher_cls_score, self.cls_out_channels)
+        if self.kd_region == "all":
+            return self.loss_kd(student, teacher, avg_factor=num_pos)
+        return kd_term(self.loss_kd, student, teacher, region)
 
     def successor_terms(
         self, level: int, student: list[Tensor], teacher: list[Tensor], region: Tensor, num_pos: float, *extra: Tensor

@@ -23,7 +23,7 @@ from mmrotate.core import rotated_anchor_inside_flags
 from mmrotate.models.builder import ROTATED_HEADS, build_loss
 from torch import Tensor
 
-from rotld_cli.engine.models.distill_terms import flat_scores, kd_term, ld_term
+from rotld_cli.engine.models.distill_terms import checked_kd_region, flat_scores, kd_term, ld_term
 from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
 from rotld_cli.engine.models.integral import NUM_COORDS
 from rotld_cli.engine.models.ld_region import BOX_MODES, distillation_regions
@@ -37,7 +37,6 @@ LOSS_KEYS = ("loss_cls", "loss_bbox", "loss_ld", "loss_kd", "loss_im")
 DEFAULT_LOSS_LD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=0.25, T=10)
 DEFAULT_LOSS_KD = dict(type="KnowledgeDistillationKLDivLoss", loss_weight=10, T=2)
 DEFAULT_LOSS_IM = dict(type="IMLoss", loss_weight=2.0)
-KD_REGIONS = ("ld", "all")
 
 
 def check_imitation_method(method: str) -> None:
@@ -80,14 +79,12 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         **kwargs,
     ) -> None:
         check_imitation_method(imitation_method)
-        if kd_region not in KD_REGIONS:
-            raise ValueError(f"kd_region must be one of {', '.join(KD_REGIONS)}, got {kd_region!r}")
         if ld_region_box not in BOX_MODES:
             raise ValueError(f"ld_region_box must be one of {', '.join(BOX_MODES)}, got {ld_region_box!r}")
         super().__init__(num_classes, in_channels, **kwargs)
         self.imitation_method = imitation_method
         self.ld_region_box = ld_region_box
-        self.kd_region = kd_region
+        self.kd_region = checked_kd_region(kd_region)
         self.loss_ld = build_loss(loss_ld or dict(DEFAULT_LOSS_LD))
         self.loss_kd = build_loss(loss_kd or dict(DEFAULT_LOSS_KD))
         self.loss_im = build_loss(loss_im or dict(DEFAULT_LOSS_IM))
