@@ -56,7 +56,7 @@ FAMILIES = {
     "orcnn": Family("orcnn", "Oriented R-CNN", ("rpn", "roi_head"), ("ld",), ("le90",)),
 }
 """`model.family` → what it reads. A recipe without the key is a rotated RetinaNet (every seed recipe)."""
-FAMILY_SECTIONS = ("head", "anchors", "assigner", "atss", "fcos", "rpn", "roi_head")
+FAMILY_SECTIONS = tuple(dict.fromkeys(name for family in FAMILIES.values() for name in family.sections))
 """The `model` sections that exist for some families only: required by those, refused by the others."""
 RETINANET_ONLY_DISTILL = ("loss_im", "imitation_method", "ld_region_box")
 """The seed's region and feature-imitation keys: the other families distil on their own positives."""
