@@ -11,6 +11,9 @@ each harmless for rotld's use:
 - invalid-escape SyntaxWarnings (DeprecationWarnings before Python 3.12) raised while Python
   compiles mmcv, mmdet, mmrotate or e2cnn sources;
 - torch's `torch.cuda.amp.*` FutureWarnings raised from mmcv's fp16 code (it still works);
+- torch's "torch.meshgrid: in an upcoming release, it will be required to pass the indexing
+  argument" UserWarning, raised for mmdet's point grids (rotated FCOS): they mean the 'ij' indexing
+  that is still the default. torch raises it from C++, so it names torch, not mmdet: matched by text;
 - GDAL's own messages, which rasterio and pyogrio log (e.g. a TIFF tag GDAL ignores): a raster
   rotld cannot read is reported by rotld with its path.
 """
@@ -42,6 +45,10 @@ def silence_third_party() -> None:
         message=r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated",
         category=FutureWarning,
         module=STACK_MODULES,
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing",
+        category=UserWarning,
     )
     for category in (SyntaxWarning, DeprecationWarning):
         # Compile-time warnings carry the source path as their module.

@@ -52,3 +52,17 @@ def test_compile_time_warnings_of_the_stack_are_silenced_and_ours_are_not():
         assert caught == []
         compile(source, "/project/rotld_cli/x.py", "exec")
     assert len(caught) == 1 and "invalid escape sequence" in str(caught[0].message)
+
+
+def test_torchs_meshgrid_indexing_notice_is_silenced_and_other_torch_warnings_are_not():
+    # torch raises it once per process from C++ (attributed to torch/functional.py) for mmdet's
+    # FCOS point grids: the filter matches its text, so it is checked on a warning raised like it.
+    notice = "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_third_party()
+        warnings.warn_explicit(notice, UserWarning, "torch/functional.py", 504, module="torch.functional")
+        assert caught == []
+        warnings.warn_explicit("torch.other: something else", UserWarning, "torch/functional.py", 1,
+                               module="torch.functional")
+    assert [str(w.message) for w in caught] == ["torch.other: something else"]
