@@ -58,7 +58,7 @@ from rotld_cli.fileio import atomic_write_text  # noqa: E402
 from rotld_cli.recipes import FAMILIES  # noqa: E402
 
 NAMES = {"baseline": "baseline", "student": "LD+KD", "ld-seed": "LD+KD (seed's KD)", "crosskd": "CrossKD",
-         "bckd": "BCKD", "ld-crosskd": "LD+CrossKD"}
+         "bckd": "BCKD", "ld-crosskd": "LD+CrossKD", "ld-binary": "LD+KD (binary KD)"}
 """Short row names (run keys → method), so the table fits a terminal."""
 
 
@@ -68,8 +68,8 @@ def family_models(family: str, methods: tuple[str, ...]) -> tuple[Model, Model, 
     The run keys are the RetinaNet ones (teacher, baseline, student, crosskd, bckd): each family's runs
     live in their own work dir, so the demo's training and evaluation steps serve every family unchanged."""
     folder, title = f"synthetic-{family}", FAMILIES[family].title
-    students = {"ld": ("student", "LD+KD", "ld-kd"), "crosskd": ("crosskd", "CrossKD", "crosskd"),
-                "bckd": ("bckd", "BCKD", "bckd")}
+    students = {"ld": ("student", "LD+KD", "ld-kd"), "ld-binary": ("ld-binary", "LD+binary KD", "ld-kd-binary"),
+                "crosskd": ("crosskd", "CrossKD", "crosskd"), "bckd": ("bckd", "BCKD", "bckd")}
     return (
         Model("teacher", f"Teacher R-34 ({title})", f"{folder}/teacher-r34"),
         Model("baseline", f"Baseline R-18 ({title})", f"{folder}/baseline-r18"),
@@ -80,8 +80,8 @@ def family_models(family: str, methods: tuple[str, ...]) -> tuple[Model, Model, 
 
 FAMILY_MODELS = {
     "retinanet": (MODELS[0], MODELS[1], DISTILLERS),
-    "fcos": family_models("fcos", ("ld", "crosskd", "bckd")),
-    "atss": family_models("atss", ("ld", "crosskd", "bckd")),
+    "fcos": family_models("fcos", ("ld", "ld-binary", "crosskd", "bckd")),
+    "atss": family_models("atss", ("ld", "ld-binary", "crosskd", "bckd")),
     "orcnn": family_models("orcnn", ("ld",)),
 }
 """`--family` → (teacher, baseline, its distillers): which synthetic recipes the benchmark trains."""

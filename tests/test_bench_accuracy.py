@@ -89,8 +89,10 @@ def test_each_family_benchmarks_its_own_synthetic_recipes() -> None:
     from bench.accuracy import FAMILY_MODELS
     from rotld_cli.recipes import load_recipe
 
-    keys = {"ld": "student", "ld-seed": "ld-seed", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "ld-crosskd"}
-    heads = {"ld": "ld", "ld-seed": "ld", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "crosskd"}
+    keys = {"ld": "student", "ld-seed": "ld-seed", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "ld-crosskd",
+            "ld-binary": "ld-binary"}
+    heads = {"ld": "ld", "ld-seed": "ld", "crosskd": "crosskd", "bckd": "bckd", "ld-crosskd": "crosskd",
+             "ld-binary": "ld"}
     for family, (teacher, baseline, distillers) in FAMILY_MODELS.items():
         assert (teacher.key, baseline.key) == ("teacher", "baseline")
         for model in (teacher, baseline):
@@ -102,7 +104,11 @@ def test_each_family_benchmarks_its_own_synthetic_recipes() -> None:
             assert recipe.get("distill.method", "ld") == heads[method] and model.key == keys[method]
             # the student's teacher is its family's synthetic teacher
             assert recipe.get("teacher.recipe") == str(load_recipe(teacher.recipe).source)
-    assert set(FAMILY_MODELS["orcnn"][2]) == {"ld"} and set(FAMILY_MODELS["fcos"][2]) == {"ld", "crosskd", "bckd"}
+    assert set(FAMILY_MODELS["orcnn"][2]) == {"ld"}
+    assert set(FAMILY_MODELS["fcos"][2]) == set(FAMILY_MODELS["atss"][2]) == {"ld", "ld-binary", "crosskd", "bckd"}
+    for family in ("fcos", "atss"):  # the RetinaNet table's LD+KD: binary KD on every anchor/point
+        kd = load_recipe(FAMILY_MODELS[family][2]["ld-binary"].recipe).get("distill.loss_kd")
+        assert (kd["type"], kd["region"]) == ("binary", "all")
 
 
 def test_a_method_the_family_lacks_is_refused_before_training(monkeypatch, capsys) -> None:

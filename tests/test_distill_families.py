@@ -33,11 +33,13 @@ SHRINK = {
 STUDENTS = {
     "fcos": {
         "ld-kd": ("loss_ld", "loss_kd"),
+        "ld-kd-binary": ("loss_ld", "loss_kd"),
         "bckd": ("loss_bckd_cls", "loss_bckd_iou"),
         "crosskd": ("loss_crosskd_cls", "loss_crosskd_ld"),
     },
     "atss": {
         "ld-kd": ("loss_ld", "loss_kd"),
+        "ld-kd-binary": ("loss_ld", "loss_kd"),
         "bckd": ("loss_bckd_cls", "loss_bckd_iou"),
         "crosskd": ("loss_crosskd_cls", "loss_crosskd_ld"),
     },

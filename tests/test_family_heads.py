@@ -316,6 +316,28 @@ def test_atss_ld_region_is_its_positives_and_the_terms_match_the_formulas(tmp_pa
         assert sum(int((lvl < 5).sum()) for lvl in level_labels) > 0
 
 
+def test_atss_binary_kd_student_puts_kd_on_every_anchor_over_the_positives(tmp_path):
+    """`student-r18-ld-kd-binary` (the RetinaNet table's LD+KD): binary KD on every anchor the ATSS
+    assigner does not ignore, / the number of positives; LD stays on the positives."""
+    model = build(tmp_path, "synthetic-atss/student-r18-ld-kd-binary")
+    head, teacher = model.bbox_head, model.teacher_model
+    img, metas, gts, labels = batch("oc")
+    with torch.no_grad():
+        losses = model.forward_train(img, metas, gts, labels)
+        sizes = [f.shape[-2:] for f in model.extract_feat(img)]
+        anchors, valid = head.get_anchors(sizes, metas, device="cpu")
+        targets = head.get_targets(anchors, valid, gts, metas, gt_labels_list=labels, label_channels=5)
+        level_labels, level_weights = targets[0], targets[1]
+        num_pos = sum(int((lvl < 5).sum()) for lvl in level_labels)
+        s_cls = head(model.extract_feat(img))[0]
+        t_cls = teacher.bbox_head(teacher.extract_feat(img))[0]
+        assert num_pos > 0
+        for level in range(5):
+            kept = level_weights[level].reshape(-1) > 0
+            expected = binary_kd(nhwc(s_cls[level], 5)[kept], nhwc(t_cls[level], 5)[kept]) / num_pos
+            assert float(losses["loss_kd"][level]) == pytest.approx(float(expected), rel=1e-4)
+
+
 def test_atss_crosskd_and_bckd_read_the_atss_targets(tmp_path):
     """The RetinaNet successors on ATSS: CrossKD's cross-head LD on the ATSS positives, BCKD over the
     ATSS positives' count."""
