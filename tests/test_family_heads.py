@@ -148,18 +148,25 @@ def fcos_rows(bbox_logits, angle_logits, bins):
     return torch.cat([sides, angle], dim=1).reshape(-1, bins)
 
 
-def test_fcos_ld_and_kd_match_the_formulas_on_the_positives(tmp_path):
-    model = build(tmp_path, "synthetic-fcos/student-r18-ld-kd")
-    head, teacher = model.bbox_head, model.teacher_model
+def fcos_student_run(tmp_path, recipe_name: str):
+    """A FCOS student's losses on `batch()`, its per-level labels and points, and both heads' outputs."""
+    model = build(tmp_path, recipe_name)
     img, metas, gts, labels = batch()
     with torch.no_grad():
         losses = model.forward_train(img, metas, gts, labels)
-        assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness", "loss_ld", "loss_kd"}
-        level_labels, _ = fcos_labels(model, img, gts, labels)
-        s_cls, s_box, s_ang, _ = head(model.extract_feat(img))
-        t_cls, t_box, t_ang, _ = teacher.bbox_head(teacher.extract_feat(img))
-        bins = head.reg_max + 1
-        assert bins == 17
+        level_labels, points = fcos_labels(model, img, gts, labels)
+        student = model.bbox_head(model.extract_feat(img))
+        teacher = model.teacher_model.bbox_head(model.teacher_model.extract_feat(img))
+    return losses, level_labels, points, student, teacher
+
+
+def test_fcos_ld_and_kd_match_the_formulas_on_the_positives(tmp_path):
+    losses, level_labels, _, student, teacher = fcos_student_run(tmp_path, "synthetic-fcos/student-r18-ld-kd")
+    assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness", "loss_ld", "loss_kd"}
+    (s_cls, s_box, s_ang, _), (t_cls, t_box, t_ang, _) = student, teacher
+    bins = 17  # reg_max 16
+    assert s_box[0].shape[1] == 4 * bins
+    with torch.no_grad():
         for level in range(5):
             region = (level_labels[level] < 5).float()
             ld_rows = (
@@ -175,17 +182,11 @@ def test_fcos_ld_and_kd_match_the_formulas_on_the_positives(tmp_path):
 
 def test_fcos_binary_kd_on_every_point_is_divided_by_the_positives_of_all_levels(tmp_path):
     """`loss_kd: {type: binary, region: all}` (the RetinaNet table's LD+KD): every point, / #positives."""
-    overrides = ["distill.loss_kd={weight: 1.0, T: 5.0, type: binary, beta: 1.0, region: all}"]
-    model = build(tmp_path, "synthetic-fcos/student-r18-ld-kd", overrides)
-    head, teacher = model.bbox_head, model.teacher_model
-    img, metas, gts, labels = batch()
+    losses, level_labels, _, student, teacher = fcos_student_run(tmp_path, "synthetic-fcos/student-r18-ld-kd-binary")
+    num_pos = sum(int((lvl < 5).sum()) for lvl in level_labels)
+    s_cls, t_cls = student[0], teacher[0]
+    assert num_pos > 0
     with torch.no_grad():
-        losses = model.forward_train(img, metas, gts, labels)
-        level_labels, _ = fcos_labels(model, img, gts, labels)
-        num_pos = sum(int((lvl < 5).sum()) for lvl in level_labels)
-        s_cls = head(model.extract_feat(img))[0]
-        t_cls = teacher.bbox_head(teacher.extract_feat(img))[0]
-        assert num_pos > 0
         for level in range(5):
             expected = binary_kd(nhwc(s_cls[level], 5), nhwc(t_cls[level], 5)) / num_pos
             assert float(losses["loss_kd"][level]) == pytest.approx(float(expected), rel=1e-4)
@@ -208,16 +209,11 @@ def decode_fcos(points, stride, bbox_logits, angle_logits, reg_max=16):
 def test_fcos_bckd_matches_the_formulas(tmp_path):
     from test_successor_losses import shapely_giou
 
-    model = build(tmp_path, "synthetic-fcos/student-r18-bckd")
-    head, teacher = model.bbox_head, model.teacher_model
-    img, metas, gts, labels = batch()
+    losses, level_labels, points, student, teacher = fcos_student_run(tmp_path, "synthetic-fcos/student-r18-bckd")
+    assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness", "loss_bckd_cls", "loss_bckd_iou"}
+    num_pos = max(sum(int((lvl < 5).sum()) for lvl in level_labels), 1)
+    (s_cls, s_box, s_ang, _), (t_cls, t_box, t_ang, _) = student, teacher
     with torch.no_grad():
-        losses = model.forward_train(img, metas, gts, labels)
-        assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness", "loss_bckd_cls", "loss_bckd_iou"}
-        level_labels, points = fcos_labels(model, img, gts, labels)
-        num_pos = max(sum(int((lvl < 5).sum()) for lvl in level_labels), 1)
-        s_cls, s_box, s_ang, _ = head(model.extract_feat(img))
-        t_cls, t_box, t_ang, _ = teacher.bbox_head(teacher.extract_feat(img))
         for level, stride in enumerate([8, 16, 32, 64, 128]):
             s, t = nhwc(s_cls[level], 5), nhwc(t_cls[level], 5)
             assert float(losses["loss_bckd_cls"][level]) == pytest.approx(float(binary_kd(s, t) / num_pos), rel=1e-4)
