@@ -125,11 +125,30 @@ def test_a_method_the_family_lacks_is_refused_before_training(monkeypatch, capsy
 
 def test_families_have_their_own_readme_blocks(repo_root: Path, tmp_path: Path) -> None:
     text = (repo_root / "README.md").read_text(encoding="utf-8")
-    for family in ("retinanet", "fcos", "atss", "orcnn"):
-        begin, end = markers(family=family)
+    blocks = [("accuracy", f) for f in ("retinanet", "fcos", "atss", "orcnn")]
+    blocks += [("ld_ablation", f) for f in ("retinanet", "fcos", "atss")]
+    for bench, family in blocks:
+        begin, end = markers(bench, family)
         assert text.count(begin) == 1 and text.count(end) == 1 and text.index(begin) < text.index(end)
     readme = tmp_path / "README.md"
     begin, end = markers(family="fcos")
     readme.write_text(f"{README_BEGIN}\nretina\n{README_END}\n{begin}\nold\n{end}\n", encoding="utf-8")
     write_readme(readme, "fcos table", family="fcos")
     assert readme.read_text(encoding="utf-8") == f"{README_BEGIN}\nretina\n{README_END}\n{begin}\nfcos table\n{end}\n"
+
+
+def test_a_family_ablation_reuses_its_accuracy_runs_and_ablates_its_ld_kd_student() -> None:
+    from bench.accuracy import FAMILY_MODELS
+    from bench.ld_ablation import FAMILY_VARIANTS
+    from rotld_cli.recipes import load_recipe
+
+    keys = [key for _, key, _ in FAMILY_VARIANTS]
+    assert len(set(keys)) == len(keys)
+    for family in ("fcos", "atss"):
+        distillers = FAMILY_MODELS[family][2]
+        reused = {model.key for model in distillers.values()} & set(keys)
+        assert reused == {"student", "ld-binary"}  # its LD+KD and LD+binary-KD runs, trained by bench.accuracy
+        for _, key, overrides in FAMILY_VARIANTS:  # the others: the LD+KD recipe with valid overrides
+            if key not in reused:
+                recipe = load_recipe(distillers["ld"].recipe, list(overrides))
+                assert recipe.family == family and recipe.get("distill.method", "ld") == "ld"
