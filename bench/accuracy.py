@@ -181,7 +181,8 @@ def main() -> None:
             parser.error(str(exc))
     default = DEFAULT_METHODS if args.family == "retinanet" else tuple(distillers)
     try:
-        methods = parse_methods(args.methods or ",".join(default))
+        known = tuple(dict.fromkeys([*DISTILLERS, *distillers]))  # another family's own are refused below
+        methods = parse_methods(args.methods or ",".join(default), known=known)
     except UsageError as exc:  # one line naming the option, exit 2
         parser.error(str(exc))
     missing = [m for m in methods if m not in distillers]

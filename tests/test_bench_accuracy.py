@@ -111,6 +111,27 @@ def test_each_family_benchmarks_its_own_synthetic_recipes() -> None:
         assert (kd["type"], kd["region"]) == ("binary", "all")
 
 
+def test_a_familys_default_methods_pass_the_option_check(monkeypatch, tmp_path) -> None:
+    """`--family fcos` without --methods gets past the parsing (to the first training step, stubbed here)."""
+    import sys
+
+    import bench.accuracy as accuracy
+
+    reached = []
+
+    def stop(work, settings):  # the first step after the option checks
+        reached.append(work)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(accuracy, "claim_work_dir", stop)
+    for family in ("fcos", "atss", "orcnn"):
+        monkeypatch.setattr(sys, "argv", ["accuracy", "--family", family, "--work-dir", str(tmp_path / family)])
+        with pytest.raises(SystemExit) as exc:
+            accuracy.main()
+        assert exc.value.code == 0
+    assert reached == [tmp_path / f for f in ("fcos", "atss", "orcnn")]
+
+
 def test_a_method_the_family_lacks_is_refused_before_training(monkeypatch, capsys) -> None:
     import sys
 

@@ -110,13 +110,14 @@ DISTILLERS = {
 """`--methods` name → the student row it adds (LD+KD keeps its `student` run folder)."""
 
 
-def parse_methods(text: str) -> tuple[str, ...]:
-    """`ld,crosskd` → ('ld', 'crosskd'); an unknown name is a one-line usage error."""
+def parse_methods(text: str, known: Sequence[str] = tuple(DISTILLERS)) -> tuple[str, ...]:
+    """`ld,crosskd` → ('ld', 'crosskd'); a name not in `known` (the demo's distillers by default) is a
+    one-line usage error."""
     methods = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = [m for m in methods if m not in DISTILLERS]
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
         raise UsageError(f"--methods {text}: unknown distiller {unknown[0] if unknown else '(none)'!r}; "
-                         f"use a comma-separated subset of {', '.join(DISTILLERS)}")
+                         f"use a comma-separated subset of {', '.join(known)}")
     return methods
 
 
