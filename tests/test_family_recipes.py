@@ -102,6 +102,17 @@ def test_atss_recipes_compile_to_one_anchor_and_the_atss_assigner():
         "ld-kd": "LDRotatedATSSHead", "bckd": "BCKDRotatedATSSHead", "crosskd": "CrossKDRotatedATSSHead"}
 
 
+@pytest.mark.parametrize("name", ["dota1-fcos/student-r18-ld-kd-binary-1x", "dota1-atss/student-r18-ld-kd-binary-1x",
+                                  "synthetic-fcos/student-r18-ld-kd-binary", "synthetic-atss/student-r18-ld-kd-binary"])
+def test_binary_kd_students_compile_to_the_ld_head_with_binary_kd_on_every_point_or_anchor(name):
+    head = model(name)["bbox_head"]
+    plain = model(name.replace("-binary", ""))["bbox_head"]
+    assert head["type"] == plain["type"] in ("LDRotatedFCOSHead", "LDRotatedATSSHead")
+    assert head["loss_kd"] == dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0) and head["kd_region"] == "all"
+    assert plain["loss_kd"]["type"] == "KnowledgeDistillationKLDivLoss" and "kd_region" not in plain
+    assert head["loss_ld"] == plain["loss_ld"]  # only the KD differs
+
+
 def test_orcnn_recipes_compile_to_oriented_rcnn_with_the_distribution_roi_head():
     teacher = model("dota1-orcnn/teacher-r34-2x")
     assert teacher["type"] == "OrientedRCNN" and "bbox_head" not in teacher

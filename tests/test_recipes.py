@@ -40,6 +40,7 @@ BUNDLED = [
     "dota1-atss/student-r18-bckd-1x",
     "dota1-atss/student-r18-crosskd-1x",
     "dota1-atss/student-r18-ld-kd-1x",
+    "dota1-atss/student-r18-ld-kd-binary-1x",
     "dota1-atss/teacher-r34-2x",
     "dota1-fcos/baseline-r18-1x",
     "dota1-fcos/student-r18-bckd-1x",
