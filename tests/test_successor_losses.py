@@ -68,6 +68,26 @@ def test_binary_kd_loss_is_zero_where_the_student_agrees():
     assert float(loss(logits, logits.clone())) == 0.0
 
 
+def test_the_softmax_kd_cannot_see_the_level_of_sigmoid_scores_and_the_binary_kd_can():
+    """Why the synthetic LD+KD students use the binary KD (README, Distillers and Detector families):
+    lifting every class logit of the student by the same amount turns all its sigmoid scores up (a
+    false detection everywhere), yet the seed's softmax KD gives the same loss and no gradient
+    towards the teacher's level; the binary KD grows and pulls the logits back down."""
+    softmax_kd = build_loss(dict(type="KnowledgeDistillationKLDivLoss", loss_weight=1.0, T=5.0))
+    binary_kd = build_loss(dict(type="BinaryKDLoss", beta=1.0, loss_weight=1.0))
+    teacher = torch.tensor(TEACHER, dtype=torch.float64)
+    for loss, sees_the_level in ((softmax_kd, False), (binary_kd, True)):
+        shifted = (teacher + 6.0).requires_grad_(True)  # same ratios, every score near 1
+        value = loss(shifted, teacher)
+        value.backward()
+        row_sums = shifted.grad.sum(dim=1)  # the gradient along "all logits up"
+        if sees_the_level:
+            assert float(value) > 1.0 and bool((row_sums > 0).all())
+        else:
+            assert float(value) == pytest.approx(0.0, abs=1e-12)
+            assert float(row_sums.abs().max()) == pytest.approx(0.0, abs=1e-12)
+
+
 SQRT2 = math.sqrt(2.0)
 
 
