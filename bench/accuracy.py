@@ -181,7 +181,8 @@ def main() -> None:
             parser.error(str(exc))
     default = DEFAULT_METHODS if args.family == "retinanet" else tuple(distillers)
     try:
-        known = tuple(dict.fromkeys([*DISTILLERS, *distillers]))  # another family's own are refused below
+        # every family's names are known here; another family's are refused below with this one's list
+        known = tuple(dict.fromkeys([*DISTILLERS, *(m for f in FAMILY_MODELS.values() for m in f[2])]))
         methods = parse_methods(args.methods or ",".join(default), known=known)
     except UsageError as exc:  # one line naming the option, exit 2
         parser.error(str(exc))
