@@ -14,6 +14,8 @@ each harmless for rotld's use:
 - torch's "torch.meshgrid: in an upcoming release, it will be required to pass the indexing
   argument" UserWarning, raised for mmdet's point grids (rotated FCOS): they mean the 'ij' indexing
   that is still the default. torch raises it from C++, so it names torch, not mmdet: matched by text;
+- mmdet's own "DeprecationWarning: `num_anchors` / anchor_generator is deprecated" UserWarnings,
+  raised by its anchor heads' properties that mmrotate's oriented RPN still reads (Oriented R-CNN);
 - GDAL's own messages, which rasterio and pyogrio log (e.g. a TIFF tag GDAL ignores): a raster
   rotld cannot read is reported by rotld with its path.
 """
@@ -49,6 +51,9 @@ def silence_third_party() -> None:
     warnings.filterwarnings(
         "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing",
         category=UserWarning,
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"DeprecationWarning: .* is deprecated", category=UserWarning, module=STACK_MODULES
     )
     for category in (SyntaxWarning, DeprecationWarning):
         # Compile-time warnings carry the source path as their module.

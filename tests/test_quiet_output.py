@@ -66,3 +66,16 @@ def test_torchs_meshgrid_indexing_notice_is_silenced_and_other_torch_warnings_ar
         warnings.warn_explicit("torch.other: something else", UserWarning, "torch/functional.py", 1,
                                module="torch.functional")
     assert [str(w.message) for w in caught] == ["torch.other: something else"]
+
+
+def test_mmdets_own_deprecation_notices_are_silenced_and_ours_are_not():
+    # mmdet's anchor heads warn on `num_anchors` / `anchor_generator` (read by mmrotate's oriented RPN)
+    notice = "DeprecationWarning: `num_anchors` is deprecated, for consistency or also use `num_base_priors` instead"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_third_party()
+        warnings.warn_explicit(notice, UserWarning, "mmdet/models/dense_heads/anchor_head.py", 116,
+                               module="mmdet.models.dense_heads.anchor_head")
+        assert caught == []
+        warnings.warn_explicit(notice, UserWarning, "rotld_cli/x.py", 1, module="rotld_cli.x")
+    assert len(caught) == 1
