@@ -62,3 +62,12 @@ def kd_term(loss_kd: nn.Module, student: Tensor, teacher: Tensor, region: Tensor
     """L_kd of (M, C) student and teacher class logits."""
     region = region.reshape(-1)
     return loss_kd(student, teacher, weight=region, avg_factor=region_count(region))
+
+
+def region_kd_term(loss_kd: nn.Module, student: Tensor, teacher: Tensor, region: Tensor, kd_region: str,
+                   num_pos: float, kept: Tensor | None = None) -> Tensor:
+    """KD by `kd_region`: `kd_term` on the region ('ld'), or on every row `kept` (all when None: no row is
+    ignored) divided by the number of positives over all levels, the detector's own normaliser ('all')."""
+    if kd_region == "all":
+        return loss_kd(student, teacher, weight=kept, avg_factor=num_pos)
+    return kd_term(loss_kd, student, teacher, region)

@@ -40,9 +40,9 @@ from rotld_cli.engine.models.crosskd_head import run_tower, setup_cross_losses
 from rotld_cli.engine.models.distill_terms import (
     checked_kd_region,
     flat_scores,
-    kd_term,
     ld_term,
     positive_region,
+    region_kd_term,
     term_enabled,
 )
 from rotld_cli.engine.models.integral import ANGLE_RANGES, Integral, IntegralAngle
@@ -197,9 +197,7 @@ class FCOSStudentHead(RotatedFCOSHeadDistribution):
         point / the number of positives over all levels, FCOS's own focal-loss normaliser (`'all'`)."""
         student = flat_scores(cls_score, self.cls_out_channels)
         teacher = flat_scores(teacher_cls_score, self.cls_out_channels)
-        if self.kd_region == "all":
-            return self.loss_kd(student, teacher, avg_factor=num_pos)
-        return kd_term(self.loss_kd, student, teacher, region)
+        return region_kd_term(self.loss_kd, student, teacher, region, self.kd_region, num_pos)
 
     def successor_terms(
         self, level: int, student: list[Tensor], teacher: list[Tensor], region: Tensor, num_pos: float, *extra: Tensor

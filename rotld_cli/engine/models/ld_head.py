@@ -23,7 +23,7 @@ from mmrotate.core import rotated_anchor_inside_flags
 from mmrotate.models.builder import ROTATED_HEADS, build_loss
 from torch import Tensor
 
-from rotld_cli.engine.models.distill_terms import checked_kd_region, flat_scores, kd_term, ld_term
+from rotld_cli.engine.models.distill_terms import checked_kd_region, flat_scores, ld_term, region_kd_term
 from rotld_cli.engine.models.distribution_head import RotatedRetinaHeadDistribution
 from rotld_cli.engine.models.integral import NUM_COORDS
 from rotld_cli.engine.models.ld_region import BOX_MODES, distillation_regions
@@ -196,10 +196,8 @@ class LDRotatedRetinaHead(RotatedRetinaHeadDistribution):
         every anchor the assigner does not ignore, divided by the number of positives (`kd_region='all'`)."""
         student = flat_scores(cls_score, self.cls_out_channels)
         teacher = flat_scores(teacher_cls_score, self.cls_out_channels)
-        if self.kd_region == "all":
-            weight = (label_weights.reshape(-1) > 0).float()
-            return self.loss_kd(student, teacher, weight=weight, avg_factor=num_total_samples)
-        return kd_term(self.loss_kd, student, teacher, ld_region)
+        kept = (label_weights.reshape(-1) > 0).float()
+        return region_kd_term(self.loss_kd, student, teacher, ld_region, self.kd_region, num_total_samples, kept)
 
     def imitation_loss(self, x: Tensor, teacher_x: Tensor, im_region: Tensor, bbox_pred: Tensor) -> Tensor:
         """IM loss at the locations where any of the A anchors is in the IM region."""
